@@ -1,0 +1,2 @@
+//! Generation: prompt -> next-token distribution -> decode -> append -> repeat.
+//! (Not built yet.)

@@ -1,0 +1,17 @@
+//! The bpe tokenizer: byte-level BPE: trained here, or GPT-2's official merges.
+//! (Not built yet: the foundation issue's tokenizer work fills this in.)
+
+use super::TokenizerError;
+
+/// Placeholder until the implementation lands; never constructed.
+#[derive(Debug, Clone)]
+pub struct BpeTokenizer {
+    _private: (),
+}
+
+impl BpeTokenizer {
+    /// Recognises this tokenizer's tokenizer.json; `None` when it is another kind.
+    pub fn from_hf_json(_json: &serde_json::Value) -> Result<Option<Self>, TokenizerError> {
+        Ok(None)
+    }
+}

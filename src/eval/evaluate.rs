@@ -290,7 +290,10 @@ impl Protocol {
         };
         let stride = match self.window {
             Some(w) if self.stride == w - 1 => {
-                format!("{} (non-overlapping: each window scores new tokens only)", self.stride)
+                format!(
+                    "{} (non-overlapping: each window scores new tokens only)",
+                    self.stride
+                )
             }
             Some(w) => format!(
                 "{} new tokens per window; each sees {}..{} tokens of context",
@@ -379,7 +382,9 @@ pub fn score_documents<M: LanguageModel>(
     while at < jobs.len() {
         let mut end = at;
         let mut ids = 0;
-        while end < jobs.len() && (end == at || ids + jobs[end].1.end - jobs[end].1.start <= opts.batch_tokens) {
+        while end < jobs.len()
+            && (end == at || ids + jobs[end].1.end - jobs[end].1.start <= opts.batch_tokens)
+        {
             ids += jobs[end].1.end - jobs[end].1.start;
             end += 1;
         }
@@ -529,8 +534,8 @@ mod tests {
     fn uniform_perplexity_is_vocab_and_bytes_are_text_bytes() {
         let m = Uniform::new(257, 256).unwrap();
         let text = "one two\nthree\n\nfour five six\n";
-        let c = Corpus::from_text(Path::new("t"), text, &ByteTokenizer, DocMode::Lines, false)
-            .unwrap();
+        let c =
+            Corpus::from_text(Path::new("t"), text, &ByteTokenizer, DocMode::Lines, false).unwrap();
         assert_eq!(c.docs.len(), 4);
         let opts = EvalOptions::new(WindowSpec::new(Some(4), Some(2), None).unwrap());
         let r = evaluate(&m, &ByteTokenizer, &c, &opts).unwrap();
@@ -540,8 +545,8 @@ mod tests {
         assert!((r.metrics.token_perplexity - 257.0).abs() < 1e-3);
         assert!((r.metrics.bits_per_byte - 257f64.log2()).abs() < 1e-5);
         // Ends scored: one more token per document, same bytes.
-        let c = Corpus::from_text(Path::new("t"), text, &ByteTokenizer, DocMode::Lines, true)
-            .unwrap();
+        let c =
+            Corpus::from_text(Path::new("t"), text, &ByteTokenizer, DocMode::Lines, true).unwrap();
         let r = evaluate(&m, &ByteTokenizer, &c, &opts).unwrap();
         assert_eq!(r.totals.tokens, 29);
         assert_eq!(r.totals.bytes, 25);
@@ -587,7 +592,9 @@ mod tests {
             vocab: 9,
             max_context: Some(16),
         };
-        let text: String = (0..3000).map(|i| ((i * 13 % 8) as u8 + b'a') as char).collect();
+        let text: String = (0..3000)
+            .map(|i| ((i * 13 % 8) as u8 + b'a') as char)
+            .collect();
         let ids: Vec<u32> = text.bytes().map(|b| (b - b'a') as u32).collect();
         let corpus = Corpus {
             source: "toy".into(),

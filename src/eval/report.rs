@@ -50,7 +50,11 @@ pub fn score_table(s: &TextScore, color: bool) -> String {
         }
     };
     if let Some(c) = &s.context {
-        let _ = writeln!(out, "context ({} tokens, not scored): {c}", s.context_tokens);
+        let _ = writeln!(
+            out,
+            "context ({} tokens, not scored): {c}",
+            s.context_tokens
+        );
     }
     let mut line = String::new();
     for t in &s.tokens {
@@ -225,7 +229,11 @@ body {{ font-family: sans-serif; margin: 2em; max-width: 60em; }}
     )
 }
 
-fn fmt_ci(r: &EvalReport, f: impl Fn(&super::bootstrap::Intervals) -> super::bootstrap::Interval, digits: usize) -> String {
+fn fmt_ci(
+    r: &EvalReport,
+    f: impl Fn(&super::bootstrap::Intervals) -> super::bootstrap::Interval,
+    digits: usize,
+) -> String {
     match &r.interval {
         Some(i) => {
             let v = f(i);
@@ -295,10 +303,7 @@ mod tests {
 
     #[test]
     fn buckets_and_renderings() {
-        assert_eq!(
-            [1, 2, 10, 11, 100, 101].map(bucket),
-            [0, 1, 1, 2, 2, 3]
-        );
+        assert_eq!([1, 2, 10, 11, 100, 101].map(bucket), [0, 1, 1, 2, 2, 3]);
         let m = Uniform::new(257, 256).unwrap();
         let spec = WindowSpec::new(None, None, None).unwrap();
         let s = score_text(&m, &ByteTokenizer, None, "a<b\n", &spec, 2).unwrap();

@@ -146,7 +146,7 @@ impl Gpt<f32> {
             let scores_p = SyncPtr(st.scores.as_mut_ptr());
             let head = |h: usize, yh: &mut [f32]| {
                 // SAFETY: each head uses its own n_ctx-long region of the scores scratch.
-                let sc = unsafe { std::slice::from_raw_parts_mut(scores_p.0.add(h * n_ctx), n_ctx) };
+                let sc = unsafe { std::slice::from_raw_parts_mut(scores_p.get().add(h * n_ctx), n_ctx) };
                 let qh = &q[h * hs..(h + 1) * hs];
                 let mut maxv = f32::NEG_INFINITY;
                 for (t2, s) in sc.iter_mut().enumerate() {

@@ -21,7 +21,7 @@ unsafe impl<T> Send for SyncPtr<T> {}
 unsafe impl<T> Sync for SyncPtr<T> {}
 impl<T> SyncPtr<T> {
     #[inline(always)]
-    fn get(self) -> *mut T {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }
@@ -319,7 +319,7 @@ pub fn attention_forward<F: Float>(
     out: &mut [F],
     att: &mut [F],
     qkv: &[F],
-    b: usize,
+    _b: usize,
     t_len: usize,
     c: usize,
     nh: usize,

@@ -261,6 +261,16 @@ impl<F: Float> GptTrainer<F> {
         inputs: &[u32],
         targets: &[u32],
     ) -> Result<f32, ModelError> {
+        self.forward_loss_f64(model, inputs, targets).map(|l| l as f32)
+    }
+
+    /// [`GptTrainer::forward_loss`] without rounding the mean to f32 (finite differences).
+    pub fn forward_loss_f64(
+        &mut self,
+        model: &Gpt<F>,
+        inputs: &[u32],
+        targets: &[u32],
+    ) -> Result<f64, ModelError> {
         self.check(model, inputs, targets)?;
         forward(&self.config, model.params(), &mut self.acts, inputs, None);
         let loss = kernels::softmax_ce_forward(
@@ -272,7 +282,7 @@ impl<F: Float> GptTrainer<F> {
         if !loss.is_finite() {
             return Err(ModelError::NonFinite(format!("loss {loss}")));
         }
-        Ok(loss as f32)
+        Ok(loss)
     }
 
     /// Mean next-token cross-entropy (nats) over the B*T positions; ADDS its gradient into
@@ -466,9 +476,9 @@ mod tests {
         for i in 0..model.num_params() {
             let x0 = model.params()[i];
             model.params_mut()[i] = x0 + h;
-            let lp = tr.forward_loss(&model, &inputs, &targets).unwrap() as f64;
+            let lp = tr.forward_loss_f64(&model, &inputs, &targets).unwrap();
             model.params_mut()[i] = x0 - h;
-            let lm = tr.forward_loss(&model, &inputs, &targets).unwrap() as f64;
+            let lm = tr.forward_loss_f64(&model, &inputs, &targets).unwrap();
             model.params_mut()[i] = x0;
             let num = (lp - lm) / (2.0 * h);
             let err = (num - grads[i]).abs() / (1e-4 + num.abs().max(grads[i].abs()));

@@ -190,11 +190,12 @@ impl BpeTokenizer {
                 }
             }
         }
-        Self::from_byte_level(vocab, merges, &[EOT_TEXT.to_string()], Pretokenizer::Gpt2)
-            .map_err(|e| match e {
+        Self::from_byte_level(vocab, merges, &[EOT_TEXT.to_string()], Pretokenizer::Gpt2).map_err(
+            |e| match e {
                 TokenizerError::Invalid(m) => fmt(encoder_json, m),
                 other => other,
-            })
+            },
+        )
     }
 
     /// Builds from byte-level strings (GPT-2's `bytes_to_unicode` spelling): vocabulary
@@ -220,7 +221,11 @@ impl BpeTokenizer {
                 })
                 .collect()
         };
-        let n = vocab.iter().map(|(_, id)| *id as usize + 1).max().unwrap_or(0);
+        let n = vocab
+            .iter()
+            .map(|(_, id)| *id as usize + 1)
+            .max()
+            .unwrap_or(0);
         let mut tokens: Vec<Option<Vec<u8>>> = vec![None; n];
         let mut by_text: FxHashMap<&str, u32> = FxHashMap::default();
         let mut special = Vec::new();
@@ -392,7 +397,12 @@ impl BpeTokenizer {
 
     /// Encodes one chunk of text (sequentially) into `out`. `base` is the chunk's offset in
     /// the whole text, for error messages.
-    fn encode_chunk(&self, text: &str, base: usize, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+    fn encode_chunk(
+        &self,
+        text: &str,
+        base: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
         let mut cache: FxHashMap<&[u8], (u32, u32)> = FxHashMap::default();
         let mut arena: Vec<u32> = Vec::new();
         let mut syms = Vec::new();
@@ -466,7 +476,9 @@ impl BpeTokenizer {
         if json.pointer("/model/type").and_then(|v| v.as_str()) != Some("BPE") {
             return Ok(None);
         }
-        let pre = json.get("pre_tokenizer").unwrap_or(&serde_json::Value::Null);
+        let pre = json
+            .get("pre_tokenizer")
+            .unwrap_or(&serde_json::Value::Null);
         let decoder_is_byte_level =
             json.pointer("/decoder/type").and_then(|v| v.as_str()) == Some("ByteLevel");
         let pretokenizer = match hf_pretokenizer(pre)? {
@@ -514,7 +526,8 @@ impl BpeTokenizer {
                         _ => None,
                     }
                 }
-                serde_json::Value::Array(a) if a.len() == 2 => match (a[0].as_str(), a[1].as_str()) {
+                serde_json::Value::Array(a) if a.len() == 2 => match (a[0].as_str(), a[1].as_str())
+                {
                     (Some(x), Some(y)) => Some((x.to_string(), y.to_string())),
                     _ => None,
                 },
@@ -536,7 +549,10 @@ fn hf_pretokenizer(pre: &serde_json::Value) -> Result<Option<Pretokenizer>, Toke
     match ty {
         "ByteLevel" if byte_level_ok(pre, true) => Ok(Some(Pretokenizer::Gpt2)),
         "Sequence" => {
-            let parts = pre["pretokenizers"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            let parts = pre["pretokenizers"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             if let [split, bl] = parts {
                 let pattern = split.pointer("/pattern/Regex").and_then(|v| v.as_str());
                 let is_split = split.get("type").and_then(|v| v.as_str()) == Some("Split")
@@ -624,8 +640,10 @@ impl Tokenizer for BpeTokenizer {
             if self.special.contains(&(id as u32)) {
                 let content = String::from_utf8_lossy(t).into_owned();
                 vocab.insert(content.clone(), serde_json::json!(id));
-                added.push(serde_json::json!({"id": id, "content": content, "single_word": false,
-                    "lstrip": false, "rstrip": false, "normalized": false, "special": true}));
+                added.push(
+                    serde_json::json!({"id": id, "content": content, "single_word": false,
+                    "lstrip": false, "rstrip": false, "normalized": false, "special": true}),
+                );
             } else {
                 vocab.insert(spell(t), serde_json::json!(id));
             }
@@ -669,7 +687,11 @@ mod tests {
         tokens.push(b"ab".to_vec()); // 257
         tokens.push(b"abc".to_vec()); // 258
         tokens.push(EOT_TEXT.as_bytes().to_vec()); // 259
-        let merges = vec![(b'b' as u32, b'c' as u32), (b'a' as u32, b'b' as u32), (257, b'c' as u32)];
+        let merges = vec![
+            (b'b' as u32, b'c' as u32),
+            (b'a' as u32, b'b' as u32),
+            (257, b'c' as u32),
+        ];
         BpeTokenizer::from_parts(tokens, merges, vec![259], 259, Pretokenizer::Gpt2).unwrap()
     }
 
@@ -705,6 +727,9 @@ mod tests {
         let back = super::super::from_hf_json(&t.to_hf_json()).unwrap();
         assert_eq!(back.kind(), "bpe");
         assert_eq!(back.fingerprint(), t.fingerprint());
-        assert_eq!(back.encode("abcab ab").unwrap(), t.encode("abcab ab").unwrap());
+        assert_eq!(
+            back.encode("abcab ab").unwrap(),
+            t.encode("abcab ab").unwrap()
+        );
     }
 }

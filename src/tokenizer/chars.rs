@@ -31,8 +31,11 @@ impl CharTokenizer {
 
     /// A tokenizer over exactly these characters (ids in the given order).
     pub fn from_chars(chars: Vec<char>) -> CharTokenizer {
-        let ids: FxHashMap<char, u32> =
-            chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
+        let ids: FxHashMap<char, u32> = chars
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, i as u32))
+            .collect();
         let mut ascii = [u32::MAX; 128];
         for (&c, &id) in &ids {
             if (c as u32) < 128 {
@@ -180,7 +183,10 @@ mod tests {
     #[test]
     fn sorted_vocabulary_round_trip_and_json() {
         let t = CharTokenizer::train(&["hello wörld", "zz\n"]);
-        assert_eq!(t.chars(), &['\n', ' ', 'd', 'e', 'h', 'l', 'o', 'r', 'w', 'z', 'ö']);
+        assert_eq!(
+            t.chars(),
+            &['\n', ' ', 'd', 'e', 'h', 'l', 'o', 'r', 'w', 'z', 'ö']
+        );
         assert_eq!(t.vocab_size(), 12);
         assert_eq!(t.eot_token(), 11);
         let ids = t.encode("low\n").unwrap();

@@ -371,7 +371,11 @@ mod tests {
         let res = RE.get_or_init(|| {
             [GPT2_PATTERN, GPT4_PATTERN].map(|p| fancy_regex::Regex::new(p).unwrap())
         });
-        let re = if pattern == GPT2_PATTERN { &res[0] } else { &res[1] };
+        let re = if pattern == GPT2_PATTERN {
+            &res[0]
+        } else {
+            &res[1]
+        };
         re.find_iter(text)
             .map(|m| m.unwrap().as_str().to_string())
             .collect()

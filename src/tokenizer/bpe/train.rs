@@ -65,8 +65,11 @@ impl BpeTokenizer {
             .collect();
 
         let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
-        let mut by_bytes: FxHashMap<Vec<u8>, u32> =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let mut by_bytes: FxHashMap<Vec<u8>, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let mut merges: Vec<(u32, u32)> = Vec::new();
         let target = vocab_size - 1; // the last id is end-of-text
         let mut changes: Vec<(u64, i64)> = Vec::new();
@@ -173,7 +176,11 @@ fn count_pieces<'a>(texts: &[&'a str], pretokenizer: Pretokenizer) -> FxHashMap<
             m
         })
         .reduce(FxHashMap::default, |mut x, y| {
-            let (mut big, small) = if x.len() >= y.len() { (x, y) } else { (y, std::mem::take(&mut x)) };
+            let (mut big, small) = if x.len() >= y.len() {
+                (x, y)
+            } else {
+                (y, std::mem::take(&mut x))
+            };
             for (k, v) in small {
                 *big.entry(k).or_insert(0) += v;
             }
@@ -205,7 +212,9 @@ mod tests {
                     *pc.entry((p[0], p[1])).or_insert(0) += c;
                 }
             }
-            let Some(best) = pc.values().copied().max() else { break };
+            let Some(best) = pc.values().copied().max() else {
+                break;
+            };
             let (&(x, y), _) = pc.iter().find(|(_, c)| **c == best).unwrap();
             let joined = [tokens[x as usize].clone(), tokens[y as usize].clone()].concat();
             let new = tokens.len() as u32;

@@ -128,7 +128,9 @@ fn greedy_equals_hand_argmax_chain() {
     let mut want = Vec::new();
     for _ in 0..12 {
         let row = m.row(&ctx);
-        let best = (0..7).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a))).unwrap();
+        let best = (0..7)
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+            .unwrap();
         want.push(best as u32);
         ctx.push(best as u32);
     }
@@ -181,7 +183,10 @@ fn chi_square(cfg: SamplerConfig, n: usize) -> f64 {
         *counts.entry(toks).or_insert(0usize) += 1;
     }
     let total_p: f64 = outs.iter().map(|o| joint(&m, o).exp()).sum();
-    assert!((total_p - 1.0).abs() < 1e-5, "outcomes cover the space: {total_p}");
+    assert!(
+        (total_p - 1.0).abs() < 1e-5,
+        "outcomes cover the space: {total_p}"
+    );
     assert_eq!(
         counts.keys().filter(|k| !outs.contains(k)).count(),
         0,
@@ -302,7 +307,11 @@ fn top_p_is_the_smallest_set_reaching_p_by_brute_force() {
         let set: Vec<u32> = (0..v as u32).filter(|i| mask >> i & 1 == 1).collect();
         let mut c = Candidates::from_logprobs(&row);
         sampler::top_p(&mut c, target, 1);
-        assert_same(&kept(&c), &renormalize(&p, &set), &format!("top-p trial {trial}"));
+        assert_same(
+            &kept(&c),
+            &renormalize(&p, &set),
+            &format!("top-p trial {trial}"),
+        );
     }
 }
 
@@ -321,7 +330,11 @@ fn top_k_and_min_p_match_brute_force() {
             .collect();
         let mut c = Candidates::from_logprobs(&row);
         sampler::top_k(&mut c, k);
-        assert_same(&kept(&c), &renormalize(&p, &set), &format!("top-k trial {trial}"));
+        assert_same(
+            &kept(&c),
+            &renormalize(&p, &set),
+            &format!("top-k trial {trial}"),
+        );
 
         let mp = rng.random_range(0.0f32..1.0);
         let pmax = p.iter().cloned().fold(0.0, f64::max);
@@ -331,7 +344,11 @@ fn top_k_and_min_p_match_brute_force() {
             .collect();
         let mut c = Candidates::from_logprobs(&row);
         sampler::min_p(&mut c, mp, 1);
-        assert_same(&kept(&c), &renormalize(&p, &set), &format!("min-p trial {trial}"));
+        assert_same(
+            &kept(&c),
+            &renormalize(&p, &set),
+            &format!("min-p trial {trial}"),
+        );
     }
 }
 
@@ -357,7 +374,11 @@ fn typical_matches_its_definition() {
         }
         let mut c = Candidates::from_logprobs(&row);
         sampler::typical(&mut c, tp, 1);
-        assert_same(&kept(&c), &renormalize(&p, &set), &format!("typical trial {trial}"));
+        assert_same(
+            &kept(&c),
+            &renormalize(&p, &set),
+            &format!("typical trial {trial}"),
+        );
     }
 }
 
@@ -412,7 +433,10 @@ fn default_chain_equals_sequential_brute_force() {
 #[test]
 fn sampler_order_is_respected() {
     // temperature first, then top-p: a different kept set than top-p on temperature 1.
-    let row: Vec<f32> = [0.5f64, 0.3, 0.15, 0.05].iter().map(|p| p.ln() as f32).collect();
+    let row: Vec<f32> = [0.5f64, 0.3, 0.15, 0.05]
+        .iter()
+        .map(|p| p.ln() as f32)
+        .collect();
     let base = SamplerConfig {
         temperature: 3.0,
         top_p: 0.75,
@@ -537,7 +561,10 @@ fn past_the_context_the_window_slides_and_never_crashes() {
 
 #[test]
 fn penalties_use_the_recent_window_only() {
-    let row: Vec<f32> = [0.4f64, 0.3, 0.2, 0.1].iter().map(|p| p.ln() as f32).collect();
+    let row: Vec<f32> = [0.4f64, 0.3, 0.2, 0.1]
+        .iter()
+        .map(|p| p.ln() as f32)
+        .collect();
     let cfg = SamplerConfig {
         repeat_penalty: 100.0,
         penalty_last_n: 2,

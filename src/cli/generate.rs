@@ -167,9 +167,7 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = arlm::model::load::load(&args.model)
         .with_context(|| format!("cannot load the model {}", args.model.display()))?;
     let tok = &*loaded.tokenizer;
-    let prompt_ids = tok
-        .encode(&prompt)
-        .context("cannot tokenize the prompt")?;
+    let prompt_ids = tok.encode(&prompt).context("cannot tokenize the prompt")?;
     arlm::with_model!(&loaded.model, m => run_model(m, tok, &args, &prompt_ids))
 }
 

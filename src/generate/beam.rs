@@ -86,7 +86,11 @@ fn validate(cfg: &BeamConfig) -> Result<(), GenerateError> {
         );
     }
     if cfg.max_tokens == 0 {
-        return bad("max-tokens", "0".into(), "beam search needs at least 1 token");
+        return bad(
+            "max-tokens",
+            "0".into(),
+            "beam search needs at least 1 token",
+        );
     }
     Ok(())
 }
@@ -123,7 +127,8 @@ pub fn beam_search<M: LanguageModel>(
             let mut ids: Vec<u32> = (0..row.len() as u32)
                 .filter(|&t| row[t as usize].is_finite())
                 .collect();
-            let desc = |a: &u32, c: &u32| row[*c as usize].total_cmp(&row[*a as usize]).then(a.cmp(c));
+            let desc =
+                |a: &u32, c: &u32| row[*c as usize].total_cmp(&row[*a as usize]).then(a.cmp(c));
             if per_beam < ids.len() {
                 ids.select_nth_unstable_by(per_beam - 1, desc);
                 ids.truncate(per_beam);

@@ -78,8 +78,9 @@ impl Stage {
                 return Err(GenerateError::InvalidParam {
                     name: "samplers",
                     value: other.to_string(),
-                    reason: "unknown sampler; use penalties, top_k, typ_p, top_p, min_p, temperature"
-                        .into(),
+                    reason:
+                        "unknown sampler; use penalties, top_k, typ_p, top_p, min_p, temperature"
+                            .into(),
                 })
             }
         })
@@ -410,13 +411,7 @@ pub fn temperature(c: &mut Candidates, t: f32) {
 }
 
 /// Repetition / presence / frequency penalties from the token counts of the window.
-pub fn penalties(
-    c: &mut Candidates,
-    window: &[u32],
-    repeat: f32,
-    presence: f32,
-    frequency: f32,
-) {
+pub fn penalties(c: &mut Candidates, window: &[u32], repeat: f32, presence: f32, frequency: f32) {
     if window.is_empty() || (repeat == 1.0 && presence == 0.0 && frequency == 0.0) {
         return;
     }
@@ -511,13 +506,20 @@ impl Sampler {
     /// Runs the bans and the stages on `logprobs` (the model's next-token row) given the
     /// tokens so far (`history`: prompt and generated, without BOS), leaving the final
     /// candidate set. Public so tests can inspect the distribution the draw uses.
-    pub fn filter(&mut self, logprobs: &[f32], history: &[u32]) -> Result<&Candidates, GenerateError> {
+    pub fn filter(
+        &mut self,
+        logprobs: &[f32],
+        history: &[u32],
+    ) -> Result<&Candidates, GenerateError> {
         let cfg = &self.cfg;
         if logprobs.len() != self.vocab_size {
             return Err(GenerateError::InvalidParam {
                 name: "logprobs",
                 value: logprobs.len().to_string(),
-                reason: format!("row length differs from the vocabulary ({})", self.vocab_size),
+                reason: format!(
+                    "row length differs from the vocabulary ({})",
+                    self.vocab_size
+                ),
             });
         }
         let c = &mut self.cands;

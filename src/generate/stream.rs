@@ -117,7 +117,8 @@ impl TextStream {
 
     /// Emits whatever is held back (called when generation ends).
     pub fn finish(&mut self) -> String {
-        let rest = String::from_utf8_lossy(&self.buf[self.emitted.min(self.buf.len())..]).into_owned();
+        let rest =
+            String::from_utf8_lossy(&self.buf[self.emitted.min(self.buf.len())..]).into_owned();
         self.emitted = self.buf.len();
         rest
     }

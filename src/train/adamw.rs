@@ -117,7 +117,9 @@ mod tests {
     #[test]
     fn matches_textbook_adamw() {
         let n = 40_000; // spans several parallel chunks
-        let p0: Vec<f64> = (0..n).map(|i| ((i * 37 % 101) as f64 - 50.0) / 40.0).collect();
+        let p0: Vec<f64> = (0..n)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 40.0)
+            .collect();
         let decay: Vec<bool> = (0..n).map(|i| i % 3 != 0).collect();
         let grads: Vec<Vec<f64>> = (0..5)
             .map(|s| {

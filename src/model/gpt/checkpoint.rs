@@ -63,9 +63,8 @@ pub fn save<F: Float>(model: &Gpt<F>, dir: &Path) -> Result<(), ModelError> {
     let mut views = Vec::with_capacity(specs.len());
     for s in &specs {
         let data = &bytes[s.offset * 4..(s.offset + s.len) * 4];
-        let view = TensorView::new(Dtype::F32, s.shape.clone(), data).map_err(|e| {
-            ModelError::InvalidConfig(format!("tensor {}: {e}", s.name))
-        })?;
+        let view = TensorView::new(Dtype::F32, s.shape.clone(), data)
+            .map_err(|e| ModelError::InvalidConfig(format!("tensor {}: {e}", s.name)))?;
         views.push((format!("transformer.{}", s.name), view));
     }
     let mut meta = std::collections::HashMap::new();
@@ -92,7 +91,9 @@ pub fn config_from_json(v: &Value, path: &Path) -> Result<(GptConfig, Option<u32
     };
     let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
     if model_type != "gpt2" {
-        return Err(err(format!("model_type is {model_type:?}, expected \"gpt2\"")));
+        return Err(err(format!(
+            "model_type is {model_type:?}, expected \"gpt2\""
+        )));
     }
     let int = |key: &str, default: Option<usize>| -> Result<usize, ModelError> {
         match v.get(key) {
@@ -186,8 +187,8 @@ pub fn load_weights(config: GptConfig, bytes: &[u8], path: &Path) -> Result<Gpt<
         path: path.to_path_buf(),
         message,
     };
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| err(format!("not a safetensors file: {e}")))?;
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
     let mut params = vec![0f32; config.num_params()];
     for spec in config.tensors() {
         let prefixed = format!("transformer.{}", spec.name);

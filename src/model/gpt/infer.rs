@@ -146,7 +146,8 @@ impl Gpt<f32> {
             let scores_p = SyncPtr(st.scores.as_mut_ptr());
             let head = |h: usize, yh: &mut [f32]| {
                 // SAFETY: each head uses its own n_ctx-long region of the scores scratch.
-                let sc = unsafe { std::slice::from_raw_parts_mut(scores_p.get().add(h * n_ctx), n_ctx) };
+                let sc =
+                    unsafe { std::slice::from_raw_parts_mut(scores_p.get().add(h * n_ctx), n_ctx) };
                 let qh = &q[h * hs..(h + 1) * hs];
                 let mut maxv = f32::NEG_INFINITY;
                 for (t2, s) in sc.iter_mut().enumerate() {
@@ -252,7 +253,12 @@ impl LanguageModel for Gpt<f32> {
         }
     }
 
-    fn feed(&self, state: &mut GptState, token: u32, logprobs: &mut [f32]) -> Result<(), ModelError> {
+    fn feed(
+        &self,
+        state: &mut GptState,
+        token: u32,
+        logprobs: &mut [f32],
+    ) -> Result<(), ModelError> {
         check_token(token, self.config.vocab_size)?;
         if state.pos >= self.config.block_size {
             return Err(ModelError::ContextTooLong {
@@ -303,9 +309,7 @@ impl LanguageModel for Gpt<f32> {
         self.check_seq(input)?;
         let v = self.config.vocab_size;
         let mut acts = self.forward_parallel(input, 1, input.len(), None);
-        acts.logits
-            .par_chunks_mut(v)
-            .for_each(log_softmax_in_place);
+        acts.logits.par_chunks_mut(v).for_each(log_softmax_in_place);
         Ok(acts.logits)
     }
 

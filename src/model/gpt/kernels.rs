@@ -260,12 +260,11 @@ pub fn matmul_forward<F: Float>(
     let out = &mut out[..n * oc];
     match bias {
         Some(b) => {
-            out.par_chunks_mut(oc * rows_per_task(n, oc))
-                .for_each(|o| {
-                    for row in o.chunks_mut(oc) {
-                        row.copy_from_slice(b);
-                    }
-                });
+            out.par_chunks_mut(oc * rows_per_task(n, oc)).for_each(|o| {
+                for row in o.chunks_mut(oc) {
+                    row.copy_from_slice(b);
+                }
+            });
             gemm_strided(n, oc, ic, out, oc, true, inp, ic, 1, w, oc, 1);
         }
         None => gemm_strided(n, oc, ic, out, oc, false, inp, ic, 1, w, oc, 1),
@@ -488,8 +487,8 @@ pub fn gelu_backward_inplace<F: Float>(d: &mut [F], inp: &[F]) {
                 let xi = x[i];
                 let th = (s * (xi + a * xi * xi * xi)).tanh();
                 let sech2 = F::ONE - th * th;
-                let grad = half * (F::ONE + th)
-                    + half * xi * sech2 * s * (F::ONE + three_a * xi * xi);
+                let grad =
+                    half * (F::ONE + th) + half * xi * sech2 * s * (F::ONE + three_a * xi * xi);
                 dd[i] *= grad;
             }
         });
@@ -642,8 +641,7 @@ pub mod reference {
                         .map(|t2| {
                             (0..hs)
                                 .map(|i| {
-                                    q(i) * qkv[(bi * t_len + t2) * 3 * c + c + h * hs + i]
-                                        .to_f64()
+                                    q(i) * qkv[(bi * t_len + t2) * 3 * c + c + h * hs + i].to_f64()
                                 })
                                 .sum::<f64>()
                                 * scale
@@ -728,7 +726,17 @@ mod tests {
         let mut db = vec![0.0; oc];
         matmul_backward(&mut dinp, &mut dw, Some(&mut db), &g, &inp, &w, n, ic, oc);
         let (mut rdinp, mut rdw, mut rdb) = (vec![0.0; n * ic], vec![0.0; ic * oc], vec![0.0; oc]);
-        reference::matmul_backward(&mut rdinp, &mut rdw, Some(&mut rdb), &g, &inp, &w, n, ic, oc);
+        reference::matmul_backward(
+            &mut rdinp,
+            &mut rdw,
+            Some(&mut rdb),
+            &g,
+            &inp,
+            &w,
+            n,
+            ic,
+            oc,
+        );
         close(&dinp, &rdinp, 1e-12, "dinp");
         close(&dw, &rdw, 1e-12, "dw");
         close(&db, &rdb, 1e-12, "db");
@@ -762,8 +770,24 @@ mod tests {
         let mut dinp = vec![0.0; n * c];
         let (mut dw, mut db) = (vec![0.0; c], vec![0.0; c]);
         let mut scratch = vec![0.0; LN_BLOCKS * 2 * c];
-        layernorm_backward(&mut dinp, &mut dw, &mut db, &mut scratch, &g, &inp, &w, &m, &r, c);
-        close(&fd(&inp, &|x| dot(&fwd(x, &w, &b).0, &g)), &dinp, 1e-6, "dinp");
+        layernorm_backward(
+            &mut dinp,
+            &mut dw,
+            &mut db,
+            &mut scratch,
+            &g,
+            &inp,
+            &w,
+            &m,
+            &r,
+            c,
+        );
+        close(
+            &fd(&inp, &|x| dot(&fwd(x, &w, &b).0, &g)),
+            &dinp,
+            1e-6,
+            "dinp",
+        );
         close(&fd(&w, &|x| dot(&fwd(&inp, x, &b).0, &g)), &dw, 1e-6, "dw");
         close(&fd(&b, &|x| dot(&fwd(&inp, &w, x).0, &g)), &db, 1e-6, "db");
     }

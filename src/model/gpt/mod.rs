@@ -138,7 +138,11 @@ impl GptConfig {
             vec![self.vocab_size, c],
             Init::Normal(std),
         );
-        push("wpe.weight".into(), vec![self.block_size, c], Init::Normal(std));
+        push(
+            "wpe.weight".into(),
+            vec![self.block_size, c],
+            Init::Normal(std),
+        );
         for i in 0..l {
             let p = |s: &str| format!("h.{i}.{s}");
             push(p("ln_1.weight"), vec![c], Init::Ones);
@@ -151,7 +155,11 @@ impl GptConfig {
             push(p("ln_2.bias"), vec![c], Init::Zeros);
             push(p("mlp.c_fc.weight"), vec![c, 4 * c], Init::Normal(std));
             push(p("mlp.c_fc.bias"), vec![4 * c], Init::Zeros);
-            push(p("mlp.c_proj.weight"), vec![4 * c, c], Init::Normal(proj_std));
+            push(
+                p("mlp.c_proj.weight"),
+                vec![4 * c, c],
+                Init::Normal(proj_std),
+            );
             push(p("mlp.c_proj.bias"), vec![c], Init::Zeros);
         }
         push("ln_f.weight".into(), vec![c], Init::Ones);

@@ -150,7 +150,20 @@ pub(crate) fn forward<F: Float>(
         c,
     );
     // logits(N,V) = lnf(N,C) @ wte^T(C,V); wte^T(c, v) = wte[v*C + c].
-    kernels::gemm_strided(n, v, c, &mut acts.logits, v, false, &acts.lnf, c, 1, p.wte, 1, c);
+    kernels::gemm_strided(
+        n,
+        v,
+        c,
+        &mut acts.logits,
+        v,
+        false,
+        &acts.lnf,
+        c,
+        1,
+        p.wte,
+        1,
+        c,
+    );
 }
 
 /// Activations and gradients for training at a fixed (B, T), allocated once and reused.
@@ -261,7 +274,8 @@ impl<F: Float> GptTrainer<F> {
         inputs: &[u32],
         targets: &[u32],
     ) -> Result<f32, ModelError> {
-        self.forward_loss_f64(model, inputs, targets).map(|l| l as f32)
+        self.forward_loss_f64(model, inputs, targets)
+            .map(|l| l as f32)
     }
 
     /// [`GptTrainer::forward_loss`] without rounding the mean to f32 (finite differences).
@@ -483,7 +497,11 @@ mod tests {
             let num = (lp - lm) / (2.0 * h);
             let err = (num - grads[i]).abs() / (1e-4 + num.abs().max(grads[i].abs()));
             worst = worst.max(err);
-            assert!(err < 1e-3, "param {i}: numeric {num} vs analytic {}", grads[i]);
+            assert!(
+                err < 1e-3,
+                "param {i}: numeric {num} vs analytic {}",
+                grads[i]
+            );
         }
         assert!(worst < 1e-3);
     }
@@ -504,6 +522,9 @@ mod tests {
         assert!(tr.forward_loss(&model, &x[..3], &y[..3]).is_err());
         assert!(tr.forward_loss(&model, &[1, 2, 3, 7], &y).is_err());
         let l = tr.forward_loss(&model, &x, &y).unwrap();
-        assert!((l - (7f32).ln()).abs() < 0.1, "fresh model loss {l} should be near ln V");
+        assert!(
+            (l - (7f32).ln()).abs() < 0.1,
+            "fresh model loss {l} should be near ln V"
+        );
     }
 }

@@ -135,7 +135,11 @@ fn load(path: &Path) -> anyhow::Result<Box<dyn Tokenizer>> {
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let texts: Vec<String> = a.input.iter().map(|p| read_text(p)).collect::<Result<_, _>>()?;
+    let texts: Vec<String> = a
+        .input
+        .iter()
+        .map(|p| read_text(p))
+        .collect::<Result<_, _>>()?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let total: usize = refs.iter().map(|t| t.len()).sum();
     let start = Instant::now();
@@ -266,19 +270,27 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
         String::from_utf8_lossy(&tok.token_bytes(eot)?)
     );
     if tok.kind() == "bpe" {
-        let merges = json.pointer("/model/merges").and_then(|m| m.as_array()).map_or(0, Vec::len);
-        let pre = if json.pointer("/pre_tokenizer/type").and_then(|v| v.as_str()) == Some("Sequence") {
-            "gpt4"
-        } else {
-            "gpt2"
-        };
+        let merges = json
+            .pointer("/model/merges")
+            .and_then(|m| m.as_array())
+            .map_or(0, Vec::len);
+        let pre =
+            if json.pointer("/pre_tokenizer/type").and_then(|v| v.as_str()) == Some("Sequence") {
+                "gpt4"
+            } else {
+                "gpt2"
+            };
         println!("merges:        {merges}");
         println!("pre-tokenizer: {pre}");
     }
     println!("fingerprint:   {}", tok.fingerprint());
     let sample = "Hello world! It's 2024.";
     if let Ok(ids) = tok.encode(sample) {
-        println!("sample:        {sample:?} -> {} tokens {:?}", ids.len(), ids);
+        println!(
+            "sample:        {sample:?} -> {} tokens {:?}",
+            ids.len(),
+            ids
+        );
     }
     Ok(())
 }

@@ -22,9 +22,27 @@ fn json_reports_per_token_logprobs_and_finish_reason() {
     let dir = uniform_model();
     let m = dir.path().to_str().unwrap();
     let out = arlm_ok(&[
-        "generate", "--model", m, "--prompt", "hi", "--max-tokens", "7", "--temp", "1",
-        "--top-k", "0", "--top-p", "1", "--min-p", "0", "--json", "--ignore-eot",
-        "--num-samples", "2", "--seed", "5",
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "7",
+        "--temp",
+        "1",
+        "--top-k",
+        "0",
+        "--top-p",
+        "1",
+        "--min-p",
+        "0",
+        "--json",
+        "--ignore-eot",
+        "--num-samples",
+        "2",
+        "--seed",
+        "5",
     ]);
     let objs = json_lines(&out);
     assert_eq!(objs.len(), 2);
@@ -40,12 +58,33 @@ fn json_reports_per_token_logprobs_and_finish_reason() {
         }
         assert!((o["total_logprob"].as_f64().unwrap() + 7.0 * lnv).abs() < 1e-3);
     }
-    assert_ne!(objs[0]["tokens"], objs[1]["tokens"], "samples use different streams");
+    assert_ne!(
+        objs[0]["tokens"], objs[1]["tokens"],
+        "samples use different streams"
+    );
     // Same seed, same output.
     let again = arlm_ok(&[
-        "generate", "--model", m, "--prompt", "hi", "--max-tokens", "7", "--temp", "1",
-        "--top-k", "0", "--top-p", "1", "--min-p", "0", "--json", "--ignore-eot",
-        "--num-samples", "2", "--seed", "5",
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "7",
+        "--temp",
+        "1",
+        "--top-k",
+        "0",
+        "--top-p",
+        "1",
+        "--min-p",
+        "0",
+        "--json",
+        "--ignore-eot",
+        "--num-samples",
+        "2",
+        "--seed",
+        "5",
     ]);
     assert_eq!(out, again);
 }
@@ -55,8 +94,20 @@ fn logit_bias_no_repeat_and_stop_strings() {
     let dir = uniform_model();
     let m = dir.path().to_str().unwrap();
     let base = [
-        "generate", "--model", m, "--greedy", "--logit-bias", "a=5", "--logit-bias", "b=5",
-        "--logit-bias", "99=5", "--no-repeat-ngram", "1", "--max-tokens", "3",
+        "generate",
+        "--model",
+        m,
+        "--greedy",
+        "--logit-bias",
+        "a=5",
+        "--logit-bias",
+        "b=5",
+        "--logit-bias",
+        "99=5",
+        "--no-repeat-ngram",
+        "1",
+        "--max-tokens",
+        "3",
     ];
     assert_eq!(arlm_ok(&base), "abc\n");
     let mut with_stop = base.to_vec();
@@ -66,8 +117,18 @@ fn logit_bias_no_repeat_and_stop_strings() {
     assert_eq!(o["finish_reason"], "stop");
     // A two-byte character split over two tokens streams as one character.
     let out = arlm_ok(&[
-        "generate", "--model", m, "--greedy", "--logit-bias", "195=6", "--logit-bias", "169=5",
-        "--no-repeat-ngram", "1", "--max-tokens", "2",
+        "generate",
+        "--model",
+        m,
+        "--greedy",
+        "--logit-bias",
+        "195=6",
+        "--logit-bias",
+        "169=5",
+        "--no-repeat-ngram",
+        "1",
+        "--max-tokens",
+        "2",
     ]);
     assert_eq!(out, "é\n");
 }
@@ -77,7 +138,15 @@ fn beam_search_prints_hypotheses() {
     let dir = uniform_model();
     let m = dir.path().to_str().unwrap();
     let out = arlm_ok(&[
-        "generate", "--model", m, "--beam", "3", "--num-return", "2", "--max-tokens", "4",
+        "generate",
+        "--model",
+        m,
+        "--beam",
+        "3",
+        "--num-return",
+        "2",
+        "--max-tokens",
+        "4",
         "--json",
     ]);
     let o = &json_lines(&out)[0];
@@ -105,7 +174,14 @@ fn bad_parameters_are_clear_errors() {
         (&["--beam", "0"], "beam"),
         // 257 distinct greedy tokens exhaust the vocabulary under no-repeat-ngram 1.
         (
-            &["--greedy", "--no-repeat-ngram", "1", "--max-tokens", "300", "--ignore-eot"],
+            &[
+                "--greedy",
+                "--no-repeat-ngram",
+                "1",
+                "--max-tokens",
+                "300",
+                "--ignore-eot",
+            ],
             "no token is left",
         ),
     ];

@@ -50,7 +50,12 @@ pub struct Args {
     #[arg(long)]
     pub greedy: bool,
     /// Temperature (0 = greedy).
-    #[arg(long, allow_negative_numbers = true, alias = "temperature", default_value_t = 0.8)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        alias = "temperature",
+        default_value_t = 0.8
+    )]
     pub temp: f32,
     /// Top-k (0 = off).
     #[arg(long, default_value_t = 40)]
@@ -62,7 +67,12 @@ pub struct Args {
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.05)]
     pub min_p: f32,
     /// Locally typical sampling, in (0, 1] (1 = off).
-    #[arg(long, allow_negative_numbers = true, alias = "typical", default_value_t = 1.0)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        alias = "typical",
+        default_value_t = 1.0
+    )]
     pub typical_p: f32,
     /// Repetition penalty (1 = off).
     #[arg(allow_negative_numbers = true, long, default_value_t = 1.0)]

@@ -5,6 +5,7 @@
 //! `tokenizer.json`. Commands that take `--model` call [`load`] and then run their
 //! generic code on the concrete model through [`with_model!`](crate::with_model).
 
+use super::gpt::Gpt;
 use super::uniform::Uniform;
 use super::{LanguageModel, ModelError};
 use crate::tokenizer::{self, Tokenizer};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 /// A model of any class arlm knows.
 pub enum AnyModel {
     Uniform(Uniform),
+    Gpt(Gpt),
 }
 
 /// Runs `$body` with `$m` bound to the concrete model inside an [`AnyModel`], so generic
@@ -22,6 +24,7 @@ macro_rules! with_model {
     ($any:expr, $m:ident => $body:expr) => {
         match $any {
             $crate::model::load::AnyModel::Uniform($m) => $body,
+            $crate::model::load::AnyModel::Gpt($m) => $body,
         }
     };
 }
@@ -73,6 +76,12 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
     let model = match model_type {
         "arlm-uniform" => {
             AnyModel::Uniform(Uniform::new(tokenizer.vocab_size(), tokenizer.eot_token())?)
+        }
+        "gpt2" => {
+            let mut gpt = Gpt::load(path)?;
+            // The tokenizer is the truth about which token separates documents.
+            gpt.bos_token = tokenizer.eot_token();
+            AnyModel::Gpt(gpt)
         }
         other => {
             return Err(ModelError::Format {

@@ -95,3 +95,47 @@ fn library_resume_is_bit_exact() {
         std::fs::read(b_dir.join("bigram.bin")).unwrap()
     );
 }
+
+fn train_loss_bits(run: &std::path::Path) -> Vec<(u64, u32)> {
+    train_losses(&read_jsonl(&run.join("metrics.jsonl")).unwrap())
+}
+
+#[test]
+fn binary_resume_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let common = [
+        "train", "--preset", "tiny", "--steps", "20", "--eval-every", "5",
+        "--checkpoint-every", "5", "--grad-accum", "2", "--quiet",
+    ];
+    common::arlm_ok(&[&common[..], &["--out", a_s]].concat());
+    common::arlm_ok(&[&common[..], &["--out", b_s, "--stop-at", "10"]].concat());
+    assert_eq!(train_loss_bits(&b).len(), 10);
+    // A fresh run into a directory with checkpoints is refused (no silent overwrite).
+    let out = common::arlm(&[&common[..], &["--out", b_s]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+    // Resuming with a different config is refused, naming the field.
+    let out = common::arlm(&["train", "--resume", "--out", b_s, "--lr", "0.1", "--quiet"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lr:"), "{err}");
+    // Resuming on other data (another tokenizer) is refused.
+    let txt = dir.path().join("t.txt");
+    std::fs::write(&txt, "hello world, hello there. ".repeat(200)).unwrap();
+    let out = common::arlm(&["train", "--resume", "--out", b_s, "--data", txt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer"));
+
+    common::arlm_ok(&["train", "--resume", "--out", b_s, "--quiet"]);
+    assert_eq!(train_loss_bits(&a).len(), 20);
+    assert_eq!(train_loss_bits(&a), train_loss_bits(&b));
+    for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs after resume"
+        );
+    }
+}

@@ -57,8 +57,9 @@ pub struct TrainConfig {
     pub keep_last: usize,
     /// Seed of the weight init, the batch sampler and dropout.
     pub seed: u64,
-    /// Tokenizer for raw text: `bytes`, `chars`, `gpt2`, or a tokenizer.json path.
-    /// (A prepared data directory brings its own tokenizer.)
+    /// Tokenizer for raw text: `auto` (chars for a text file, bytes for the embedded
+    /// synthetic corpus), `bytes`, `chars`, `gpt2` (GPT-2's BPE from the shared data), or a
+    /// tokenizer.json path. A prepared data directory brings its own tokenizer.
     pub tokenizer: String,
     /// Fraction of a raw text held out for validation (its tail, as nanoGPT does).
     pub val_fraction: f64,
@@ -110,7 +111,7 @@ impl TrainConfig {
             checkpoint_every: 500,
             keep_last: 2,
             seed: 1337,
-            tokenizer: "chars".into(),
+            tokenizer: "auto".into(),
             val_fraction: 0.1,
         };
         Ok(match name {
@@ -127,7 +128,6 @@ impl TrainConfig {
                 eval_every: 20,
                 eval_batches: 2,
                 checkpoint_every: 20,
-                tokenizer: "bytes".into(),
                 ..base
             },
             "default" => TrainConfig {
@@ -143,7 +143,6 @@ impl TrainConfig {
                 eval_every: 100,
                 eval_batches: 8,
                 checkpoint_every: 200,
-                tokenizer: "bytes".into(),
                 ..base
             },
             "shakespeare-char-cpu" => base,
@@ -401,7 +400,7 @@ mod tests {
 
     #[test]
     fn overrides_toml_and_differences() {
-        let o = ConfigOverrides::from_toml("steps = 7\nlr = 0.01\ntokenizer = \"bytes\"").unwrap();
+        let o = ConfigOverrides::from_toml("steps = 7\nlr = 0.01\ntokenizer = \"auto\"").unwrap();
         let mut c = TrainConfig::preset("tiny").unwrap();
         let orig = c.clone();
         c.apply(&o);

@@ -187,6 +187,92 @@ impl TrainData {
     }
 }
 
+/// Where to find GPT-2's `encoder.json` + `vocab.bpe` for the `gpt2` tokenizer:
+/// `$ARLM_SHARED_DATA/gpt2`, else `../shared/data/gpt2` from the working directory.
+pub fn gpt2_tokenizer_dir() -> std::path::PathBuf {
+    std::env::var_os("ARLM_SHARED_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("../shared/data"))
+        .join("gpt2")
+}
+
+/// The tokenizer named by `spec` (see [`super::TrainConfig::tokenizer`]) for `text`.
+/// `auto` means `auto_kind` ("chars" or "bytes").
+pub fn make_tokenizer(
+    spec: &str,
+    auto_kind: &str,
+    text: &str,
+) -> Result<Box<dyn Tokenizer>, TrainError> {
+    use crate::tokenizer::{bytes::ByteTokenizer, chars::CharTokenizer};
+    let spec = if spec == "auto" { auto_kind } else { spec };
+    Ok(match spec {
+        "bytes" => Box::new(ByteTokenizer),
+        "chars" => Box::new(CharTokenizer::train(&[text])),
+        "gpt2" => {
+            let dir = gpt2_tokenizer_dir();
+            crate::tokenizer::load(&dir).map_err(|e| {
+                TrainError::Data(format!(
+                    "the gpt2 tokenizer needs {}/encoder.json and vocab.bpe (set \
+                     ARLM_SHARED_DATA or pass --tokenizer PATH): {e}",
+                    dir.display()
+                ))
+            })?
+        }
+        path => crate::tokenizer::load(Path::new(path))?,
+    })
+}
+
+/// The embedded synthetic corpus (the default training text).
+pub fn default_text() -> &'static str {
+    // Placeholder until crate::corpus::default_corpus lands (data helper).
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"];
+        let mut r = Rng::new(1);
+        let mut s = String::new();
+        while s.len() < 200_000 {
+            s.push_str(words[r.below(10) as usize]);
+            s.push(if r.below(8) == 0 { '\n' } else { ' ' });
+        }
+        s
+    })
+}
+
+/// Loads training data: `None` = the embedded synthetic corpus (bytes tokenizer unless
+/// `tokenizer` says otherwise), a directory = a prepared dataset, a file = raw UTF-8 text
+/// tokenized now (chars tokenizer unless `tokenizer` says otherwise), split by
+/// `val_fraction`.
+pub fn load_data(
+    data: Option<&Path>,
+    tokenizer: &str,
+    val_fraction: f64,
+) -> Result<TrainData, TrainError> {
+    match data {
+        None => {
+            let text = default_text();
+            let tok = make_tokenizer(tokenizer, "bytes", text)?;
+            TrainData::from_text(text, tok, val_fraction, "the embedded synthetic corpus")
+        }
+        Some(p) if p.is_dir() => TrainData::from_prepared(p),
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|source| TrainError::Io {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                TrainError::Data(format!(
+                    "{} is not UTF-8 text (invalid byte at offset {}); tokenize it with \
+                     `arlm prepare` first",
+                    p.display(),
+                    e.utf8_error().valid_up_to()
+                ))
+            })?;
+            let tok = make_tokenizer(tokenizer, "chars", &text)?;
+            TrainData::from_text(&text, tok, val_fraction, p.display().to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

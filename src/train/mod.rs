@@ -29,11 +29,13 @@ pub mod adamw;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod gpt;
 pub mod metrics;
 pub mod trainable;
 
 pub use config::{ConfigOverrides, TrainConfig};
 pub use data::TrainData;
+pub use gpt::TrainableGpt;
 pub use trainable::Trainable;
 
 use adamw::AdamW;

@@ -108,7 +108,13 @@ fn run_parity(check: bool) -> Gpt {
     }
 
     let h = r.f64s("hyper");
-    let (lr, b1, b2, eps, wd) = (h[0] as f32, h[1] as f32, h[2] as f32, h[3] as f32, h[4] as f32);
+    let (lr, b1, b2, eps, wd) = (
+        h[0] as f32,
+        h[1] as f32,
+        h[2] as f32,
+        h[3] as f32,
+        h[4] as f32,
+    );
     let mut opt = AdamW::new(model.num_params(), b1, b2, eps, wd);
     let mask = model.decay_mask();
     let want_losses = r.f32s("adamw_losses");
@@ -116,13 +122,22 @@ fn run_parity(check: bool) -> Gpt {
         tr.zero_grad();
         let l = tr.forward_backward(&model, &x, &y, 0).unwrap();
         if check {
-            assert!((l - want).abs() <= 1e-5, "AdamW step {step}: loss {l} vs {want}");
+            assert!(
+                (l - want).abs() <= 1e-5,
+                "AdamW step {step}: loss {l} vs {want}"
+            );
         }
         opt.step(model.params_mut(), tr.grads(), &mask, lr);
     }
     if check {
         let trained = tr.logits(&model, &x).unwrap().to_vec();
-        assert_close(&trained, &r.f32s("trained_logits"), 1e-4, 1e-4, "trained logits");
+        assert_close(
+            &trained,
+            &r.f32s("trained_logits"),
+            1e-4,
+            1e-4,
+            "trained logits",
+        );
     }
     model
 }

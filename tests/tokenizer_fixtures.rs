@@ -8,7 +8,9 @@ use arlm::tokenizer::{self, Tokenizer};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn read_json(name: &str) -> serde_json::Value {
@@ -16,7 +18,11 @@ fn read_json(name: &str) -> serde_json::Value {
 }
 
 fn ids_of(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -53,11 +59,20 @@ fn gpt2_long_text_equals_concatenated_parallel_chunks() {
         text.push_str(case["text"].as_str().unwrap());
         text.push_str(" and ");
     }
-    let single = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     single.install(|| expect = tok.encode(&text).unwrap());
-    let multi = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+    let multi = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
     let got = multi.install(|| tok.encode(&text).unwrap());
-    assert!(text.len() > 1 << 17, "the text must be long enough to be split");
+    assert!(
+        text.len() > 1 << 17,
+        "the text must be long enough to be split"
+    );
     assert_eq!(got, expect);
 }
 

@@ -36,7 +36,11 @@ fn check(text: &str) {
         let ids = t.encode(text).unwrap();
         assert_eq!(t.decode(&ids).unwrap(), text, "{} on {:?}", t.kind(), text);
         let len: usize = ids.iter().map(|&i| t.token_bytes(i).unwrap().len()).sum();
-        assert_eq!(len, text.len(), "token byte lengths add up to the text length");
+        assert_eq!(
+            len,
+            text.len(),
+            "token byte lengths add up to the text length"
+        );
     }
     let chars = CharTokenizer::train(&[text]);
     assert_eq!(chars.decode(&chars.encode(text).unwrap()).unwrap(), text);
@@ -86,7 +90,11 @@ fn one_megabyte_without_spaces_is_fast_and_exact() {
             let secs = start.elapsed().as_secs_f64();
             assert_eq!(t.decode(&ids).unwrap(), text);
             // Generous bound for a loaded 2-core test machine; quadratic would take minutes.
-            assert!(secs < 20.0, "{} took {secs:.1} s on {unit:?} x 1 MB", t.kind());
+            assert!(
+                secs < 20.0,
+                "{} took {secs:.1} s on {unit:?} x 1 MB",
+                t.kind()
+            );
         }
     }
 }

@@ -9,8 +9,8 @@ use arlm::train::trainable::Bigram;
 use arlm::train::{RunOptions, TrainConfig, TrainData, Trainable, Trainer};
 
 fn data() -> TrainData {
-    let text = "she sells sea shells by the sea shore; the shells she sells are sea shells. "
-        .repeat(30);
+    let text =
+        "she sells sea shells by the sea shore; the shells she sells are sea shells. ".repeat(30);
     TrainData::from_text(&text, Box::new(ByteTokenizer), 0.1, "toy").unwrap()
 }
 
@@ -107,8 +107,18 @@ fn binary_resume_is_bit_exact() {
     let b = dir.path().join("b");
     let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
     let common = [
-        "train", "--preset", "tiny", "--steps", "20", "--eval-every", "5",
-        "--checkpoint-every", "5", "--grad-accum", "2", "--quiet",
+        "train",
+        "--preset",
+        "tiny",
+        "--steps",
+        "20",
+        "--eval-every",
+        "5",
+        "--checkpoint-every",
+        "5",
+        "--grad-accum",
+        "2",
+        "--quiet",
     ];
     common::arlm_ok(&[&common[..], &["--out", a_s]].concat());
     common::arlm_ok(&[&common[..], &["--out", b_s, "--stop-at", "10"]].concat());
@@ -125,7 +135,14 @@ fn binary_resume_is_bit_exact() {
     // Resuming on other data (another tokenizer) is refused.
     let txt = dir.path().join("t.txt");
     std::fs::write(&txt, "hello world, hello there. ".repeat(200)).unwrap();
-    let out = common::arlm(&["train", "--resume", "--out", b_s, "--data", txt.to_str().unwrap()]);
+    let out = common::arlm(&[
+        "train",
+        "--resume",
+        "--out",
+        b_s,
+        "--data",
+        txt.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer"));
 

@@ -136,8 +136,7 @@ pub fn write_checkpoint<M: Trainable>(
     crate::tokenizer::save(tokenizer, &tmp.join("tokenizer.json"))?;
     write_optimizer(&tmp.join("optimizer.bin"), opt)?;
     let json = serde_json::to_string_pretty(state).unwrap_or_default();
-    crate::atomic::write_atomic(tmp.join("train_state.json"), json.as_bytes())
-        .map_err(io(&tmp))?;
+    crate::atomic::write_atomic(tmp.join("train_state.json"), json.as_bytes()).map_err(io(&tmp))?;
     // Swap in: the old copy (if any) moves aside first, so `dest` is never half-written.
     let old = parent.join(format!(".{name}.old.{}", std::process::id()));
     if dest.exists() {

@@ -267,7 +267,10 @@ impl TrainConfig {
             return bad("eval_batches must be positive".into());
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return bad(format!("val_fraction {} is not in [0, 1)", self.val_fraction));
+            return bad(format!(
+                "val_fraction {} is not in [0, 1)",
+                self.val_fraction
+            ));
         }
         Ok(())
     }
@@ -408,7 +411,11 @@ mod tests {
         let d = orig.differences(&c);
         assert_eq!(d.len(), 2, "{d:?}");
         c.eval_every = 3;
-        assert_eq!(orig.differences(&c).len(), 2, "eval cadence may change on resume");
+        assert_eq!(
+            orig.differences(&c).len(),
+            2,
+            "eval cadence may change on resume"
+        );
         assert!(ConfigOverrides::from_toml("stepz = 1").is_err());
     }
 

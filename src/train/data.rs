@@ -182,7 +182,10 @@ impl TrainData {
         let n = self.val.len().min(10_000_000);
         let mut ids = vec![0u32; n];
         self.val.read_into(0, &mut ids);
-        let bytes: usize = ids.iter().map(|&i| lens.get(i as usize).copied().unwrap_or(0)).sum();
+        let bytes: usize = ids
+            .iter()
+            .map(|&i| lens.get(i as usize).copied().unwrap_or(0))
+            .sum();
         (bytes > 0).then(|| n as f64 / bytes as f64)
     }
 }
@@ -227,7 +230,9 @@ pub fn default_text() -> &'static str {
     // Placeholder until crate::corpus::default_corpus lands (data helper).
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TEXT.get_or_init(|| {
-        let words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"];
+        let words = [
+            "the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far",
+        ];
         let mut r = Rng::new(1);
         let mut s = String::new();
         while s.len() < 200_000 {
@@ -298,13 +303,19 @@ mod tests {
 
     #[test]
     fn windows_are_shifted_by_one() {
-        let d = TrainData::from_text("abcdefghijklmnopqrstuvwxyz", Box::new(ByteTokenizer), 0.2, "t")
-            .unwrap();
+        let d = TrainData::from_text(
+            "abcdefghijklmnopqrstuvwxyz",
+            Box::new(ByteTokenizer),
+            0.2,
+            "t",
+        )
+        .unwrap();
         assert_eq!(d.train.len(), 20);
         assert_eq!(d.val.len(), 6);
         let (b, t) = (3, 4);
         let (mut x, mut y, mut w) = (vec![0; b * t], vec![0; b * t], Vec::new());
-        d.train.sample_batch(&mut Rng::new(1), b, t, &mut x, &mut y, &mut w);
+        d.train
+            .sample_batch(&mut Rng::new(1), b, t, &mut x, &mut y, &mut w);
         for i in 0..b {
             for j in 0..t {
                 assert_eq!(y[i * t + j], x[i * t + j] + 1);

@@ -181,11 +181,7 @@ where
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let root = backend.into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
-    let x_max = train
-        .iter()
-        .chain(val)
-        .map(|p| p.0)
-        .fold(1.0f64, f64::max);
+    let x_max = train.iter().chain(val).map(|p| p.0).fold(1.0f64, f64::max);
     let ys = || train.iter().chain(val).map(|p| p.1);
     let y_min = ys().fold(f64::INFINITY, f64::min);
     let y_max = ys().fold(f64::NEG_INFINITY, f64::max);
@@ -277,7 +273,10 @@ mod tests {
         assert_eq!(read_jsonl(&p).unwrap(), recs[..5]);
         plot_losses(dir.path(), &recs, "test").unwrap();
         let svg = std::fs::read_to_string(dir.path().join("loss.svg")).unwrap();
-        assert!(svg.contains("<svg") && svg.contains("polyline"), "{svg:.200}");
+        assert!(
+            svg.contains("<svg") && svg.contains("polyline"),
+            "{svg:.200}"
+        );
         let png = std::fs::read(dir.path().join("loss.png")).unwrap();
         assert_eq!(&png[1..4], b"PNG");
     }

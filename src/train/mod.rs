@@ -263,7 +263,11 @@ impl<M: Trainable> Trainer<M> {
     }
 
     fn kept_message(&self) -> String {
-        match self.out.as_ref().and_then(|o| checkpoint::step_dirs(o).pop()) {
+        match self
+            .out
+            .as_ref()
+            .and_then(|o| checkpoint::step_dirs(o).pop())
+        {
             Some((_, d)) => format!("the last good checkpoint is {}", d.display()),
             None => "no checkpoint was written yet".into(),
         }
@@ -460,7 +464,11 @@ impl<M: Trainable> Trainer<M> {
     fn eval_and_log(&mut self) -> Result<(f32, f32), TrainError> {
         let val = self.evaluate()?;
         let (s, n) = self.train_loss_acc;
-        let train = if n > 0 { (s / n as f64) as f32 } else { f32::NAN };
+        let train = if n > 0 {
+            (s / n as f64) as f32
+        } else {
+            f32::NAN
+        };
         self.train_loss_acc = (0.0, 0);
         let improved = self.best_val.is_none_or(|b| val < b);
         if improved {
@@ -546,7 +554,9 @@ impl<M: Trainable> Trainer<M> {
             }
         }
         pb.finish_and_clear();
-        if last.1.is_nan() || self.step != self.config.steps && self.step % self.config.eval_every != 0 {
+        if last.1.is_nan()
+            || self.step != self.config.steps && self.step % self.config.eval_every != 0
+        {
             // No evaluation at this step (stopped early, or nothing to do): report a fresh one.
             last.1 = self.evaluate()?;
         }
@@ -686,7 +696,13 @@ mod tests {
         t.train_step().unwrap();
         assert!(t.last_grad_norm > 1e-3);
         // With Adam the first update is lr * sign-like; the moments see the clipped grad.
-        let m_norm: f64 = t.opt.m.iter().map(|&m| (m as f64).powi(2)).sum::<f64>().sqrt();
+        let m_norm: f64 = t
+            .opt
+            .m
+            .iter()
+            .map(|&m| (m as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
         assert!((m_norm - 0.1 * 1e-3).abs() < 1e-7, "{m_norm}");
     }
 
@@ -715,8 +731,13 @@ mod tests {
     fn resume_refuses_other_config_and_data() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
-        let mut t =
-            Trainer::new(Bigram::new(257, 1), toy_config(), toy_data(), Some(out.clone())).unwrap();
+        let mut t = Trainer::new(
+            Bigram::new(257, 1),
+            toy_config(),
+            toy_data(),
+            Some(out.clone()),
+        )
+        .unwrap();
         t.run(&RunOptions {
             stop_at: Some(5),
             quiet: true,
@@ -730,8 +751,8 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("lr: 0.5 -> 0.1"), "{e}");
-        let small = TrainData::from_text(&"abc ".repeat(50), Box::new(ByteTokenizer), 0.1, "x")
-            .unwrap();
+        let small =
+            TrainData::from_text(&"abc ".repeat(50), Box::new(ByteTokenizer), 0.1, "x").unwrap();
         let e = Trainer::resume(Bigram::new(257, 1), toy_config(), small, out.clone())
             .err()
             .unwrap()

@@ -188,7 +188,11 @@ mod tests {
             let lm = m.forward_loss(&x, &y).unwrap() as f64;
             m.params[i] = p0;
             let fd = (lp - lm) / (2.0 * h as f64);
-            assert!((fd - g[i] as f64).abs() < 2e-3, "param {i}: fd {fd} vs {}", g[i]);
+            assert!(
+                (fd - g[i] as f64).abs() < 2e-3,
+                "param {i}: fd {fd} vs {}",
+                g[i]
+            );
         }
     }
 }

@@ -70,7 +70,10 @@ fn ensure_checkpoint(dir: &Path) -> Result<()> {
     if dir.join("model.safetensors").exists() && dir.join("config.json").exists() {
         return Ok(());
     }
-    eprintln!("writing a random GPT-2 124M checkpoint to {}", dir.display());
+    eprintln!(
+        "writing a random GPT-2 124M checkpoint to {}",
+        dir.display()
+    );
     let model = Gpt::new(gpt2_124m(), 1234)?;
     model.save(dir)?;
     Ok(())

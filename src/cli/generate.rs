@@ -50,31 +50,41 @@ pub struct Args {
     #[arg(long)]
     pub greedy: bool,
     /// Temperature (0 = greedy).
-    #[arg(long, alias = "temperature", default_value_t = 0.8)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        alias = "temperature",
+        default_value_t = 0.8
+    )]
     pub temp: f32,
     /// Top-k (0 = off).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
     /// Top-p / nucleus, in (0, 1] (1 = off).
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.95)]
     pub top_p: f32,
     /// Min-p, in [0, 1] (0 = off).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.05)]
     pub min_p: f32,
     /// Locally typical sampling, in (0, 1] (1 = off).
-    #[arg(long, alias = "typical", default_value_t = 1.0)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        alias = "typical",
+        default_value_t = 1.0
+    )]
     pub typical_p: f32,
     /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 1.0)]
     pub repeat_penalty: f32,
     /// How many recent tokens the penalties look at.
     #[arg(long, default_value_t = 64)]
     pub repeat_last_n: usize,
     /// Presence penalty (0 = off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub presence_penalty: f32,
     /// Frequency penalty (0 = off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub frequency_penalty: f32,
     /// Never repeat an n-gram of this size (0 = off).
     #[arg(long, default_value_t = 0)]

@@ -5,6 +5,7 @@
 //! `tokenizer.json`. Commands that take `--model` call [`load`] and then run their
 //! generic code on the concrete model through [`with_model!`](crate::with_model).
 
+use super::gpt::Gpt;
 use super::uniform::Uniform;
 use super::{LanguageModel, ModelError};
 use crate::tokenizer::{self, Tokenizer};
@@ -15,6 +16,7 @@ pub enum AnyModel {
     Uniform(Uniform),
     /// The synthetic corpus's exact source (`arlm corpus synth --model-out`).
     Synth(crate::corpus::synth::SynthSource),
+    Gpt(Gpt),
 }
 
 /// Runs `$body` with `$m` bound to the concrete model inside an [`AnyModel`], so generic
@@ -25,6 +27,7 @@ macro_rules! with_model {
         match $any {
             $crate::model::load::AnyModel::Uniform($m) => $body,
             $crate::model::load::AnyModel::Synth($m) => $body,
+            $crate::model::load::AnyModel::Gpt($m) => $body,
         }
     };
 }
@@ -89,6 +92,12 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
                 });
             }
             AnyModel::Synth(crate::corpus::synth::SynthSource::new())
+        }
+        "gpt2" => {
+            let mut gpt = Gpt::load(path)?;
+            // The tokenizer is the truth about which token separates documents.
+            gpt.bos_token = tokenizer.eot_token();
+            AnyModel::Gpt(gpt)
         }
         other => {
             return Err(ModelError::Format {

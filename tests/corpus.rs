@@ -11,12 +11,38 @@ fn synth_is_seeded_and_reports_its_exact_floor() {
     let c = dir.path().join("c.txt");
     let model = dir.path().join("synth-model");
     let out = arlm_ok(&[
-        "corpus", "synth", "--bytes", "20000", "--seed", "7", "--out", a.to_str().unwrap(),
-        "--model-out", model.to_str().unwrap(),
+        "corpus",
+        "synth",
+        "--bytes",
+        "20000",
+        "--seed",
+        "7",
+        "--out",
+        a.to_str().unwrap(),
+        "--model-out",
+        model.to_str().unwrap(),
     ]);
     assert!(out.contains("bits/byte"), "{out}");
-    arlm_ok(&["corpus", "synth", "--bytes", "20000", "--seed", "0x7", "--out", b.to_str().unwrap()]);
-    arlm_ok(&["corpus", "synth", "--bytes", "20000", "--seed", "8", "--out", c.to_str().unwrap()]);
+    arlm_ok(&[
+        "corpus",
+        "synth",
+        "--bytes",
+        "20000",
+        "--seed",
+        "0x7",
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    arlm_ok(&[
+        "corpus",
+        "synth",
+        "--bytes",
+        "20000",
+        "--seed",
+        "8",
+        "--out",
+        c.to_str().unwrap(),
+    ]);
     let ta = std::fs::read(&a).unwrap();
     assert_eq!(ta.len(), 20000);
     assert_eq!(ta, std::fs::read(&b).unwrap());
@@ -31,7 +57,12 @@ fn synth_is_seeded_and_reports_its_exact_floor() {
     let loaded = arlm::model::load::load(&model).unwrap();
     assert_eq!(loaded.tokenizer.kind(), "bytes");
     let mut seq = vec![loaded.tokenizer.eot_token()];
-    seq.extend(loaded.tokenizer.encode(std::str::from_utf8(&ta).unwrap()).unwrap());
+    seq.extend(
+        loaded
+            .tokenizer
+            .encode(std::str::from_utf8(&ta).unwrap())
+            .unwrap(),
+    );
     let lps = arlm::with_model!(&loaded.model, m => {
         use arlm::model::LanguageModel;
         m.score_next(&seq).unwrap()
@@ -50,9 +81,30 @@ fn synth_rejects_bad_flags() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.txt");
     for args in [
-        vec!["corpus", "synth", "--bytes", "0", "--out", a.to_str().unwrap()],
-        vec!["corpus", "synth", "--seed", "banana", "--out", a.to_str().unwrap()],
-        vec!["corpus", "synth", "--out", "/nonexistent-dir/x.txt", "--bytes", "10"],
+        vec![
+            "corpus",
+            "synth",
+            "--bytes",
+            "0",
+            "--out",
+            a.to_str().unwrap(),
+        ],
+        vec![
+            "corpus",
+            "synth",
+            "--seed",
+            "banana",
+            "--out",
+            a.to_str().unwrap(),
+        ],
+        vec![
+            "corpus",
+            "synth",
+            "--out",
+            "/nonexistent-dir/x.txt",
+            "--bytes",
+            "10",
+        ],
     ] {
         let out = arlm(&args);
         assert!(!out.status.success(), "{args:?}");

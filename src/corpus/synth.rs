@@ -414,11 +414,7 @@ impl SynthSource {
         let mut lps = Vec::with_capacity(text.len());
         for &b in text {
             let p = self.step(&mut belief, &mut scratch, b);
-            lps.push(if p > 0.0 {
-                p.ln()
-            } else {
-                f64::NEG_INFINITY
-            });
+            lps.push(if p > 0.0 { p.ln() } else { f64::NEG_INFINITY });
         }
         (-lps.iter().sum::<f64>(), lps)
     }

@@ -182,7 +182,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "threads: {} (rayon), load average: {}",
         rayon::current_num_threads(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let ceiling = kernels::gemm_ceiling_gflops(2048, 3);
     println!("GEMM ceiling (gemm crate, f32 2048^3, best of 3): {ceiling:.1} GFLOP/s");
@@ -214,12 +217,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 r.peak_rss_mb
             )
         };
-        println!("-- model {}: {desc}, {steps} steps", spec.name.to_uppercase());
+        println!(
+            "-- model {}: {desc}, {steps} steps",
+            spec.name.to_uppercase()
+        );
         row("arlm", &ours, ceiling);
         if let Some(py) = &py {
             match bench_torch(py, spec, steps) {
                 Ok(t) => {
-                    let ceil = if t.gemm_gflops > 0.0 { t.gemm_gflops } else { ceiling };
+                    let ceil = if t.gemm_gflops > 0.0 {
+                        t.gemm_gflops
+                    } else {
+                        ceiling
+                    };
                     row("pytorch", &t, ceil);
                     println!(
                         "       speedup arlm vs PyTorch eager: {:.2}x (PyTorch GEMM ceiling {:.1} GFLOP/s)",

@@ -47,7 +47,9 @@ struct Row {
 }
 
 fn bench_arlm(tok: &dyn Tokenizer, text: &str, threads: usize, runs: usize) -> anyhow::Result<Row> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     pool.install(|| {
         let mut tokens = tok.encode(text)?.len(); // warm-up
         let mut secs = Vec::with_capacity(runs);
@@ -131,8 +133,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let tok_path = a.tokenizer.clone().unwrap_or_else(|| shared("gpt2"));
     let text = std::fs::read_to_string(&input)
         .with_context(|| format!("cannot read {} (pass --input FILE)", input.display()))?;
-    let tok = tokenizer::load(&tok_path)
-        .with_context(|| format!("cannot load tokenizer {} (pass --tokenizer)", tok_path.display()))?;
+    let tok = tokenizer::load(&tok_path).with_context(|| {
+        format!(
+            "cannot load tokenizer {} (pass --tokenizer)",
+            tok_path.display()
+        )
+    })?;
     let mb = text.len() as f64 / 1e6;
     println!(
         "{} encode ({} tokens vocabulary) of {} ({mb:.2} MB), median of {} runs",
@@ -170,7 +176,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut mismatch = false;
     for (t, row) in &ours {
         let other = theirs.iter().find(|(tt, _)| tt == t).map(|(_, r)| r);
-        let ratio = other.map_or("-".to_string(), |o| format!("{:.2}x", row.mb_per_s / o.mb_per_s));
+        let ratio = other.map_or("-".to_string(), |o| {
+            format!("{:.2}x", row.mb_per_s / o.mb_per_s)
+        });
         println!(
             "{:<10} {:>7} {:>10.1} {:>12} {:>13}",
             "arlm", t, row.mb_per_s, row.tokens, ratio

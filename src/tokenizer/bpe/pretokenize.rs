@@ -435,7 +435,10 @@ mod tests {
     #[test]
     #[ignore]
     fn pretokenizer_speed() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/wikitext-2/train.txt");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/data/wikitext-2/train.txt"
+        );
         let Ok(text) = std::fs::read_to_string(path) else {
             eprintln!("SKIPPED: {path} is absent");
             return;

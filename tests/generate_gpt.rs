@@ -42,7 +42,10 @@ fn check(cfg: SamplerConfig, prompt: &[u32], n: usize) {
         let row = full_row(&m, &ctx);
         let want = s2.sample(&row, &history).unwrap();
         assert_eq!(c.token, want.token, "step {i}");
-        assert!((c.logprob_model - want.logprob_model).abs() < 1e-3, "step {i}");
+        assert!(
+            (c.logprob_model - want.logprob_model).abs() < 1e-3,
+            "step {i}"
+        );
         ctx.push(want.token);
         history.push(want.token);
     }
@@ -100,11 +103,28 @@ fn cli_generate_on_a_gpt_reports_the_models_logprobs() {
     m.save(dir.path()).unwrap();
     arlm::tokenizer::save(&ByteTokenizer, &dir.path().join("tokenizer.json")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_arlm"))
-        .args(["generate", "--model", dir.path().to_str().unwrap(), "--prompt", "ab"])
-        .args(["--max-tokens", "40", "--ignore-eot", "--json", "--seed", "9"])
+        .args([
+            "generate",
+            "--model",
+            dir.path().to_str().unwrap(),
+            "--prompt",
+            "ab",
+        ])
+        .args([
+            "--max-tokens",
+            "40",
+            "--ignore-eot",
+            "--json",
+            "--seed",
+            "9",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids: Vec<u32> = o["tokens"]
         .as_array()
@@ -112,7 +132,11 @@ fn cli_generate_on_a_gpt_reports_the_models_logprobs() {
         .iter()
         .map(|t| t["id"].as_u64().unwrap() as u32)
         .collect();
-    assert_eq!(ids.len(), 40, "40 tokens through a 32-token context: the window slid");
+    assert_eq!(
+        ids.len(),
+        40,
+        "40 tokens through a 32-token context: the window slid"
+    );
     assert!(o["window_slides"].as_u64().unwrap() >= 1);
     // Within the context, the reported log-probs are the model's (scoring path).
     let mut seq = vec![m.bos_token()];
@@ -121,6 +145,10 @@ fn cli_generate_on_a_gpt_reports_the_models_logprobs() {
     let want = m.score_next(&seq).unwrap();
     for (i, t) in o["tokens"].as_array().unwrap()[..20].iter().enumerate() {
         let got = t["logprob"].as_f64().unwrap() as f32;
-        assert!((got - want[i + 2]).abs() < 1e-4, "token {i}: {got} vs {}", want[i + 2]);
+        assert!(
+            (got - want[i + 2]).abs() < 1e-4,
+            "token {i}: {got} vs {}",
+            want[i + 2]
+        );
     }
 }

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 /// A model of any class arlm knows.
 pub enum AnyModel {
     Uniform(Uniform),
+    /// The synthetic corpus's exact source (`arlm corpus synth --model-out`).
+    Synth(crate::corpus::synth::SynthSource),
     Gpt(Gpt),
 }
 
@@ -24,6 +26,7 @@ macro_rules! with_model {
     ($any:expr, $m:ident => $body:expr) => {
         match $any {
             $crate::model::load::AnyModel::Uniform($m) => $body,
+            $crate::model::load::AnyModel::Synth($m) => $body,
             $crate::model::load::AnyModel::Gpt($m) => $body,
         }
     };
@@ -76,6 +79,19 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
     let model = match model_type {
         "arlm-uniform" => {
             AnyModel::Uniform(Uniform::new(tokenizer.vocab_size(), tokenizer.eot_token())?)
+        }
+        "arlm-synth" => {
+            let want = crate::corpus::synth::GRAMMAR_VERSION as u64;
+            let got = config.get("grammar_version").and_then(|v| v.as_u64());
+            if got != Some(want) {
+                return Err(ModelError::Format {
+                    path: config_path,
+                    message: format!(
+                        "arlm-synth grammar_version {got:?}, this build has version {want}"
+                    ),
+                });
+            }
+            AnyModel::Synth(crate::corpus::synth::SynthSource::new())
         }
         "gpt2" => {
             let mut gpt = Gpt::load(path)?;

@@ -253,6 +253,12 @@ pub fn eval_text(r: &EvalReport) -> String {
     let _ = writeln!(out, "words             {}", t.words);
     let _ = writeln!(
         out,
+        "NLL total         {:.4} nats = {:.4} bits",
+        t.nll,
+        t.nll / std::f64::consts::LN_2
+    );
+    let _ = writeln!(
+        out,
         "NLL per token     {:.6} nats = {:.6} bits{}",
         m.nll_per_token_nats,
         m.nll_per_token_bits,

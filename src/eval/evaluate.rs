@@ -495,7 +495,8 @@ pub fn evaluate<M: LanguageModel>(
     let eot_text = name(tok.eot_token());
     let separation = match corpus.mode {
         DocMode::File => "the whole file is one document".to_string(),
-        DocMode::Lines => "each line is a document, scored independently (context never crosses a line; the newline itself is not scored)".to_string(),
+        DocMode::Lines if corpus.end_token => "each line is a document, scored independently (context never crosses a line; the scored end token stands for the line break)".to_string(),
+        DocMode::Lines => "each line is a document, scored independently (context never crosses a line; line breaks are not scored)".to_string(),
         DocMode::Paragraphs => "blank-line-separated paragraphs, scored independently".to_string(),
         DocMode::Stream => format!("one token stream; its end-of-text ids ({eot_text}) separate documents and the context crosses them (as in training)"),
     };

@@ -200,6 +200,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.validate()?;
 
     let data = data::load_data(args.data.as_deref(), &config.tokenizer, config.val_fraction)?;
+    // Before allocating the model: a context longer than the data fails fast.
+    data.check_windows(config.block_size)?;
     let tok = data.tokenizer.as_ref();
     let model = TrainableGpt::new(&config, tok.vocab_size(), tok.eot_token())?;
     let is_synthetic = args.data.is_none();

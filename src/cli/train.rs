@@ -245,6 +245,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary.best_val,
         out.display()
     );
+    let (all, n) = trainer.evaluate_all(500)?;
+    if n > 0 {
+        println!(
+            "val loss over {n} validation tokens (consecutive windows): {all:.4} nats/token{}",
+            trainer
+                .data
+                .val_tokens_per_byte()
+                .map(|tpb| format!(", {:.4} bits/byte", all as f64 / std::f64::consts::LN_2 * tpb))
+                .unwrap_or_default()
+        );
+    }
     if is_synthetic && trainer.data.tokenizer.kind() == "bytes" {
         print_floor(bits);
     }

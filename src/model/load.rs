@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 /// A model of any class arlm knows.
 pub enum AnyModel {
     Uniform(Uniform),
+    /// Kneser-Ney or any ARPA backoff model (`arlm-kneser-ney`, or a bare `.arpa` file).
+    Backoff(super::ngram::backoff::BackoffModel),
+    /// Add-k smoothed n-gram counts (`arlm-add-k`).
+    AddK(super::ngram::addk::AddK),
 }
 
 /// Runs `$body` with `$m` bound to the concrete model inside an [`AnyModel`], so generic
@@ -22,6 +26,8 @@ macro_rules! with_model {
     ($any:expr, $m:ident => $body:expr) => {
         match $any {
             $crate::model::load::AnyModel::Uniform($m) => $body,
+            $crate::model::load::AnyModel::Backoff($m) => $body,
+            $crate::model::load::AnyModel::AddK($m) => $body,
         }
     };
 }
@@ -51,12 +57,20 @@ fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
     })
 }
 
-/// Opens the model at `path` (a model directory).
+/// Opens the model at `path`: a model directory, or an ARPA file (`.arpa`, `.arpa.gz`).
 pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
     if !path.exists() {
         return Err(ModelError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        });
+    }
+    if super::ngram::store::is_arpa_path(path) {
+        let (model, tok) = super::ngram::store::load_arpa(path)?;
+        return Ok(LoadedModel {
+            model: AnyModel::Backoff(model),
+            tokenizer: Box::new(tok),
+            path: path.to_path_buf(),
         });
     }
     let config_path = path.join("config.json");
@@ -73,6 +87,12 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
     let model = match model_type {
         "arlm-uniform" => {
             AnyModel::Uniform(Uniform::new(tokenizer.vocab_size(), tokenizer.eot_token())?)
+        }
+        super::ngram::store::KN_TYPE => {
+            AnyModel::Backoff(super::ngram::store::load_kn(path, &config, &*tokenizer)?)
+        }
+        super::ngram::store::ADDK_TYPE => {
+            AnyModel::AddK(super::ngram::store::load_addk(path, &config, &*tokenizer)?)
         }
         other => {
             return Err(ModelError::Format {

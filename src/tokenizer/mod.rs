@@ -115,8 +115,8 @@ pub fn from_hf_json(json: &serde_json::Value) -> Result<Box<dyn Tokenizer>, Toke
     if let Some(_t) = chars::CharTokenizer::from_hf_json(json)? {
         todo!("chars::CharTokenizer implements Tokenizer");
     }
-    if let Some(_t) = words::WordTokenizer::from_hf_json(json)? {
-        todo!("words::WordTokenizer implements Tokenizer");
+    if let Some(t) = words::WordTokenizer::from_hf_json(json)? {
+        return Ok(Box::new(t));
     }
     if let Some(_t) = bpe::BpeTokenizer::from_hf_json(json)? {
         todo!("bpe::BpeTokenizer implements Tokenizer");

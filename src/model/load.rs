@@ -5,6 +5,7 @@
 //! `tokenizer.json`. Commands that take `--model` call [`load`] and then run their
 //! generic code on the concrete model through [`with_model!`](crate::with_model).
 
+use super::gpt::Gpt;
 use super::uniform::Uniform;
 use super::{LanguageModel, ModelError};
 use crate::tokenizer::{self, Tokenizer};
@@ -17,6 +18,7 @@ pub enum AnyModel {
     Backoff(super::ngram::backoff::BackoffModel),
     /// Add-k smoothed n-gram counts (`arlm-add-k`).
     AddK(super::ngram::addk::AddK),
+    Gpt(Gpt),
 }
 
 /// Runs `$body` with `$m` bound to the concrete model inside an [`AnyModel`], so generic
@@ -28,6 +30,7 @@ macro_rules! with_model {
             $crate::model::load::AnyModel::Uniform($m) => $body,
             $crate::model::load::AnyModel::Backoff($m) => $body,
             $crate::model::load::AnyModel::AddK($m) => $body,
+            $crate::model::load::AnyModel::Gpt($m) => $body,
         }
     };
 }
@@ -93,6 +96,12 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
         }
         super::ngram::store::ADDK_TYPE => {
             AnyModel::AddK(super::ngram::store::load_addk(path, &config, &*tokenizer)?)
+        }
+        "gpt2" => {
+            let mut gpt = Gpt::load(path)?;
+            // The tokenizer is the truth about which token separates documents.
+            gpt.bos_token = tokenizer.eot_token();
+            AnyModel::Gpt(gpt)
         }
         other => {
             return Err(ModelError::Format {

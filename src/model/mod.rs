@@ -74,6 +74,25 @@ pub trait LanguageModel: Send + Sync {
         logprobs: &mut [f32],
     ) -> Result<(), ModelError>;
 
+    /// Feeds `tokens` in order and writes log p(. | context) after the last one into
+    /// `logprobs`: the prompt-processing step of generation. The default loops over
+    /// [`LanguageModel::feed`]; models with a parallel forward pass (the GPT) override it
+    /// to process the whole chunk at once. An empty `tokens` is an error.
+    fn prefill(
+        &self,
+        state: &mut Self::State,
+        tokens: &[u32],
+        logprobs: &mut [f32],
+    ) -> Result<(), ModelError> {
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        for &tok in tokens {
+            self.feed(state, tok, logprobs)?;
+        }
+        Ok(())
+    }
+
     /// Teacher-forced scoring: `out[i] = log p(input[i+1] | input[..=i])`, so the result has
     /// `input.len() - 1` entries. `input[0]` is the conditioning token (usually BOS).
     fn score_next(&self, input: &[u32]) -> Result<Vec<f32>, ModelError> {
@@ -144,7 +163,7 @@ pub fn log_softmax_in_place(row: &mut [f32]) {
 }
 
 /// Shared checks every [`LanguageModel`] implementation runs in its tests: the
-/// incremental path equals the scoring path, and every distribution sums to 1.
+/// incremental path equals the scoring path (and `prefill`), and every distribution sums to 1.
 #[cfg(test)]
 pub(crate) mod conformance {
     use super::*;
@@ -156,6 +175,13 @@ pub(crate) mod conformance {
         let scored = model.score_next(seq).unwrap();
         assert_eq!(scored.len(), seq.len() - 1);
         let rows = model.distributions(seq).unwrap();
+        let mut pstate = model.new_state();
+        let mut prow = vec![0f32; v];
+        model.prefill(&mut pstate, seq, &mut prow).unwrap();
+        let last = &rows[(seq.len() - 1) * v..];
+        for (a, b) in prow.iter().zip(last) {
+            assert!((a - b).abs() <= tol, "prefill: {a} vs {b}");
+        }
         let mut state = model.new_state();
         let mut row = vec![0f32; v];
         for (i, &tok) in seq.iter().enumerate() {

@@ -77,10 +77,16 @@ pub trait Tokenizer: Send + Sync {
     }
 }
 
-/// Loads a tokenizer from a `tokenizer.json` file (or a directory containing one).
+/// Loads a tokenizer from a `tokenizer.json` file, a directory containing one, or a
+/// directory with GPT-2's `encoder.json` + `vocab.bpe`.
 pub fn load(path: &Path) -> Result<Box<dyn Tokenizer>, TokenizerError> {
     let file = if path.is_dir() {
-        path.join("tokenizer.json")
+        let json = path.join("tokenizer.json");
+        let (enc, merges) = (path.join("encoder.json"), path.join("vocab.bpe"));
+        if !json.exists() && enc.exists() && merges.exists() {
+            return Ok(Box::new(bpe::BpeTokenizer::from_gpt2_files(&enc, &merges)?));
+        }
+        json
     } else {
         path.to_path_buf()
     };
@@ -112,14 +118,14 @@ pub fn from_hf_json(json: &serde_json::Value) -> Result<Box<dyn Tokenizer>, Toke
     if let Some(t) = bytes::ByteTokenizer::from_hf_json(json)? {
         return Ok(Box::new(t));
     }
-    if let Some(_t) = chars::CharTokenizer::from_hf_json(json)? {
-        todo!("chars::CharTokenizer implements Tokenizer");
+    if let Some(t) = chars::CharTokenizer::from_hf_json(json)? {
+        return Ok(Box::new(t));
     }
     if let Some(t) = words::WordTokenizer::from_hf_json(json)? {
         return Ok(Box::new(t));
     }
-    if let Some(_t) = bpe::BpeTokenizer::from_hf_json(json)? {
-        todo!("bpe::BpeTokenizer implements Tokenizer");
+    if let Some(t) = bpe::BpeTokenizer::from_hf_json(json)? {
+        return Ok(Box::new(t));
     }
     Err(TokenizerError::Invalid(format!(
         "unsupported tokenizer.json (model type {kind:?})"

@@ -1,2 +1,4 @@
 //! Maximum-likelihood training by teacher forcing: batches, AdamW, schedules, checkpoints, the training loop.
-//! (Not built yet.)
+//! (Partly built: the optimizer is in [`adamw`].)
+
+pub mod adamw;

@@ -14,14 +14,20 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: {} is absent (shared data not available)", p.display());
+        eprintln!(
+            "SKIPPED: {} is absent (shared data not available)",
+            p.display()
+        );
         None
     }
 }
 
 /// Runs `arlm` with `args` and returns its output.
 pub fn arlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_arlm")).args(args).output().expect("run arlm")
+    Command::new(env!("CARGO_BIN_EXE_arlm"))
+        .args(args)
+        .output()
+        .expect("run arlm")
 }
 
 /// Runs `arlm` with `args`, asserts success, and returns stdout as a string.

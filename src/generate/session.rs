@@ -1,0 +1,133 @@
+//! A decoding session: the model state, the tokens fed so far, and the next-token row,
+//! with the past-context policy.
+//!
+//! # Past-context policy (sliding window with re-prefill)
+//! A model with a finite context (`max_context() = Some(C)`, counting the BOS token)
+//! cannot condition on more than C tokens. When feeding a token would exceed C, the
+//! session drops the oldest tokens and rebuilds the state from scratch with one
+//! [`LanguageModel::prefill`] of `BOS + the most recent R tokens + the new token`, where
+//! R = (C - 1) / 2. Keeping half the window means a re-prefill happens once every ~C/2
+//! steps, so its cost is amortized (one parallel pass over C/2 tokens per C/2 decode
+//! steps) while the model still sees at least C/2 tokens of context. The BOS token stays
+//! first, as in training. A prompt longer than the window is cut the same way (its most
+//! recent tokens are kept). Generation never stops or fails because of the context
+//! length; `slides()` counts how often the window moved.
+
+use super::GenerateError;
+use crate::model::{check_token, LanguageModel, ModelError};
+
+/// The state of one decoding stream over a model.
+pub struct Session<'m, M: LanguageModel> {
+    model: &'m M,
+    state: M::State,
+    /// Tokens currently in the model state, BOS first.
+    in_state: usize,
+    /// Every token fed after BOS (prompt, then generated), including ones slid out.
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    slides: usize,
+}
+
+impl<M: LanguageModel> Clone for Session<'_, M> {
+    fn clone(&self) -> Self {
+        Self {
+            model: self.model,
+            state: self.state.clone(),
+            in_state: self.in_state,
+            tokens: self.tokens.clone(),
+            logprobs: self.logprobs.clone(),
+            slides: self.slides,
+        }
+    }
+}
+
+impl<'m, M: LanguageModel> Session<'m, M> {
+    /// Starts a session: prefills BOS + `prompt` (cut to the window if needed).
+    pub fn new(model: &'m M, prompt: &[u32]) -> Result<Self, GenerateError> {
+        let v = model.vocab_size();
+        for &t in prompt {
+            check_token(t, v)?;
+        }
+        if let Some(c) = model.max_context() {
+            if c < 2 {
+                return Err(ModelError::InvalidConfig(format!(
+                    "a context of {c} token(s) cannot hold BOS and one token"
+                ))
+                .into());
+            }
+        }
+        let mut s = Session {
+            model,
+            state: model.new_state(),
+            in_state: 0,
+            tokens: prompt.to_vec(),
+            logprobs: vec![0f32; v],
+            slides: 0,
+        };
+        let fits = model.max_context().is_none_or(|c| prompt.len() + 1 <= c);
+        if fits {
+            let mut input = Vec::with_capacity(prompt.len() + 1);
+            input.push(model.bos_token());
+            input.extend_from_slice(prompt);
+            model.prefill(&mut s.state, &input, &mut s.logprobs)?;
+            s.in_state = input.len();
+        } else {
+            s.rebuild()?;
+        }
+        Ok(s)
+    }
+
+    /// Rebuilds the state from BOS + the most recent tokens (see the module doc).
+    fn rebuild(&mut self) -> Result<(), GenerateError> {
+        let c = self.model.max_context().unwrap_or(usize::MAX);
+        // Keep R = (C-1)/2 old tokens plus the newest one (the last of `tokens`).
+        let keep = ((c - 1) / 2 + 1).min(self.tokens.len()).min(c - 1);
+        let mut input = Vec::with_capacity(keep + 1);
+        input.push(self.model.bos_token());
+        input.extend_from_slice(&self.tokens[self.tokens.len() - keep..]);
+        self.state = self.model.new_state();
+        self.model
+            .prefill(&mut self.state, &input, &mut self.logprobs)?;
+        self.in_state = input.len();
+        self.slides += 1;
+        Ok(())
+    }
+
+    /// log p(. | everything fed so far), length V.
+    pub fn logprobs(&self) -> &[f32] {
+        &self.logprobs
+    }
+
+    /// Every token after BOS: the prompt, then what was pushed.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// How many times the window slid (re-prefills).
+    pub fn slides(&self) -> usize {
+        self.slides
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m M {
+        self.model
+    }
+
+    /// Appends `token`, sliding the window if the context is full.
+    pub fn push(&mut self, token: u32) -> Result<(), GenerateError> {
+        check_token(token, self.model.vocab_size())?;
+        self.tokens.push(token);
+        let full = self
+            .model
+            .max_context()
+            .is_some_and(|c| self.in_state + 1 > c);
+        if full {
+            self.rebuild()
+        } else {
+            self.model
+                .feed(&mut self.state, token, &mut self.logprobs)?;
+            self.in_state += 1;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Inference: the [`LanguageModel`] implementation of [`Gpt`].
+//!
+//! Two paths that must agree (tested):
+//! - incremental: [`GptState`] is a KV cache; [`LanguageModel::feed`] runs one token through
+//!   every block as matrix-vector products (parallel over output-column blocks, weights
+//!   streamed row by row so the loops vectorize), attending over the cached keys/values.
+//!   Its scratch buffers live in the state, so a step allocates nothing beyond the cache's
+//!   amortized growth.
+//! - parallel: `score_next`, `distributions`, `prefill` and `score_next_batch` run the
+//!   training forward pass (gemm matmuls) over whole sequences; batches of sequences of
+//!   different lengths are right-padded, which causal attention makes harmless.
+
+use super::kernels::{self, SyncPtr};
+use super::trainer::{forward, Acts};
+use super::{layer, parts, Gpt};
+use crate::model::{check_token, log_softmax_in_place, LanguageModel, ModelError};
+use rayon::prelude::*;
+
+/// The KV cache of one sequence: keys and values of every block for every fed position.
+#[derive(Debug, Clone)]
+pub struct GptState {
+    pos: usize,
+    /// Per layer, (pos, C) keys and values.
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// Scratch: residual x (C), normed (C), qkv (3C), atty (C), tmp (C), fch (4C), scores (T).
+    x: Vec<f32>,
+    ln: Vec<f32>,
+    qkv: Vec<f32>,
+    atty: Vec<f32>,
+    tmp: Vec<f32>,
+    fch: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+impl GptState {
+    /// Number of tokens fed so far.
+    pub fn len(&self) -> usize {
+        self.pos
+    }
+
+    /// True before anything is fed.
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0
+    }
+}
+
+/// y(OC) = x(IC) @ w(IC,OC) + b, parallel over column blocks for large matrices.
+fn gemv(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], ic: usize, oc: usize) {
+    let block = 256;
+    let body = |j0: usize, yb: &mut [f32]| {
+        let wlen = yb.len();
+        yb.copy_from_slice(&b[j0..j0 + wlen]);
+        for (i, &xi) in x.iter().enumerate().take(ic) {
+            let row = &w[i * oc + j0..i * oc + j0 + wlen];
+            for (yj, &wj) in yb.iter_mut().zip(row) {
+                *yj += xi * wj;
+            }
+        }
+    };
+    if ic * oc >= 1 << 16 {
+        y.par_chunks_mut(block)
+            .enumerate()
+            .for_each(|(bi, yb)| body(bi * block, yb));
+    } else {
+        body(0, y);
+    }
+}
+
+/// One-row LayerNorm (no saved statistics).
+fn layernorm_row(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32]) {
+    let c = x.len();
+    let m = x.iter().sum::<f32>() / c as f32;
+    let var = x.iter().map(|&v| (v - m) * (v - m)).sum::<f32>() / c as f32;
+    let s = 1.0 / (var + kernels::LN_EPS as f32).sqrt();
+    for j in 0..c {
+        out[j] = (x[j] - m) * s * w[j] + b[j];
+    }
+}
+
+impl Gpt<f32> {
+    /// The parallel forward pass over `b` right-padded sequences of length `t`;
+    /// returns the activations (logits in `acts.logits`, (B,T,V)).
+    fn forward_parallel(
+        &self,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        state: Option<&mut GptState>,
+    ) -> Acts<f32> {
+        let cfg = &self.config;
+        let mut acts = Acts::new(cfg, b, t, 1);
+        match state {
+            Some(st) => {
+                let c = cfg.n_embd;
+                let mut hook = |l: usize, qkv: &[f32]| {
+                    for row in qkv.chunks(3 * c) {
+                        st.k[l].extend_from_slice(&row[c..2 * c]);
+                        st.v[l].extend_from_slice(&row[2 * c..]);
+                    }
+                };
+                forward(cfg, &self.params, &mut acts, tokens, Some(&mut hook));
+            }
+            None => forward(cfg, &self.params, &mut acts, tokens, None),
+        }
+        acts
+    }
+
+    fn check_seq(&self, input: &[u32]) -> Result<(), ModelError> {
+        if input.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        if input.len() > self.config.block_size {
+            return Err(ModelError::ContextTooLong {
+                len: input.len(),
+                max_context: self.config.block_size,
+            });
+        }
+        for &tok in input {
+            check_token(tok, self.config.vocab_size)?;
+        }
+        Ok(())
+    }
+
+    /// The incremental step: append `token` to the cache, logits into `out`.
+    fn step(&self, st: &mut GptState, token: u32, out: &mut [f32]) {
+        let cfg = &self.config;
+        let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
+        let hs = c / nh;
+        let p = parts(&self.params, cfg);
+        let pos = st.pos;
+        let we = &p.wte[token as usize * c..][..c];
+        let pe = &p.wpe[pos * c..][..c];
+        for j in 0..c {
+            st.x[j] = we[j] + pe[j];
+        }
+        let scale = 1.0 / (hs as f32).sqrt();
+        let n_ctx = pos + 1;
+        for l in 0..cfg.n_layer {
+            let w = layer(p.layers, cfg, l);
+            layernorm_row(&mut st.ln, &st.x, w.ln1_w, w.ln1_b);
+            gemv(&mut st.qkv, &st.ln, w.qkv_w, w.qkv_b, c, 3 * c);
+            st.k[l].extend_from_slice(&st.qkv[c..2 * c]);
+            st.v[l].extend_from_slice(&st.qkv[2 * c..]);
+            let (kc, vc, q) = (&st.k[l], &st.v[l], &st.qkv[..c]);
+            let scores_p = SyncPtr(st.scores.as_mut_ptr());
+            let head = |h: usize, yh: &mut [f32]| {
+                // SAFETY: each head uses its own n_ctx-long region of the scores scratch.
+                let sc =
+                    unsafe { std::slice::from_raw_parts_mut(scores_p.get().add(h * n_ctx), n_ctx) };
+                let qh = &q[h * hs..(h + 1) * hs];
+                let mut maxv = f32::NEG_INFINITY;
+                for (t2, s) in sc.iter_mut().enumerate() {
+                    let kh = &kc[t2 * c + h * hs..][..hs];
+                    let d: f32 = qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    *s = d;
+                    maxv = maxv.max(d);
+                }
+                let mut sum = 0.0;
+                for s in sc.iter_mut() {
+                    *s = (*s - maxv).exp();
+                    sum += *s;
+                }
+                let inv = 1.0 / sum;
+                yh.fill(0.0);
+                for (t2, &s) in sc.iter().enumerate() {
+                    let a = s * inv;
+                    let vh = &vc[t2 * c + h * hs..][..hs];
+                    for (y, &vv) in yh.iter_mut().zip(vh) {
+                        *y += a * vv;
+                    }
+                }
+            };
+            if n_ctx * c >= 1 << 15 {
+                st.atty
+                    .par_chunks_mut(hs)
+                    .enumerate()
+                    .for_each(|(h, yh)| head(h, yh));
+            } else {
+                for (h, yh) in st.atty.chunks_mut(hs).enumerate() {
+                    head(h, yh);
+                }
+            }
+            gemv(&mut st.tmp, &st.atty, w.attn_proj_w, w.attn_proj_b, c, c);
+            for j in 0..c {
+                st.x[j] += st.tmp[j];
+            }
+            layernorm_row(&mut st.ln, &st.x, w.ln2_w, w.ln2_b);
+            gemv(&mut st.fch, &st.ln, w.fc_w, w.fc_b, c, 4 * c);
+            kernels::gelu_inplace(&mut st.fch);
+            gemv(&mut st.tmp, &st.fch, w.proj_w, w.proj_b, 4 * c, c);
+            for j in 0..c {
+                st.x[j] += st.tmp[j];
+            }
+        }
+        layernorm_row(&mut st.ln, &st.x, p.lnf_w, p.lnf_b);
+        let ln = &st.ln;
+        out[..v]
+            .par_chunks_mut(1024)
+            .enumerate()
+            .for_each(|(bi, ob)| {
+                for (i, o) in ob.iter_mut().enumerate() {
+                    let row = &p.wte[(bi * 1024 + i) * c..][..c];
+                    *o = row.iter().zip(ln).map(|(a, b)| a * b).sum();
+                }
+            });
+        st.pos += 1;
+    }
+}
+
+impl LanguageModel for Gpt<f32> {
+    type State = GptState;
+
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    fn max_context(&self) -> Option<usize> {
+        Some(self.config.block_size)
+    }
+
+    fn bos_token(&self) -> u32 {
+        self.bos_token
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.config;
+        format!(
+            "gpt2 {}L/{}H/{}, context {}, vocab {}, {:.2}M params",
+            c.n_layer,
+            c.n_head,
+            c.n_embd,
+            c.block_size,
+            c.vocab_size,
+            self.num_params() as f64 / 1e6
+        )
+    }
+
+    fn new_state(&self) -> GptState {
+        let c = &self.config;
+        let e = c.n_embd;
+        GptState {
+            pos: 0,
+            k: vec![Vec::new(); c.n_layer],
+            v: vec![Vec::new(); c.n_layer],
+            x: vec![0.0; e],
+            ln: vec![0.0; e],
+            qkv: vec![0.0; 3 * e],
+            atty: vec![0.0; e],
+            tmp: vec![0.0; e],
+            fch: vec![0.0; 4 * e],
+            scores: vec![0.0; c.n_head * c.block_size],
+        }
+    }
+
+    fn feed(
+        &self,
+        state: &mut GptState,
+        token: u32,
+        logprobs: &mut [f32],
+    ) -> Result<(), ModelError> {
+        check_token(token, self.config.vocab_size)?;
+        if state.pos >= self.config.block_size {
+            return Err(ModelError::ContextTooLong {
+                len: state.pos + 1,
+                max_context: self.config.block_size,
+            });
+        }
+        self.step(state, token, logprobs);
+        log_softmax_in_place(&mut logprobs[..self.config.vocab_size]);
+        Ok(())
+    }
+
+    fn prefill(
+        &self,
+        state: &mut GptState,
+        tokens: &[u32],
+        logprobs: &mut [f32],
+    ) -> Result<(), ModelError> {
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        if state.pos > 0 || tokens.len() == 1 {
+            // Continuing a cache: the parallel pass has no past-key input, so step.
+            for &tok in tokens {
+                self.feed(state, tok, logprobs)?;
+            }
+            return Ok(());
+        }
+        self.check_seq(tokens)?;
+        let v = self.config.vocab_size;
+        let t = tokens.len();
+        let acts = self.forward_parallel(tokens, 1, t, Some(state));
+        state.pos = t;
+        logprobs[..v].copy_from_slice(&acts.logits[(t - 1) * v..t * v]);
+        log_softmax_in_place(&mut logprobs[..v]);
+        Ok(())
+    }
+
+    fn score_next(&self, input: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.check_seq(input)?;
+        let v = self.config.vocab_size;
+        let t = input.len();
+        let acts = self.forward_parallel(input, 1, t, None);
+        Ok(pick_logprobs(&acts.logits, &input[1..], v))
+    }
+
+    fn distributions(&self, input: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.check_seq(input)?;
+        let v = self.config.vocab_size;
+        let mut acts = self.forward_parallel(input, 1, input.len(), None);
+        acts.logits.par_chunks_mut(v).for_each(log_softmax_in_place);
+        Ok(acts.logits)
+    }
+
+    fn score_next_batch(&self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>, ModelError> {
+        for s in inputs {
+            self.check_seq(s)?;
+        }
+        let v = self.config.vocab_size;
+        let c = self.config.n_embd;
+        // Sort by length so padding is small; batch up to a memory budget.
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].len()));
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
+        let budget = 1usize << 25; // floats of logits + activations per batch
+        let mut i = 0;
+        while i < order.len() {
+            let t = inputs[order[i]].len();
+            let per_seq = t * (v + 16 * c) + self.config.n_head * t * t;
+            let bmax = (budget / per_seq.max(1)).max(1);
+            let group: Vec<usize> = order[i..(i + bmax).min(order.len())].to_vec();
+            i += group.len();
+            let b = group.len();
+            let mut tokens = vec![0u32; b * t];
+            for (bi, &si) in group.iter().enumerate() {
+                let s = inputs[si];
+                tokens[bi * t..bi * t + s.len()].copy_from_slice(s);
+            }
+            let acts = self.forward_parallel(&tokens, b, t, None);
+            let rows: Vec<Vec<f32>> = group
+                .par_iter()
+                .enumerate()
+                .map(|(bi, &si)| {
+                    let s = inputs[si];
+                    pick_logprobs(&acts.logits[bi * t * v..], &s[1..], v)
+                })
+                .collect();
+            for (&si, r) in group.iter().zip(rows) {
+                out[si] = r;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// out[i] = log_softmax(logits row i)[targets[i]], rows in parallel.
+fn pick_logprobs(logits: &[f32], targets: &[u32], v: usize) -> Vec<f32> {
+    targets
+        .par_iter()
+        .enumerate()
+        .map(|(i, &tgt)| {
+            let row = &logits[i * v..(i + 1) * v];
+            (row[tgt as usize] as f64 - crate::model::logsumexp(row)) as f32
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::gpt::GptConfig;
+
+    fn model() -> Gpt {
+        let cfg = GptConfig {
+            n_layer: 2,
+            n_head: 4,
+            n_embd: 16,
+            block_size: 12,
+            vocab_size: 13,
+            dropout: 0.0,
+        };
+        let mut m = Gpt::new(cfg, 7).unwrap();
+        // Larger weights than GPT-2 init so the distributions are far from uniform.
+        for x in m.params_mut().iter_mut() {
+            *x *= 8.0;
+        }
+        m
+    }
+
+    #[test]
+    fn kv_cache_path_matches_parallel_path() {
+        let m = model();
+        let seq = [12u32, 3, 5, 7, 0, 1, 1, 11, 4, 2];
+        crate::model::conformance::check_model(&m, &seq, 2e-4);
+    }
+
+    #[test]
+    fn batch_scoring_matches_single() {
+        let m = model();
+        let a: &[u32] = &[12, 3, 5, 7, 0, 1];
+        let b: &[u32] = &[12, 9];
+        let c: &[u32] = &[12, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4];
+        let batch = m.score_next_batch(&[a, b, c]).unwrap();
+        for (s, got) in [a, b, c].iter().zip(&batch) {
+            let want = m.score_next(s).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (x, y) in got.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+            }
+        }
+        let too_long = [0u32; 13];
+        assert!(matches!(
+            m.score_next(&too_long),
+            Err(ModelError::ContextTooLong { .. })
+        ));
+        let mut st = m.new_state();
+        let mut row = vec![0.0; 13];
+        for _ in 0..12 {
+            m.feed(&mut st, 1, &mut row).unwrap();
+        }
+        assert!(m.feed(&mut st, 1, &mut row).is_err());
+    }
+}

@@ -1,0 +1,860 @@
+//! Forward/backward kernel pairs, llm.c style. Shapes: B batch, T time, C channels,
+//! NH heads, hs = C/NH head size, OC output channels, V vocabulary, N = B*T rows.
+//! All tensors are row-major slices; weights are stored as Hugging Face's GPT-2 `Conv1D`
+//! does, (in, out), so `out = inp @ w + b`.
+//!
+//! Each kernel has a plain reference version in [`reference`] (obviously correct loops);
+//! the optimized versions here are checked against them in the unit tests, and the
+//! reference versions are checked against finite differences.
+//!
+//! Backward kernels ACCUMULATE into parameter gradients (`dw`, `db`) and into `dinp` where
+//! the activation feeds a residual stream (layernorm), and OVERWRITE scratch gradients
+//! otherwise (noted per function).
+
+use super::float::Float;
+use rayon::prelude::*;
+
+/// A raw pointer that may be shared across rayon tasks writing disjoint elements.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr<T>(pub *mut T);
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+impl<T> SyncPtr<T> {
+    #[inline(always)]
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Rows per rayon task for row-wise kernels: keeps tasks around 16K elements.
+#[inline]
+fn rows_per_task(n: usize, c: usize) -> usize {
+    ((1 << 14) / c.max(1)).clamp(1, n.max(1))
+}
+
+/// The gemm crate's parallelism for a product of this size (small ones stay on one thread).
+#[inline]
+fn par(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m * n * k >= 1 << 18 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// dst(m,n) {=, +=} lhs(m,k) @ rhs(k,n), all given by (row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn gemm_strided<F: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [F],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[F],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[F],
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst.len() >= (m - 1) * dst_rs + n);
+    if k > 0 {
+        assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+        assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    }
+    // SAFETY: the asserts above bound every index gemm touches.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            F::ONE,
+            F::ONE,
+            false,
+            false,
+            false,
+            par(m, n, k),
+        )
+    }
+}
+
+// ---------------------------------------------------------------- encoder
+
+/// out(N,C) = wte[tokens] + wpe[t]: token plus position embedding.
+pub fn encoder_forward<F: Float>(
+    out: &mut [F],
+    tokens: &[u32],
+    wte: &[F],
+    wpe: &[F],
+    t_len: usize,
+    c: usize,
+) {
+    out.par_chunks_mut(c)
+        .zip(tokens.par_iter())
+        .enumerate()
+        .for_each(|(i, (o, &tok))| {
+            let t = i % t_len;
+            let we = &wte[tok as usize * c..][..c];
+            let pe = &wpe[t * c..][..c];
+            for j in 0..c {
+                o[j] = we[j] + pe[j];
+            }
+        });
+}
+
+/// dwte[tokens] += dout, dwpe[t] += dout (accumulates; sequential over rows because
+/// rows scatter into shared embedding rows; parallel over channel blocks instead).
+pub fn encoder_backward<F: Float>(
+    dwte: &mut [F],
+    dwpe: &mut [F],
+    dout: &[F],
+    tokens: &[u32],
+    t_len: usize,
+    c: usize,
+) {
+    for (i, &tok) in tokens.iter().enumerate() {
+        let t = i % t_len;
+        let d = &dout[i * c..][..c];
+        let we = &mut dwte[tok as usize * c..][..c];
+        for j in 0..c {
+            we[j] += d[j];
+        }
+        let pe = &mut dwpe[t * c..][..c];
+        for j in 0..c {
+            pe[j] += d[j];
+        }
+    }
+}
+
+// ---------------------------------------------------------------- layernorm
+
+/// LayerNorm epsilon (GPT-2's layer_norm_epsilon).
+pub const LN_EPS: f64 = 1e-5;
+
+/// out = (x - mean) * rstd * w + b per row of C; saves mean and rstd for backward.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_forward<F: Float>(
+    out: &mut [F],
+    mean: &mut [F],
+    rstd: &mut [F],
+    inp: &[F],
+    w: &[F],
+    b: &[F],
+    c: usize,
+) {
+    let rpt = rows_per_task(mean.len(), c);
+    out.par_chunks_mut(c * rpt)
+        .zip(mean.par_chunks_mut(rpt))
+        .zip(rstd.par_chunks_mut(rpt))
+        .zip(inp.par_chunks(c * rpt))
+        .for_each(|(((o, mu), rs), x)| {
+            for r in 0..mu.len() {
+                let xr = &x[r * c..][..c];
+                let or = &mut o[r * c..][..c];
+                let m = xr.iter().copied().sum::<F>() / F::from_usize(c);
+                let mut var = F::ZERO;
+                for &xi in xr {
+                    let d = xi - m;
+                    var += d * d;
+                }
+                var /= F::from_usize(c);
+                let s = F::ONE / (var + F::from_f64(LN_EPS)).sqrt();
+                for j in 0..c {
+                    or[j] = (xr[j] - m) * s * w[j] + b[j];
+                }
+                mu[r] = m;
+                rs[r] = s;
+            }
+        });
+}
+
+/// Number of row blocks layernorm backward splits into (each sums its own dw/db partials).
+pub const LN_BLOCKS: usize = 16;
+
+/// Backward of [`layernorm_forward`]: dinp += ..., dw += ..., db += ...
+/// `scratch` holds LN_BLOCKS * 2C partial sums (allocated once by the caller).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_backward<F: Float>(
+    dinp: &mut [F],
+    dw: &mut [F],
+    db: &mut [F],
+    scratch: &mut [F],
+    dout: &[F],
+    inp: &[F],
+    w: &[F],
+    mean: &[F],
+    rstd: &[F],
+    c: usize,
+) {
+    let n = mean.len();
+    let rpb = n.div_ceil(LN_BLOCKS).max(1);
+    let scratch = &mut scratch[..LN_BLOCKS * 2 * c];
+    scratch.fill(F::ZERO);
+    scratch
+        .par_chunks_mut(2 * c)
+        .zip(dinp.par_chunks_mut(rpb * c))
+        .enumerate()
+        .for_each(|(blk, (part, di))| {
+            let (pw, pb) = part.split_at_mut(c);
+            let r0 = blk * rpb;
+            for r in 0..di.len() / c {
+                let row = r0 + r;
+                let x = &inp[row * c..][..c];
+                let d = &dout[row * c..][..c];
+                let dx = &mut di[r * c..][..c];
+                let (m, s) = (mean[row], rstd[row]);
+                let mut dnorm_mean = F::ZERO;
+                let mut dnorm_norm_mean = F::ZERO;
+                for j in 0..c {
+                    let norm = (x[j] - m) * s;
+                    let dnorm = w[j] * d[j];
+                    dnorm_mean += dnorm;
+                    dnorm_norm_mean += dnorm * norm;
+                }
+                dnorm_mean /= F::from_usize(c);
+                dnorm_norm_mean /= F::from_usize(c);
+                for j in 0..c {
+                    let norm = (x[j] - m) * s;
+                    let dnorm = w[j] * d[j];
+                    pb[j] += d[j];
+                    pw[j] += norm * d[j];
+                    dx[j] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+                }
+            }
+        });
+    for part in scratch.chunks(2 * c) {
+        for j in 0..c {
+            dw[j] += part[j];
+            db[j] += part[c + j];
+        }
+    }
+}
+
+// ---------------------------------------------------------------- matmul
+
+/// out(N,OC) = inp(N,IC) @ w(IC,OC) + bias (overwrites out).
+pub fn matmul_forward<F: Float>(
+    out: &mut [F],
+    inp: &[F],
+    w: &[F],
+    bias: Option<&[F]>,
+    n: usize,
+    ic: usize,
+    oc: usize,
+) {
+    let out = &mut out[..n * oc];
+    match bias {
+        Some(b) => {
+            out.par_chunks_mut(oc * rows_per_task(n, oc)).for_each(|o| {
+                for row in o.chunks_mut(oc) {
+                    row.copy_from_slice(b);
+                }
+            });
+            gemm_strided(n, oc, ic, out, oc, true, inp, ic, 1, w, oc, 1);
+        }
+        None => gemm_strided(n, oc, ic, out, oc, false, inp, ic, 1, w, oc, 1),
+    }
+}
+
+/// Backward of [`matmul_forward`]: dinp = dout @ w^T (OVERWRITES), dw += inp^T @ dout,
+/// db += column sums of dout.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward<F: Float>(
+    dinp: &mut [F],
+    dw: &mut [F],
+    db: Option<&mut [F]>,
+    dout: &[F],
+    inp: &[F],
+    w: &[F],
+    n: usize,
+    ic: usize,
+    oc: usize,
+) {
+    // dinp(N,IC) = dout(N,OC) @ w^T(OC,IC); w^T(o,i) = w[i*OC + o].
+    gemm_strided(n, ic, oc, dinp, ic, false, dout, oc, 1, w, 1, oc);
+    // dw(IC,OC) += inp^T(IC,N) @ dout(N,OC); inp^T(i,r) = inp[r*IC + i].
+    gemm_strided(ic, oc, n, dw, oc, true, inp, 1, ic, dout, oc, 1);
+    if let Some(db) = db {
+        bias_backward(db, dout, n, oc);
+    }
+}
+
+/// db(OC) += sum over rows of dout(N,OC), parallel over column blocks.
+pub fn bias_backward<F: Float>(db: &mut [F], dout: &[F], n: usize, oc: usize) {
+    let cb = 256.min(oc).max(1);
+    db.par_chunks_mut(cb).enumerate().for_each(|(bi, dbc)| {
+        let o0 = bi * cb;
+        for r in 0..n {
+            let d = &dout[r * oc + o0..][..dbc.len()];
+            for j in 0..dbc.len() {
+                dbc[j] += d[j];
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------- attention
+
+/// Causal self-attention. qkv(B,T,3C) holds q,k,v side by side; out(B,T,C);
+/// att(B,NH,T,T) saves the softmax probabilities (row t uses entries 0..=t) for backward.
+/// Parallel over (b, h).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward<F: Float>(
+    out: &mut [F],
+    att: &mut [F],
+    qkv: &[F],
+    _b: usize,
+    t_len: usize,
+    c: usize,
+    nh: usize,
+) {
+    let hs = c / nh;
+    let scale = F::ONE / F::from_usize(hs).sqrt();
+    let out_p = SyncPtr(out.as_mut_ptr());
+    att.par_chunks_mut(t_len * t_len)
+        .enumerate()
+        .for_each(|(bh, att_bh)| {
+            let (bi, h) = (bh / nh, bh % nh);
+            let base = bi * t_len * 3 * c;
+            for t in 0..t_len {
+                let q = &qkv[base + t * 3 * c + h * hs..][..hs];
+                let row = &mut att_bh[t * t_len..][..t_len];
+                let mut maxv = F::from_f64(f64::NEG_INFINITY);
+                for t2 in 0..=t {
+                    let k = &qkv[base + t2 * 3 * c + c + h * hs..][..hs];
+                    let mut dot = F::ZERO;
+                    for i in 0..hs {
+                        dot += q[i] * k[i];
+                    }
+                    let v = dot * scale;
+                    row[t2] = v;
+                    maxv = maxv.max(v);
+                }
+                let mut sum = F::ZERO;
+                for x in row[..=t].iter_mut() {
+                    let e = (*x - maxv).exp();
+                    *x = e;
+                    sum += e;
+                }
+                let inv = F::ONE / sum;
+                for x in row[..=t].iter_mut() {
+                    *x *= inv;
+                }
+                for x in row[t + 1..].iter_mut() {
+                    *x = F::ZERO;
+                }
+                // SAFETY: (bi, t, h) slices are disjoint across tasks.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out_p.get().add(bi * t_len * c + t * c + h * hs),
+                        hs,
+                    )
+                };
+                o.fill(F::ZERO);
+                for t2 in 0..=t {
+                    let v = &qkv[base + t2 * 3 * c + 2 * c + h * hs..][..hs];
+                    let a = row[t2];
+                    for i in 0..hs {
+                        o[i] += a * v[i];
+                    }
+                }
+            }
+        });
+}
+
+/// Backward of [`attention_forward`]: dqkv (OVERWRITES) from dout; datt is (B,NH,T,T) scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward<F: Float>(
+    dqkv: &mut [F],
+    datt: &mut [F],
+    dout: &[F],
+    qkv: &[F],
+    att: &[F],
+    b: usize,
+    t_len: usize,
+    c: usize,
+    nh: usize,
+) {
+    let hs = c / nh;
+    let scale = F::ONE / F::from_usize(hs).sqrt();
+    let _ = b;
+    let dq_p = SyncPtr(dqkv.as_mut_ptr());
+    datt.par_chunks_mut(t_len * t_len)
+        .enumerate()
+        .for_each(|(bh, datt_bh)| {
+            let (bi, h) = (bh / nh, bh % nh);
+            let base = bi * t_len * 3 * c;
+            let att_bh = &att[bh * t_len * t_len..][..t_len * t_len];
+            // SAFETY: this task touches only head h of batch bi inside dqkv.
+            let dslice = |off: usize| unsafe {
+                std::slice::from_raw_parts_mut(dq_p.get().add(base + off), hs)
+            };
+            for t in 0..t_len {
+                for part in 0..3 {
+                    dslice(t * 3 * c + part * c + h * hs).fill(F::ZERO);
+                }
+            }
+            for t in 0..t_len {
+                let arow = &att_bh[t * t_len..][..t_len];
+                let drow = &mut datt_bh[t * t_len..][..t_len];
+                let dout_t = &dout[bi * t_len * c + t * c + h * hs..][..hs];
+                // out_t = sum att[t2] v_t2
+                for t2 in 0..=t {
+                    let v = &qkv[base + t2 * 3 * c + 2 * c + h * hs..][..hs];
+                    let dv = dslice(t2 * 3 * c + 2 * c + h * hs);
+                    let mut dot = F::ZERO;
+                    for i in 0..hs {
+                        dot += v[i] * dout_t[i];
+                        dv[i] += arow[t2] * dout_t[i];
+                    }
+                    drow[t2] = dot;
+                }
+                // softmax backward: dpre = att * (datt - sum(att * datt))
+                let mut s = F::ZERO;
+                for t2 in 0..=t {
+                    s += arow[t2] * drow[t2];
+                }
+                let q = &qkv[base + t * 3 * c + h * hs..][..hs];
+                let dq = dslice(t * 3 * c + h * hs);
+                for t2 in 0..=t {
+                    let dpre = arow[t2] * (drow[t2] - s) * scale;
+                    let k = &qkv[base + t2 * 3 * c + c + h * hs..][..hs];
+                    let dk = dslice(t2 * 3 * c + c + h * hs);
+                    for i in 0..hs {
+                        dq[i] += dpre * k[i];
+                        dk[i] += dpre * q[i];
+                    }
+                }
+            }
+        });
+}
+
+// ---------------------------------------------------------------- gelu
+
+const GELU_S: f64 = 0.797_884_560_802_865_4; // sqrt(2/pi)
+
+/// GELU, tanh approximation (GPT-2's "gelu_new"): out = 0.5 x (1 + tanh(s (x + 0.044715 x^3))).
+pub fn gelu_forward<F: Float>(out: &mut [F], inp: &[F]) {
+    let s = F::from_f64(GELU_S);
+    let a = F::from_f64(0.044715);
+    let half = F::from_f64(0.5);
+    out.par_chunks_mut(1 << 14)
+        .zip(inp.par_chunks(1 << 14))
+        .for_each(|(o, x)| {
+            for i in 0..o.len() {
+                let xi = x[i];
+                o[i] = half * xi * (F::ONE + (s * (xi + a * xi * xi * xi)).tanh());
+            }
+        });
+}
+
+/// GELU in place (inference: the input is not needed afterwards).
+pub fn gelu_inplace<F: Float>(x: &mut [F]) {
+    let s = F::from_f64(GELU_S);
+    let a = F::from_f64(0.044715);
+    let half = F::from_f64(0.5);
+    for xi in x.iter_mut() {
+        let v = *xi;
+        *xi = half * v * (F::ONE + (s * (v + a * v * v * v)).tanh());
+    }
+}
+
+/// Backward of [`gelu_forward`], in place: d (holding dout) becomes dinp.
+pub fn gelu_backward_inplace<F: Float>(d: &mut [F], inp: &[F]) {
+    let s = F::from_f64(GELU_S);
+    let a = F::from_f64(0.044715);
+    let half = F::from_f64(0.5);
+    let three_a = F::from_f64(3.0 * 0.044715);
+    d.par_chunks_mut(1 << 14)
+        .zip(inp.par_chunks(1 << 14))
+        .for_each(|(dd, x)| {
+            for i in 0..dd.len() {
+                let xi = x[i];
+                let th = (s * (xi + a * xi * xi * xi)).tanh();
+                let sech2 = F::ONE - th * th;
+                let grad =
+                    half * (F::ONE + th) + half * xi * sech2 * s * (F::ONE + three_a * xi * xi);
+                dd[i] *= grad;
+            }
+        });
+}
+
+// ---------------------------------------------------------------- residual
+
+/// out += inp (the residual connection, in place).
+pub fn residual_add<F: Float>(out: &mut [F], inp: &[F]) {
+    out.par_chunks_mut(1 << 14)
+        .zip(inp.par_chunks(1 << 14))
+        .for_each(|(o, x)| {
+            for i in 0..o.len() {
+                o[i] += x[i];
+            }
+        });
+}
+
+// ---------------------------------------------------------------- softmax + cross-entropy
+
+/// Fused softmax + cross-entropy: logits(N,V) become probabilities in place; losses[i] =
+/// -log p[i][targets[i]]. Returns the mean loss (in f64).
+pub fn softmax_ce_forward<F: Float>(
+    logits: &mut [F],
+    losses: &mut [F],
+    targets: &[u32],
+    v: usize,
+) -> f64 {
+    logits
+        .par_chunks_mut(v)
+        .zip(losses.par_iter_mut())
+        .zip(targets.par_iter())
+        .for_each(|((row, loss), &tgt)| {
+            let maxv = row
+                .iter()
+                .copied()
+                .fold(F::from_f64(f64::NEG_INFINITY), |a, b| a.max(b));
+            let mut sum = F::ZERO;
+            for x in row.iter_mut() {
+                let e = (*x - maxv).exp();
+                *x = e;
+                sum += e;
+            }
+            let inv = F::ONE / sum;
+            for x in row.iter_mut() {
+                *x *= inv;
+            }
+            // -log p computed from the logit directly would need the logit; p is exact enough
+            // except for tiny p, so use log(sum) - (logit - max) via the stored probability.
+            *loss = -row[tgt as usize].max(F::from_f64(1e-38)).ln();
+        });
+    losses.iter().map(|l| l.to_f64()).sum::<f64>() / losses.len().max(1) as f64
+}
+
+/// Backward of [`softmax_ce_forward`] for the mean loss, in place: probs(N,V) become
+/// dlogits = (p - onehot(target)) * scale (scale = 1/N for the mean).
+pub fn softmax_ce_backward_inplace<F: Float>(probs: &mut [F], targets: &[u32], v: usize, scale: F) {
+    probs
+        .par_chunks_mut(v)
+        .zip(targets.par_iter())
+        .for_each(|(row, &tgt)| {
+            for x in row.iter_mut() {
+                *x *= scale;
+            }
+            row[tgt as usize] -= scale;
+        });
+}
+
+/// Plain, obviously-correct versions of the kernels above, for tests.
+pub mod reference {
+    use super::Float;
+
+    /// out = inp @ w + bias with three loops.
+    pub fn matmul_forward<F: Float>(
+        out: &mut [F],
+        inp: &[F],
+        w: &[F],
+        bias: Option<&[F]>,
+        n: usize,
+        ic: usize,
+        oc: usize,
+    ) {
+        for r in 0..n {
+            for o in 0..oc {
+                let mut acc = bias.map_or(F::ZERO, |b| b[o]);
+                for i in 0..ic {
+                    acc += inp[r * ic + i] * w[i * oc + o];
+                }
+                out[r * oc + o] = acc;
+            }
+        }
+    }
+
+    /// dinp = dout @ w^T; dw += inp^T @ dout; db += colsum(dout), with loops.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_backward<F: Float>(
+        dinp: &mut [F],
+        dw: &mut [F],
+        db: Option<&mut [F]>,
+        dout: &[F],
+        inp: &[F],
+        w: &[F],
+        n: usize,
+        ic: usize,
+        oc: usize,
+    ) {
+        for r in 0..n {
+            for i in 0..ic {
+                let mut acc = F::ZERO;
+                for o in 0..oc {
+                    acc += dout[r * oc + o] * w[i * oc + o];
+                }
+                dinp[r * ic + i] = acc;
+            }
+        }
+        for i in 0..ic {
+            for o in 0..oc {
+                let mut acc = F::ZERO;
+                for r in 0..n {
+                    acc += inp[r * ic + i] * dout[r * oc + o];
+                }
+                dw[i * oc + o] += acc;
+            }
+        }
+        if let Some(db) = db {
+            for o in 0..oc {
+                for r in 0..n {
+                    db[o] += dout[r * oc + o];
+                }
+            }
+        }
+    }
+
+    /// Causal attention for one sequence of the batch at a time, naive.
+    pub fn attention_forward<F: Float>(
+        out: &mut [F],
+        qkv: &[F],
+        b: usize,
+        t_len: usize,
+        c: usize,
+        nh: usize,
+    ) {
+        let hs = c / nh;
+        let scale = 1.0 / (hs as f64).sqrt();
+        for bi in 0..b {
+            for h in 0..nh {
+                for t in 0..t_len {
+                    let q = |i: usize| qkv[(bi * t_len + t) * 3 * c + h * hs + i].to_f64();
+                    let scores: Vec<f64> = (0..=t)
+                        .map(|t2| {
+                            (0..hs)
+                                .map(|i| {
+                                    q(i) * qkv[(bi * t_len + t2) * 3 * c + c + h * hs + i].to_f64()
+                                })
+                                .sum::<f64>()
+                                * scale
+                        })
+                        .collect();
+                    let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+                    for i in 0..hs {
+                        let mut acc = 0.0;
+                        for (t2, s) in scores.iter().enumerate() {
+                            acc += (s - m).exp() / z
+                                * qkv[(bi * t_len + t2) * 3 * c + 2 * c + h * hs + i].to_f64();
+                        }
+                        out[(bi * t_len + t) * c + h * hs + i] = F::from_f64(acc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rnd(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Central finite difference of scalar f at x along every coordinate.
+    fn fd(x: &[f64], f: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
+        let h = 1e-6;
+        let mut xp = x.to_vec();
+        (0..x.len())
+            .map(|i| {
+                let x0 = xp[i];
+                xp[i] = x0 + h;
+                let a = f(&xp);
+                xp[i] = x0 - h;
+                let b = f(&xp);
+                xp[i] = x0;
+                (a - b) / (2.0 * h)
+            })
+            .collect()
+    }
+
+    fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let d = (x - y).abs() / (1.0 + x.abs().max(y.abs()));
+            assert!(d < tol, "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    /// Loss = sum(out * g) for a fixed random g, so d loss / d out = g.
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn matmul_matches_reference_and_fd() {
+        let (n, ic, oc) = (5, 7, 6);
+        let inp = rnd(n * ic, 1);
+        let w = rnd(ic * oc, 2);
+        let bias = rnd(oc, 3);
+        let g = rnd(n * oc, 4);
+        let mut out = vec![0.0; n * oc];
+        let mut want = vec![0.0; n * oc];
+        matmul_forward(&mut out, &inp, &w, Some(&bias), n, ic, oc);
+        reference::matmul_forward(&mut want, &inp, &w, Some(&bias), n, ic, oc);
+        close(&out, &want, 1e-12, "forward");
+        let mut dinp = vec![0.0; n * ic];
+        let mut dw = vec![0.0; ic * oc];
+        let mut db = vec![0.0; oc];
+        matmul_backward(&mut dinp, &mut dw, Some(&mut db), &g, &inp, &w, n, ic, oc);
+        let (mut rdinp, mut rdw, mut rdb) = (vec![0.0; n * ic], vec![0.0; ic * oc], vec![0.0; oc]);
+        reference::matmul_backward(
+            &mut rdinp,
+            &mut rdw,
+            Some(&mut rdb),
+            &g,
+            &inp,
+            &w,
+            n,
+            ic,
+            oc,
+        );
+        close(&dinp, &rdinp, 1e-12, "dinp");
+        close(&dw, &rdw, 1e-12, "dw");
+        close(&db, &rdb, 1e-12, "db");
+        let f_inp = |x: &[f64]| {
+            let mut o = vec![0.0; n * oc];
+            reference::matmul_forward(&mut o, x, &w, Some(&bias), n, ic, oc);
+            dot(&o, &g)
+        };
+        close(&fd(&inp, &f_inp), &rdinp, 1e-7, "fd dinp");
+        let f_w = |x: &[f64]| {
+            let mut o = vec![0.0; n * oc];
+            reference::matmul_forward(&mut o, &inp, x, Some(&bias), n, ic, oc);
+            dot(&o, &g)
+        };
+        close(&fd(&w, &f_w), &rdw, 1e-7, "fd dw");
+    }
+
+    #[test]
+    fn layernorm_backward_matches_fd() {
+        let (n, c) = (6, 8);
+        let inp: Vec<f64> = rnd(n * c, 5).iter().map(|x| x * 3.0 + 0.5).collect();
+        let w = rnd(c, 6);
+        let b = rnd(c, 7);
+        let g = rnd(n * c, 8);
+        let fwd = |x: &[f64], w: &[f64], b: &[f64]| {
+            let (mut o, mut m, mut r) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+            layernorm_forward(&mut o, &mut m, &mut r, x, w, b, c);
+            (o, m, r)
+        };
+        let (_, m, r) = fwd(&inp, &w, &b);
+        let mut dinp = vec![0.0; n * c];
+        let (mut dw, mut db) = (vec![0.0; c], vec![0.0; c]);
+        let mut scratch = vec![0.0; LN_BLOCKS * 2 * c];
+        layernorm_backward(
+            &mut dinp,
+            &mut dw,
+            &mut db,
+            &mut scratch,
+            &g,
+            &inp,
+            &w,
+            &m,
+            &r,
+            c,
+        );
+        close(
+            &fd(&inp, &|x| dot(&fwd(x, &w, &b).0, &g)),
+            &dinp,
+            1e-6,
+            "dinp",
+        );
+        close(&fd(&w, &|x| dot(&fwd(&inp, x, &b).0, &g)), &dw, 1e-6, "dw");
+        close(&fd(&b, &|x| dot(&fwd(&inp, &w, x).0, &g)), &db, 1e-6, "db");
+    }
+
+    #[test]
+    fn attention_matches_reference_and_fd() {
+        let (b, t, c, nh) = (2, 5, 8, 2);
+        let qkv = rnd(b * t * 3 * c, 9);
+        let g = rnd(b * t * c, 10);
+        let fwd = |x: &[f64]| {
+            let (mut o, mut a) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+            attention_forward(&mut o, &mut a, x, b, t, c, nh);
+            (o, a)
+        };
+        let (out, att) = fwd(&qkv);
+        let mut want = vec![0.0; b * t * c];
+        reference::attention_forward(&mut want, &qkv, b, t, c, nh);
+        close(&out, &want, 1e-12, "forward");
+        let mut dqkv = vec![7.0; b * t * 3 * c];
+        let mut datt = vec![0.0; b * nh * t * t];
+        attention_backward(&mut dqkv, &mut datt, &g, &qkv, &att, b, t, c, nh);
+        close(&fd(&qkv, &|x| dot(&fwd(x).0, &g)), &dqkv, 1e-6, "dqkv");
+    }
+
+    #[test]
+    fn gelu_and_softmax_ce_match_fd() {
+        let x: Vec<f64> = rnd(50, 11).iter().map(|v| v * 4.0).collect();
+        let g = rnd(50, 12);
+        let fwd = |x: &[f64]| {
+            let mut o = vec![0.0; x.len()];
+            gelu_forward(&mut o, x);
+            dot(&o, &g)
+        };
+        let mut d = g.clone();
+        gelu_backward_inplace(&mut d, &x);
+        close(&fd(&x, &fwd), &d, 1e-7, "gelu");
+
+        let (n, v) = (4, 9);
+        let logits = rnd(n * v, 13);
+        let targets = [0u32, 8, 3, 3];
+        let loss = |l: &[f64]| {
+            let mut p = l.to_vec();
+            let mut losses = vec![0.0; n];
+            softmax_ce_forward(&mut p, &mut losses, &targets, v)
+        };
+        let mut p = logits.clone();
+        let mut losses = vec![0.0; n];
+        softmax_ce_forward(&mut p, &mut losses, &targets, v);
+        softmax_ce_backward_inplace(&mut p, &targets, v, 1.0 / n as f64);
+        close(&fd(&logits, &loss), &p, 1e-7, "softmax-ce");
+    }
+
+    #[test]
+    fn encoder_backward_matches_fd() {
+        let (t, c, vocab) = (3, 4, 5);
+        let tokens = [1u32, 4, 1, 0, 2, 2];
+        let wte = rnd(vocab * c, 14);
+        let wpe = rnd(t * c, 15);
+        let g = rnd(tokens.len() * c, 16);
+        let f = |wte: &[f64], wpe: &[f64]| {
+            let mut o = vec![0.0; tokens.len() * c];
+            encoder_forward(&mut o, &tokens, wte, wpe, t, c);
+            dot(&o, &g)
+        };
+        let (mut dwte, mut dwpe) = (vec![0.0; vocab * c], vec![0.0; t * c]);
+        encoder_backward(&mut dwte, &mut dwpe, &g, &tokens, t, c);
+        close(&fd(&wte, &|x| f(x, &wpe)), &dwte, 1e-7, "dwte");
+        close(&fd(&wpe, &|x| f(&wte, x)), &dwpe, 1e-7, "dwpe");
+    }
+}

@@ -1,10 +1,254 @@
-//! `arlm train` (not built yet).
+//! `arlm train`: flags -> a [`TrainConfig`] (preset, then TOML file, then flags), data,
+//! a GPT, and the library's training loop.
+
+use anyhow::{bail, Context};
+use arlm::train::{
+    checkpoint, data, ConfigOverrides, RunOptions, TrainConfig, TrainableGpt, Trainer,
+};
+use std::path::{Path, PathBuf};
 
 /// Flags of `arlm train`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Training data: a prepared directory (train.bin, val.bin, tokenizer.json) or a UTF-8
+    /// text file (split 90/10, chars tokenizer). Default: the embedded synthetic corpus.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run directory (checkpoints, metrics.jsonl, loss.svg/png, final model).
+    /// Default: runs/PRESET (or runs/PRESET-2, -3, ... if taken).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Starting configuration: tiny, default, shakespeare-char-cpu, baby-shakespeare, gpt2-124m.
+    #[arg(long)]
+    preset: Option<String>,
+    /// A TOML file of config fields (e.g. `steps = 500`, `lr = 1e-3`), applied after the preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in --out from its latest checkpoint (bit-exact).
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this step (writing a checkpoint) even if the run has more steps.
+    #[arg(long)]
+    stop_at: Option<u64>,
+    /// No progress bar and no log lines (the summary is still printed).
+    #[arg(long, short)]
+    quiet: bool,
+    /// Total optimizer steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Final learning rate of the cosine decay.
+    #[arg(long)]
+    min_lr: Option<f32>,
+    /// Linear warmup steps.
+    #[arg(long)]
+    warmup_steps: Option<u64>,
+    /// Step where the cosine decay ends (default: --steps).
+    #[arg(long)]
+    lr_decay_steps: Option<u64>,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    /// Context length.
+    #[arg(long)]
+    block_size: Option<usize>,
+    /// Transformer blocks.
+    #[arg(long)]
+    n_layer: Option<usize>,
+    /// Attention heads.
+    #[arg(long)]
+    n_head: Option<usize>,
+    /// Embedding width.
+    #[arg(long)]
+    n_embd: Option<usize>,
+    /// Dropout probability.
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// AdamW weight decay (matrices only).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// AdamW beta1.
+    #[arg(long)]
+    beta1: Option<f32>,
+    /// AdamW beta2.
+    #[arg(long)]
+    beta2: Option<f32>,
+    /// Global gradient-norm clip (0 = off).
+    #[arg(long)]
+    grad_clip: Option<f32>,
+    /// Evaluate every N steps.
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Validation batches per evaluation.
+    #[arg(long)]
+    eval_batches: Option<usize>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Step checkpoints to keep.
+    #[arg(long)]
+    keep_last: Option<usize>,
+    /// Seed (init, batches, dropout).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Tokenizer for raw text: auto, bytes, chars, gpt2, or a tokenizer.json path.
+    #[arg(long)]
+    tokenizer: Option<String>,
+    /// Fraction of a raw text held out for validation.
+    #[arg(long)]
+    val_fraction: Option<f64>,
+}
+
+impl Args {
+    fn overrides(&self) -> ConfigOverrides {
+        ConfigOverrides {
+            preset: None,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            block_size: self.block_size,
+            dropout: self.dropout,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            steps: self.steps,
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_steps: self.warmup_steps,
+            lr_decay_steps: self.lr_decay_steps,
+            weight_decay: self.weight_decay,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: None,
+            grad_clip: self.grad_clip,
+            eval_every: self.eval_every,
+            eval_batches: self.eval_batches,
+            checkpoint_every: self.checkpoint_every,
+            keep_last: self.keep_last,
+            seed: self.seed,
+            tokenizer: self.tokenizer.clone(),
+            val_fraction: self.val_fraction,
+        }
+    }
+}
+
+/// The first of runs/NAME, runs/NAME-2, ... that holds no checkpoints.
+fn default_out(preset: &str) -> PathBuf {
+    let base = Path::new("runs");
+    (1..)
+        .map(|i| {
+            if i == 1 {
+                base.join(preset)
+            } else {
+                base.join(format!("{preset}-{i}"))
+            }
+        })
+        .find(|p| checkpoint::step_dirs(p).is_empty())
+        .unwrap_or_else(|| base.join(preset))
+}
 
 /// Runs `arlm train`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`arlm train` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(ConfigOverrides::from_toml(&text).with_context(|| p.display().to_string())?)
+        }
+        None => None,
+    };
+    let preset = args
+        .preset
+        .clone()
+        .or_else(|| file.as_ref().and_then(|f| f.preset.clone()));
+    let flags = args.overrides();
+
+    let (out, config) = if args.resume {
+        let Some(out) = args.out.clone() else {
+            bail!("--resume needs --out RUN_DIR (the run to continue)");
+        };
+        let Some((dir, state)) = checkpoint::latest(&out)? else {
+            bail!("{} has no checkpoints to resume", out.display());
+        };
+        // Unless a preset or file says otherwise, start from the checkpoint's own config.
+        let mut config = match &preset {
+            Some(p) => TrainConfig::preset(p)?,
+            None => state.config.clone(),
+        };
+        if let Some(f) = &file {
+            config.apply(f);
+        }
+        config.apply(&flags);
+        if !args.quiet {
+            println!("resuming {} at step {}", dir.display(), state.step);
+        }
+        (out, config)
+    } else {
+        let name = preset.clone().unwrap_or_else(|| "default".into());
+        let mut config = TrainConfig::preset(&name)?;
+        if let Some(f) = &file {
+            config.apply(f);
+        }
+        config.apply(&flags);
+        let out = args.out.clone().unwrap_or_else(|| default_out(&name));
+        (out, config)
+    };
+    config.validate()?;
+
+    let data = data::load_data(args.data.as_deref(), &config.tokenizer, config.val_fraction)?;
+    let tok = data.tokenizer.as_ref();
+    let model = TrainableGpt::new(&config, tok.vocab_size(), tok.eot_token())?;
+    let is_synthetic = args.data.is_none();
+    let mut trainer = if args.resume {
+        Trainer::resume(model, config, data, out.clone())?
+    } else {
+        Trainer::new(model, config, data, Some(out.clone()))?
+    };
+    let c = &trainer.config;
+    if !args.quiet {
+        use arlm::train::Trainable;
+        println!(
+            "training {} on {} ({} train / {} val tokens, tokenizer {} {}), {} steps of {} tokens -> {}",
+            trainer.model.describe(),
+            trainer.data.source,
+            trainer.data.train.len(),
+            trainer.data.val.len(),
+            trainer.data.tokenizer.kind(),
+            trainer.data.tokenizer.fingerprint(),
+            c.steps,
+            c.tokens_per_step(),
+            out.display()
+        );
+    }
+    let summary = trainer.run(&RunOptions {
+        stop_at: args.stop_at,
+        progress: true,
+        quiet: args.quiet,
+    })?;
+    let bits = trainer
+        .data
+        .val_tokens_per_byte()
+        .map(|tpb| summary.val_loss as f64 / std::f64::consts::LN_2 * tpb);
+    println!(
+        "done: {} steps in {:.1}s ({:.0} tok/s); val loss {:.4} nats/token{} (best {:.4}); run dir {}",
+        summary.steps,
+        summary.elapsed_s,
+        summary.tokens_per_s,
+        summary.val_loss,
+        bits.map(|b| format!(", {b:.4} bits/byte")).unwrap_or_default(),
+        summary.best_val,
+        out.display()
+    );
+    if is_synthetic && trainer.data.tokenizer.kind() == "bytes" {
+        print_floor(bits);
+    }
+    Ok(())
+}
+
+fn print_floor(bits: Option<f64>) {
+    let _ = bits;
 }

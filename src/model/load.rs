@@ -18,6 +18,8 @@ pub enum AnyModel {
     Backoff(super::ngram::backoff::BackoffModel),
     /// Add-k smoothed n-gram counts (`arlm-add-k`).
     AddK(super::ngram::addk::AddK),
+    /// The synthetic corpus's exact source (`arlm corpus synth --model-out`).
+    Synth(crate::corpus::synth::SynthSource),
     Gpt(Gpt),
 }
 
@@ -30,6 +32,7 @@ macro_rules! with_model {
             $crate::model::load::AnyModel::Uniform($m) => $body,
             $crate::model::load::AnyModel::Backoff($m) => $body,
             $crate::model::load::AnyModel::AddK($m) => $body,
+            $crate::model::load::AnyModel::Synth($m) => $body,
             $crate::model::load::AnyModel::Gpt($m) => $body,
         }
     };
@@ -96,6 +99,19 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
         }
         super::ngram::store::ADDK_TYPE => {
             AnyModel::AddK(super::ngram::store::load_addk(path, &config, &*tokenizer)?)
+        }
+        "arlm-synth" => {
+            let want = crate::corpus::synth::GRAMMAR_VERSION as u64;
+            let got = config.get("grammar_version").and_then(|v| v.as_u64());
+            if got != Some(want) {
+                return Err(ModelError::Format {
+                    path: config_path,
+                    message: format!(
+                        "arlm-synth grammar_version {got:?}, this build has version {want}"
+                    ),
+                });
+            }
+            AnyModel::Synth(crate::corpus::synth::SynthSource::new())
         }
         "gpt2" => {
             let mut gpt = Gpt::load(path)?;

@@ -1,4 +1,767 @@
-//! Maximum-likelihood training by teacher forcing: batches, AdamW, schedules, checkpoints, the training loop.
-//! (Partly built: the optimizer is in [`adamw`].)
+//! Maximum-likelihood training by teacher forcing: batches, AdamW, schedules, checkpoints,
+//! the training loop.
+//!
+//! # Design
+//! [`Trainer`] is generic over [`Trainable`] (flat parameters + gradients, a
+//! forward+backward and a forward-only pass), so the loop is tested on a bigram model
+//! ([`trainable::Bigram`]) with exact gradients and runs the GPT unchanged. One optimizer
+//! step is:
+//!
+//! 1. learning rate from the schedule ([`TrainConfig::lr_at`]: warmup + cosine);
+//! 2. `grad_accum` micro-batches of B random windows of T+1 tokens ([`data`]), each
+//!    adding its gradient (dropout seeded from the run's RNG);
+//! 3. mean loss; a NaN/inf loss or gradient norm stops the run with
+//!    [`TrainError::NonFinite`] before the weights are touched;
+//! 4. gradients scaled by 1/`grad_accum` and clipped to `grad_clip` global norm;
+//! 5. AdamW ([`adamw`]), weight decay on matrices only ([`Trainable::decay_mask`]).
+//!
+//! # Determinism and resume
+//! All randomness comes from one SplitMix64 state ([`data::Rng`]) seeded by `seed`; it
+//! is saved in every checkpoint with the AdamW moments and the step, and the weights are
+//! stored as exact f32. So a run stopped at step k and resumed gives the same losses and
+//! weights, bit for bit, as one that never stopped (tests/train_resume.rs), provided the
+//! model's kernels are deterministic (the GPT's are: fixed work splits, no atomics).
+//!
+//! Evaluation uses a fixed set of validation windows (drawn from a separate RNG seeded
+//! from `seed`), so successive evaluations are comparable and do not disturb training.
 
 pub mod adamw;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod gpt;
+pub mod metrics;
+pub mod trainable;
+
+pub use config::{ConfigOverrides, TrainConfig};
+pub use data::TrainData;
+pub use gpt::TrainableGpt;
+pub use trainable::Trainable;
+
+use adamw::AdamW;
+use checkpoint::TrainState;
+use data::Rng;
+use metrics::Record;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Errors from configuring, running or resuming training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+    #[error("training data: {0}")]
+    Data(String),
+    #[error(
+        "training diverged: the {what} became {value} at step {step}; stopped without \
+         updating the weights ({kept})"
+    )]
+    NonFinite {
+        what: &'static str,
+        value: String,
+        step: u64,
+        kept: String,
+    },
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("cannot resume: {0}")]
+    Resume(String),
+    #[error("cannot read or write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plotting the loss curve: {0}")]
+    Plot(String),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error(transparent)]
+    TokenData(#[from] crate::data::DataError),
+}
+
+/// How [`Trainer::run`] reports progress and when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop (with a checkpoint) after this step even if the config has more steps.
+    pub stop_at: Option<u64>,
+    /// Show an indicatif progress bar (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+    /// Print nothing (no eval log lines).
+    pub quiet: bool,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSummary {
+    /// Optimizer updates done.
+    pub steps: u64,
+    /// Mean training loss over the last evaluation interval.
+    pub train_loss: f32,
+    /// Validation loss at the end.
+    pub val_loss: f32,
+    /// Best validation loss of the run.
+    pub best_val: f32,
+    /// Wall time of the whole run, resumed parts included (seconds).
+    pub elapsed_s: f64,
+    /// Training tokens per second over this invocation.
+    pub tokens_per_s: f64,
+}
+
+/// The training loop for one model on one dataset, optionally writing a run directory.
+pub struct Trainer<M: Trainable> {
+    /// The model being trained.
+    pub model: M,
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// Train/val tokens and the tokenizer.
+    pub data: TrainData,
+    opt: AdamW,
+    decay: Vec<bool>,
+    rng: Rng,
+    step: u64,
+    tokens_seen: u64,
+    best_val: Option<f32>,
+    train_loss_acc: (f64, u64),
+    elapsed_before: f64,
+    started: Instant,
+    out: Option<PathBuf>,
+    records: Vec<Record>,
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+    window: Vec<u32>,
+    scratch: Vec<f32>,
+    last_grad_norm: f32,
+}
+
+impl<M: Trainable> Trainer<M> {
+    /// A fresh run. With `out`, the run directory is created (it must not already hold
+    /// checkpoints: resume those with [`Trainer::resume`]).
+    pub fn new(
+        model: M,
+        config: TrainConfig,
+        data: TrainData,
+        out: Option<PathBuf>,
+    ) -> Result<Trainer<M>, TrainError> {
+        config.validate()?;
+        data.check_windows(config.block_size)?;
+        if let Some(out) = &out {
+            if !checkpoint::step_dirs(out).is_empty() {
+                return Err(TrainError::Config(format!(
+                    "{} already holds checkpoints: pass --resume to continue that run, or \
+                     choose another --out",
+                    out.display()
+                )));
+            }
+            std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
+                path: out.clone(),
+                source,
+            })?;
+            metrics::write_jsonl(&out.join("metrics.jsonl"), &[])?;
+        }
+        let n = model.num_params();
+        let (b, t) = (config.batch_size, config.block_size);
+        Ok(Trainer {
+            opt: AdamW::new(
+                n,
+                config.beta1,
+                config.beta2,
+                config.eps,
+                config.weight_decay,
+            ),
+            decay: model.decay_mask(),
+            rng: Rng::new(config.seed),
+            step: 0,
+            tokens_seen: 0,
+            best_val: None,
+            train_loss_acc: (0.0, 0),
+            elapsed_before: 0.0,
+            started: Instant::now(),
+            out,
+            records: Vec::new(),
+            inputs: vec![0; b * t],
+            targets: vec![0; b * t],
+            window: Vec::with_capacity(t + 1),
+            scratch: Vec::new(),
+            last_grad_norm: 0.0,
+            model,
+            config,
+            data,
+        })
+    }
+
+    /// Continues the run in `out` from its latest checkpoint. `model` must be built from
+    /// `config`, which must equal the checkpoint's (up to evaluation/checkpoint cadence);
+    /// the data's tokenizer and size must match too. Refused with the differences listed.
+    pub fn resume(
+        model: M,
+        config: TrainConfig,
+        data: TrainData,
+        out: PathBuf,
+    ) -> Result<Trainer<M>, TrainError> {
+        let (dir, state) = checkpoint::latest(&out)?.ok_or_else(|| {
+            TrainError::Resume(format!("{} has no checkpoints to resume", out.display()))
+        })?;
+        check_compatible(&state, &config, &data, model.num_params())?;
+        let mut model = model;
+        model.load_params(&dir)?;
+        let n = model.num_params();
+        let (b, t) = (config.batch_size, config.block_size);
+        let mut opt = AdamW::new(
+            n,
+            config.beta1,
+            config.beta2,
+            config.eps,
+            config.weight_decay,
+        );
+        checkpoint::read_optimizer(&dir.join("optimizer.bin"), &mut opt)?;
+        // Metrics after the checkpoint belong to the abandoned continuation: drop them.
+        let mpath = out.join("metrics.jsonl");
+        let mut records = metrics::read_jsonl(&mpath)?;
+        records.retain(|r| r.step() <= state.step);
+        metrics::write_jsonl(&mpath, &records)?;
+        Ok(Trainer {
+            opt,
+            decay: model.decay_mask(),
+            rng: Rng {
+                state: state.rng_state,
+            },
+            step: state.step,
+            tokens_seen: state.tokens_seen,
+            best_val: state.best_val,
+            train_loss_acc: state.train_loss_acc,
+            elapsed_before: state.elapsed_s,
+            started: Instant::now(),
+            out: Some(out),
+            records,
+            inputs: vec![0; b * t],
+            targets: vec![0; b * t],
+            window: Vec::with_capacity(t + 1),
+            scratch: Vec::new(),
+            last_grad_norm: 0.0,
+            model,
+            config,
+            data,
+        })
+    }
+
+    /// Optimizer updates done so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// The run directory, if any.
+    pub fn out(&self) -> Option<&Path> {
+        self.out.as_deref()
+    }
+
+    /// The metrics recorded so far (also in `metrics.jsonl`).
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    fn kept_message(&self) -> String {
+        match self
+            .out
+            .as_ref()
+            .and_then(|o| checkpoint::step_dirs(o).pop())
+        {
+            Some((_, d)) => format!("the last good checkpoint is {}", d.display()),
+            None => "no checkpoint was written yet".into(),
+        }
+    }
+
+    /// One optimizer update; returns the mean training loss of its batch(es).
+    pub fn train_step(&mut self) -> Result<f32, TrainError> {
+        let c = &self.config;
+        let (b, t, accum) = (c.batch_size, c.block_size, c.grad_accum);
+        let lr = c.lr_at(self.step);
+        self.model.zero_grad();
+        let mut loss_sum = 0f64;
+        for _ in 0..accum {
+            self.data.train.sample_batch(
+                &mut self.rng,
+                b,
+                t,
+                &mut self.inputs,
+                &mut self.targets,
+                &mut self.window,
+            );
+            let seed = self.rng.next_u64();
+            let loss = match self
+                .model
+                .forward_backward(&self.inputs, &self.targets, seed)
+            {
+                Err(crate::model::ModelError::NonFinite(what)) => {
+                    return Err(TrainError::NonFinite {
+                        what: "training loss",
+                        value: what,
+                        step: self.step + 1,
+                        kept: self.kept_message(),
+                    })
+                }
+                r => r?,
+            };
+            loss_sum += loss as f64;
+        }
+        let loss = (loss_sum / accum as f64) as f32;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "training loss",
+                value: loss.to_string(),
+                step: self.step + 1,
+                kept: self.kept_message(),
+            });
+        }
+        let (params, grads) = self.model.params_and_grads();
+        // Deterministic parallel sum: fixed chunks, partial sums added in order.
+        let sq: f64 = grads
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
+            .collect::<Vec<f64>>()
+            .iter()
+            .sum();
+        let norm = sq.sqrt() / accum as f64;
+        if !norm.is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "gradient norm",
+                value: norm.to_string(),
+                step: self.step + 1,
+                kept: self.kept_message(),
+            });
+        }
+        let mut scale = 1.0 / accum as f64;
+        if c.grad_clip > 0.0 && norm > c.grad_clip as f64 {
+            scale *= c.grad_clip as f64 / norm;
+        }
+        if scale == 1.0 {
+            self.opt.step(params, grads, &self.decay, lr);
+        } else {
+            let s = scale as f32;
+            self.scratch.resize(grads.len(), 0.0);
+            self.scratch
+                .par_chunks_mut(1 << 16)
+                .zip(grads.par_chunks(1 << 16))
+                .for_each(|(d, g)| {
+                    for (d, g) in d.iter_mut().zip(g) {
+                        *d = g * s;
+                    }
+                });
+            self.opt.step(params, &self.scratch, &self.decay, lr);
+        }
+        self.step += 1;
+        self.tokens_seen += self.config.tokens_per_step() as u64;
+        self.train_loss_acc.0 += loss as f64;
+        self.train_loss_acc.1 += 1;
+        self.last_grad_norm = norm as f32;
+        let rec = Record::Train {
+            step: self.step,
+            loss,
+            lr,
+            grad_norm: norm as f32,
+            tokens: self.tokens_seen,
+            elapsed_s: self.elapsed(),
+        };
+        self.record(rec)?;
+        Ok(loss)
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    fn record(&mut self, rec: Record) -> Result<(), TrainError> {
+        if let Some(out) = &self.out {
+            metrics::append_jsonl(&out.join("metrics.jsonl"), &rec)?;
+        }
+        self.records.push(rec);
+        Ok(())
+    }
+
+    /// Mean loss over the fixed validation windows (`eval_batches` batches).
+    pub fn evaluate(&mut self) -> Result<f32, TrainError> {
+        let (b, t) = (self.config.batch_size, self.config.block_size);
+        let mut rng = Rng::new(self.config.seed ^ 0x00E7_A1E7_A1E7_A1E7);
+        let mut sum = 0f64;
+        for _ in 0..self.config.eval_batches {
+            self.data.val.sample_batch(
+                &mut rng,
+                b,
+                t,
+                &mut self.inputs,
+                &mut self.targets,
+                &mut self.window,
+            );
+            sum += self.model.forward_loss(&self.inputs, &self.targets)? as f64;
+        }
+        let val = (sum / self.config.eval_batches as f64) as f32;
+        if !val.is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "validation loss",
+                value: val.to_string(),
+                step: self.step,
+                kept: self.kept_message(),
+            });
+        }
+        Ok(val)
+    }
+
+    fn state(&self) -> TrainState {
+        TrainState {
+            format: checkpoint::FORMAT,
+            step: self.step,
+            rng_state: self.rng.state,
+            tokens_seen: self.tokens_seen,
+            best_val: self.best_val,
+            train_loss_acc: self.train_loss_acc,
+            elapsed_s: self.elapsed(),
+            config: self.config.clone(),
+            tokenizer_kind: self.data.tokenizer.kind().to_string(),
+            tokenizer_fingerprint: self.data.tokenizer.fingerprint(),
+            data_source: self.data.source.clone(),
+            train_tokens: self.data.train.len() as u64,
+            num_params: self.model.num_params(),
+        }
+    }
+
+    /// Writes `checkpoints/step-N` (pruning old ones) and the top-level model files.
+    pub fn save_checkpoint(&mut self) -> Result<(), TrainError> {
+        let Some(out) = self.out.clone() else {
+            return Ok(());
+        };
+        let state = self.state();
+        let dir = out.join("checkpoints").join(format!("step-{}", self.step));
+        checkpoint::write_checkpoint(
+            &dir,
+            &self.model,
+            self.data.tokenizer.as_ref(),
+            &self.opt,
+            &state,
+        )?;
+        checkpoint::prune(&out, self.config.keep_last)?;
+        self.model.save(&out)?;
+        crate::tokenizer::save(self.data.tokenizer.as_ref(), &out.join("tokenizer.json"))?;
+        Ok(())
+    }
+
+    fn save_best(&mut self) -> Result<(), TrainError> {
+        let Some(out) = self.out.clone() else {
+            return Ok(());
+        };
+        let state = self.state();
+        checkpoint::write_checkpoint(
+            &out.join("checkpoints").join("best"),
+            &self.model,
+            self.data.tokenizer.as_ref(),
+            &self.opt,
+            &state,
+        )
+    }
+
+    /// Evaluates, logs an eval record, keeps `best/` and redraws the loss curve.
+    fn eval_and_log(&mut self) -> Result<(f32, f32), TrainError> {
+        let val = self.evaluate()?;
+        let (s, n) = self.train_loss_acc;
+        let train = if n > 0 {
+            (s / n as f64) as f32
+        } else {
+            f32::NAN
+        };
+        self.train_loss_acc = (0.0, 0);
+        let improved = self.best_val.is_none_or(|b| val < b);
+        if improved {
+            self.best_val = Some(val);
+        }
+        let rec = Record::Eval {
+            step: self.step,
+            val_loss: val,
+            train_loss: train,
+            elapsed_s: self.elapsed(),
+        };
+        self.record(rec)?;
+        if improved {
+            self.save_best()?;
+        }
+        if let Some(out) = self.out.clone() {
+            let title = format!("{} ({})", self.model.describe(), self.data.source);
+            // A missing font or an unwritable plot is not worth stopping a run for.
+            let _ = metrics::plot_losses(&out, &self.records, &title);
+        }
+        Ok((train, val))
+    }
+
+    /// Trains to `config.steps` (or `opts.stop_at`): evaluates every `eval_every` steps
+    /// and at the end, checkpoints every `checkpoint_every` steps and at the end.
+    pub fn run(&mut self, opts: &RunOptions) -> Result<TrainSummary, TrainError> {
+        let end = opts
+            .stop_at
+            .map_or(self.config.steps, |s| s.min(self.config.steps));
+        let start_step = self.step;
+        let t0 = Instant::now();
+        let pb = if opts.progress && !opts.quiet {
+            indicatif::ProgressBar::new(self.config.steps)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb.set_position(self.step);
+        let say = |pb: &indicatif::ProgressBar, line: String| {
+            if opts.quiet {
+            } else if pb.is_hidden() {
+                println!("{line}");
+            } else {
+                pb.println(line);
+            }
+        };
+        let mut last = (f32::NAN, f32::NAN);
+        let mut ema: Option<f32> = None;
+        while self.step < end {
+            let loss = self.train_step()?;
+            let e = ema.map_or(loss, |e| 0.9 * e + 0.1 * loss);
+            ema = Some(e);
+            let done = (self.step - start_step) as f64;
+            let tps = done * self.config.tokens_per_step() as f64 / t0.elapsed().as_secs_f64();
+            pb.set_position(self.step);
+            pb.set_message(format!("loss {e:.4}  {tps:.0} tok/s"));
+            let last_step = self.step == end;
+            // Evaluating at an early stop would change the eval records (and best/) of a
+            // run that is resumed later, so only the schedule's steps evaluate.
+            if self.step % self.config.eval_every == 0 || self.step == self.config.steps {
+                let (train, val) = self.eval_and_log()?;
+                last = (train, val);
+                say(
+                    &pb,
+                    format!(
+                        "step {:>6}  train {:.4}  val {:.4}  lr {:.2e}  {:.0} tok/s  {:.1}s",
+                        self.step,
+                        train,
+                        val,
+                        self.config.lr_at(self.step.saturating_sub(1)),
+                        tps,
+                        self.elapsed()
+                    ),
+                );
+            }
+            if self.step % self.config.checkpoint_every == 0 || last_step {
+                self.save_checkpoint()?;
+            }
+        }
+        pb.finish_and_clear();
+        if last.1.is_nan()
+            || self.step != self.config.steps && self.step % self.config.eval_every != 0
+        {
+            // No evaluation at this step (stopped early, or nothing to do): report a fresh one.
+            last.1 = self.evaluate()?;
+        }
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        Ok(TrainSummary {
+            steps: self.step,
+            train_loss: last.0,
+            val_loss: last.1,
+            best_val: self.best_val.unwrap_or(last.1),
+            elapsed_s: self.elapsed(),
+            tokens_per_s: (self.step - start_step) as f64 * self.config.tokens_per_step() as f64
+                / secs,
+        })
+    }
+}
+
+/// Refuses a resume whose config, tokenizer, data or model size differ from the checkpoint's.
+pub fn check_compatible(
+    state: &TrainState,
+    config: &TrainConfig,
+    data: &TrainData,
+    num_params: usize,
+) -> Result<(), TrainError> {
+    let diffs = state.config.differences(config);
+    if !diffs.is_empty() {
+        return Err(TrainError::Resume(format!(
+            "the configuration differs from the checkpoint's ({}); resume with the \
+             original settings or start a new --out",
+            diffs.join("; ")
+        )));
+    }
+    let fp = data.tokenizer.fingerprint();
+    if state.tokenizer_fingerprint != fp || state.tokenizer_kind != data.tokenizer.kind() {
+        return Err(TrainError::Resume(format!(
+            "the checkpoint was trained with tokenizer {} {} but the data uses {} {}",
+            state.tokenizer_kind,
+            state.tokenizer_fingerprint,
+            data.tokenizer.kind(),
+            fp
+        )));
+    }
+    if state.train_tokens != data.train.len() as u64 {
+        return Err(TrainError::Resume(format!(
+            "the checkpoint was trained on {} ({} training tokens) but the data is {} ({} tokens)",
+            state.data_source,
+            state.train_tokens,
+            data.source,
+            data.train.len()
+        )));
+    }
+    if state.num_params != num_params {
+        return Err(TrainError::Resume(format!(
+            "the checkpoint has {} parameters, the model {num_params}",
+            state.num_params
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trainable::Bigram;
+    use super::*;
+    use crate::tokenizer::bytes::ByteTokenizer;
+
+    fn toy_data() -> TrainData {
+        let text = "the cat sat on the mat. the dog sat on the log. ".repeat(40);
+        TrainData::from_text(&text, Box::new(ByteTokenizer), 0.1, "toy").unwrap()
+    }
+
+    fn toy_config() -> TrainConfig {
+        let mut c = TrainConfig::preset("tiny").unwrap();
+        c.steps = 20;
+        c.block_size = 8;
+        c.batch_size = 4;
+        c.lr = 0.5;
+        c.min_lr = 0.05;
+        c.eval_every = 5;
+        c.checkpoint_every = 5;
+        c
+    }
+
+    #[test]
+    fn loss_goes_down() {
+        let mut t = Trainer::new(Bigram::new(257, 1), toy_config(), toy_data(), None).unwrap();
+        let before = t.evaluate().unwrap();
+        let s = t
+            .run(&RunOptions {
+                quiet: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(s.steps, 20);
+        assert!(s.val_loss < before - 1.0, "{before} -> {}", s.val_loss);
+    }
+
+    #[test]
+    fn accumulation_equals_bigger_batch_without_clipping() {
+        // Two micro-batches of 4 give the mean gradient of the same 8 windows: compare
+        // one accumulated step against a hand-made batch of 8 on a bigram.
+        let mut c = toy_config();
+        c.grad_clip = 0.0;
+        c.grad_accum = 2;
+        let mut a = Trainer::new(Bigram::new(257, 1), c.clone(), toy_data(), None).unwrap();
+        a.train_step().unwrap();
+        let mut c8 = c.clone();
+        c8.grad_accum = 1;
+        c8.batch_size = 8;
+        let mut b = Trainer::new(Bigram::new(257, 1), c8, toy_data(), None).unwrap();
+        // Same windows: the 8-batch draws 8 starts in a row, the accumulated run draws 4,
+        // a dropout seed, then 4. Replay that order by hand.
+        let mut rng = Rng::new(c.seed);
+        let (mut x, mut y, mut w) = (vec![0; 32], vec![0; 32], Vec::new());
+        let d = toy_data();
+        d.train
+            .sample_batch(&mut rng, 4, 8, &mut x[..32], &mut y[..32], &mut w);
+        let (x1, y1) = (x.clone(), y.clone());
+        rng.next_u64();
+        d.train.sample_batch(&mut rng, 4, 8, &mut x, &mut y, &mut w);
+        let xs = [x1, x].concat();
+        let ys = [y1, y].concat();
+        b.model.zero_grad();
+        b.model.forward_backward(&xs, &ys, 0).unwrap();
+        let (p, g) = b.model.params_and_grads();
+        b.opt.step(p, g, &b.decay, c.lr_at(0));
+        for (pa, pb) in a.model.params().iter().zip(b.model.params()) {
+            assert!((pa - pb).abs() < 1e-6, "{pa} vs {pb}");
+        }
+    }
+
+    #[test]
+    fn clipping_bounds_the_update_norm() {
+        let mut c = toy_config();
+        c.grad_clip = 1e-3;
+        c.weight_decay = 0.0;
+        let mut t = Trainer::new(Bigram::new(257, 1), c, toy_data(), None).unwrap();
+        t.train_step().unwrap();
+        assert!(t.last_grad_norm > 1e-3);
+        // With Adam the first update is lr * sign-like; the moments see the clipped grad.
+        let m_norm: f64 = t
+            .opt
+            .m
+            .iter()
+            .map(|&m| (m as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!((m_norm - 0.1 * 1e-3).abs() < 1e-7, "{m_norm}");
+    }
+
+    #[test]
+    fn nan_stops_and_keeps_last_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let mut m = Bigram::new(257, 1);
+        m.nan_after = Some(9); // steps 1-5, 2 eval batches, steps 6-7; NaN at step 8
+        let mut t = Trainer::new(m, toy_config(), toy_data(), Some(out.clone())).unwrap();
+        let err = t
+            .run(&RunOptions {
+                quiet: true,
+                ..Default::default()
+            })
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, TrainError::NonFinite { .. }), "{msg}");
+        assert!(msg.contains("NaN") && msg.contains("step-5"), "{msg}");
+        let (dir5, st) = checkpoint::latest(&out).unwrap().unwrap();
+        assert_eq!(st.step, 5);
+        assert!(dir5.join("bigram.bin").exists());
+    }
+
+    #[test]
+    fn resume_refuses_other_config_and_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let mut t = Trainer::new(
+            Bigram::new(257, 1),
+            toy_config(),
+            toy_data(),
+            Some(out.clone()),
+        )
+        .unwrap();
+        t.run(&RunOptions {
+            stop_at: Some(5),
+            quiet: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut other = toy_config();
+        other.lr = 0.1;
+        let e = Trainer::resume(Bigram::new(257, 1), other, toy_data(), out.clone())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("lr: 0.5 -> 0.1"), "{e}");
+        let small =
+            TrainData::from_text(&"abc ".repeat(50), Box::new(ByteTokenizer), 0.1, "x").unwrap();
+        let e = Trainer::resume(Bigram::new(257, 1), toy_config(), small, out.clone())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("training tokens"), "{e}");
+        let e = Trainer::new(Bigram::new(257, 1), toy_config(), toy_data(), Some(out))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--resume"), "{e}");
+    }
+}

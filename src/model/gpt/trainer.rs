@@ -267,6 +267,13 @@ impl<F: Float> GptTrainer<F> {
         Ok(())
     }
 
+    /// Runs the forward pass and returns the logits (B,T,V) (no softmax, no loss).
+    pub fn logits(&mut self, model: &Gpt<F>, inputs: &[u32]) -> Result<&[F], ModelError> {
+        self.check(model, inputs, inputs)?;
+        forward(&self.config, model.params(), &mut self.acts, inputs, None);
+        Ok(&self.acts.logits)
+    }
+
     /// Mean next-token cross-entropy (nats) of the batch, without gradients.
     pub fn forward_loss(
         &mut self,

@@ -1,0 +1,431 @@
+//! Training configuration: presets, TOML files and flag overrides, and the learning-rate schedule.
+//!
+//! A run's configuration is built in layers: a preset ([`TrainConfig::preset`]), then a
+//! TOML file, then command-line flags (both as [`ConfigOverrides`]). The resolved
+//! [`TrainConfig`] is stored in every checkpoint; `--resume` refuses a different one.
+
+use super::TrainError;
+use serde::{Deserialize, Serialize};
+
+/// Everything that determines a training run (model shape, data sampling, optimizer,
+/// schedule, evaluation and checkpoint cadence). Same config + same data + same seed =
+/// same run, bit for bit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block.
+    pub n_head: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Context length T: training windows have T inputs and T targets.
+    pub block_size: usize,
+    /// Dropout probability during training (0 = off).
+    pub dropout: f32,
+    /// Sequences per micro-batch (B).
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are averaged into one optimizer step.
+    pub grad_accum: usize,
+    /// Total optimizer steps of the run.
+    pub steps: u64,
+    /// Peak learning rate (reached after warmup).
+    pub lr: f32,
+    /// Learning rate at the end of the cosine decay.
+    pub min_lr: f32,
+    /// Linear warmup steps.
+    pub warmup_steps: u64,
+    /// Step at which the cosine decay reaches `min_lr` (default: `steps`).
+    pub lr_decay_steps: Option<u64>,
+    /// AdamW decoupled weight decay, applied to matrices only.
+    pub weight_decay: f32,
+    /// AdamW beta1.
+    pub beta1: f32,
+    /// AdamW beta2.
+    pub beta2: f32,
+    /// AdamW epsilon.
+    pub eps: f32,
+    /// Clip the global gradient norm to this (0 = no clipping).
+    pub grad_clip: f32,
+    /// Evaluate on validation data every this many steps (and at the end).
+    pub eval_every: u64,
+    /// Batches (of `batch_size` x `block_size`) per evaluation.
+    pub eval_batches: usize,
+    /// Write a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: u64,
+    /// How many `checkpoints/step-N` directories to keep.
+    pub keep_last: usize,
+    /// Seed of the weight init, the batch sampler and dropout.
+    pub seed: u64,
+    /// Tokenizer for raw text: `auto` (chars for a text file, bytes for the embedded
+    /// synthetic corpus), `bytes`, `chars`, `gpt2` (GPT-2's BPE from the shared data), or a
+    /// tokenizer.json path. A prepared data directory brings its own tokenizer.
+    pub tokenizer: String,
+    /// Fraction of a raw text held out for validation (its tail, as nanoGPT does).
+    pub val_fraction: f64,
+}
+
+/// Names of the built-in presets, in the order `--help` lists them.
+pub const PRESETS: &[&str] = &[
+    "tiny",
+    "default",
+    "shakespeare-char-cpu",
+    "baby-shakespeare",
+    "gpt2-124m",
+];
+
+impl TrainConfig {
+    /// A built-in preset. Sources:
+    /// - `tiny`: ours; a 2-layer model that trains in seconds (for tests and smoke runs).
+    /// - `default`: ours; tuned so `arlm train` with no flags takes about two minutes on
+    ///   2 cores on the embedded synthetic corpus and gets close to its entropy floor.
+    /// - `shakespeare-char-cpu`: nanoGPT's README CPU recipe for shakespeare_char
+    ///   (`config/train_shakespeare_char.py` with `--block_size=64 --batch_size=12
+    ///   --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000
+    ///   --dropout=0.0`); nanoGPT reports val loss 1.88.
+    /// - `baby-shakespeare`: nanoGPT's `config/train_shakespeare_char.py` as is (6L/6H/384,
+    ///   T=256, B=64, dropout 0.2, 5000 iters).
+    /// - `gpt2-124m`: nanoGPT's `config/train_gpt2.py` (12L/12H/768, T=1024, B=12 x 40
+    ///   accumulation, lr 6e-4, 600k iters) with GPT-2's BPE tokenizer.
+    pub fn preset(name: &str) -> Result<TrainConfig, TrainError> {
+        let base = TrainConfig {
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 128,
+            block_size: 64,
+            dropout: 0.0,
+            batch_size: 12,
+            grad_accum: 1,
+            steps: 2000,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_steps: 100,
+            lr_decay_steps: None,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            eval_every: 250,
+            eval_batches: 20,
+            checkpoint_every: 500,
+            keep_last: 2,
+            seed: 1337,
+            tokenizer: "auto".into(),
+            val_fraction: 0.1,
+        };
+        Ok(match name {
+            "tiny" => TrainConfig {
+                n_layer: 2,
+                n_head: 2,
+                n_embd: 32,
+                block_size: 32,
+                batch_size: 8,
+                steps: 40,
+                lr: 3e-3,
+                min_lr: 3e-4,
+                warmup_steps: 5,
+                eval_every: 20,
+                eval_batches: 2,
+                checkpoint_every: 20,
+                ..base
+            },
+            "default" => TrainConfig {
+                n_layer: 4,
+                n_head: 4,
+                n_embd: 128,
+                block_size: 128,
+                batch_size: 16,
+                steps: 600,
+                lr: 3e-3,
+                min_lr: 3e-4,
+                warmup_steps: 50,
+                eval_every: 100,
+                eval_batches: 8,
+                checkpoint_every: 200,
+                ..base
+            },
+            "shakespeare-char-cpu" => base,
+            "baby-shakespeare" => TrainConfig {
+                n_layer: 6,
+                n_head: 6,
+                n_embd: 384,
+                block_size: 256,
+                dropout: 0.2,
+                batch_size: 64,
+                steps: 5000,
+                eval_every: 250,
+                eval_batches: 200,
+                checkpoint_every: 500,
+                ..base
+            },
+            "gpt2-124m" => TrainConfig {
+                n_layer: 12,
+                n_head: 12,
+                n_embd: 768,
+                block_size: 1024,
+                dropout: 0.0,
+                batch_size: 12,
+                grad_accum: 40,
+                steps: 600_000,
+                lr: 6e-4,
+                min_lr: 6e-5,
+                warmup_steps: 2000,
+                beta2: 0.95,
+                eval_every: 1000,
+                eval_batches: 200,
+                checkpoint_every: 1000,
+                tokenizer: "gpt2".into(),
+                val_fraction: 0.0005,
+                ..base
+            },
+            other => {
+                return Err(TrainError::Config(format!(
+                    "unknown preset {other:?} (known: {})",
+                    PRESETS.join(", ")
+                )))
+            }
+        })
+    }
+
+    /// Applies every field that `o` sets.
+    pub fn apply(&mut self, o: &ConfigOverrides) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &o.$f { self.$f = v.clone(); } )* };
+        }
+        set!(
+            n_layer,
+            n_head,
+            n_embd,
+            block_size,
+            dropout,
+            batch_size,
+            grad_accum,
+            steps,
+            lr,
+            min_lr,
+            warmup_steps,
+            weight_decay,
+            beta1,
+            beta2,
+            eps,
+            grad_clip,
+            eval_every,
+            eval_batches,
+            checkpoint_every,
+            keep_last,
+            seed,
+            tokenizer,
+            val_fraction
+        );
+        if let Some(v) = o.lr_decay_steps {
+            self.lr_decay_steps = Some(v);
+        }
+    }
+
+    /// Checks the values a run cannot start with.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
+            return bad("n_layer, n_head and n_embd must be positive".into());
+        }
+        if self.n_embd % self.n_head != 0 {
+            return bad(format!(
+                "n_embd ({}) must be a multiple of n_head ({})",
+                self.n_embd, self.n_head
+            ));
+        }
+        if self.block_size == 0 || self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("block_size, batch_size and grad_accum must be positive".into());
+        }
+        if self.steps == 0 {
+            return bad("steps must be positive".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.min_lr.is_finite() && self.min_lr >= 0.0)
+        {
+            return bad(format!(
+                "learning rates must be positive (lr {}, min_lr {})",
+                self.lr, self.min_lr
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return bad(format!(
+                "betas must be in [0, 1) (beta1 {}, beta2 {})",
+                self.beta1, self.beta2
+            ));
+        }
+        if !(self.grad_clip >= 0.0 && self.weight_decay >= 0.0 && self.eps > 0.0) {
+            return bad("grad_clip and weight_decay must be >= 0, eps > 0".into());
+        }
+        if self.eval_every == 0 || self.checkpoint_every == 0 || self.keep_last == 0 {
+            return bad("eval_every, checkpoint_every and keep_last must be positive".into());
+        }
+        if self.eval_batches == 0 {
+            return bad("eval_batches must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad(format!(
+                "val_fraction {} is not in [0, 1)",
+                self.val_fraction
+            ));
+        }
+        Ok(())
+    }
+
+    /// Learning rate for the update that takes the model from `step` to `step + 1`:
+    /// nanoGPT's `get_lr` (linear warmup to `lr`, cosine decay to `min_lr` at
+    /// `lr_decay_steps`, then constant).
+    pub fn lr_at(&self, step: u64) -> f32 {
+        let decay_steps = self.lr_decay_steps.unwrap_or(self.steps);
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f32 / (self.warmup_steps + 1) as f32;
+        }
+        if step > decay_steps || decay_steps <= self.warmup_steps {
+            return self.min_lr;
+        }
+        let ratio = (step - self.warmup_steps) as f64 / (decay_steps - self.warmup_steps) as f64;
+        let coeff = 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos());
+        (self.min_lr as f64 + coeff * (self.lr - self.min_lr) as f64) as f32
+    }
+
+    /// Fields whose values differ between `self` and `other` (`"name: a -> b"`), ignoring
+    /// the ones that may change on resume (evaluation and checkpoint cadence).
+    pub fn differences(&self, other: &TrainConfig) -> Vec<String> {
+        let a = serde_json::to_value(self).unwrap_or_default();
+        let b = serde_json::to_value(other).unwrap_or_default();
+        let mut out = Vec::new();
+        if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+            for (k, va) in a {
+                if RESUME_MUTABLE.contains(&k.as_str()) {
+                    continue;
+                }
+                let vb = b.get(k).cloned().unwrap_or_default();
+                if *va != vb {
+                    out.push(format!("{k}: {va} -> {vb}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Training tokens per optimizer step.
+    pub fn tokens_per_step(&self) -> usize {
+        self.batch_size * self.block_size * self.grad_accum
+    }
+}
+
+/// Fields that `--resume` may change: they do not affect the numbers computed.
+const RESUME_MUTABLE: &[&str] = &["eval_every", "checkpoint_every", "keep_last"];
+
+/// Optional values of every [`TrainConfig`] field: what a TOML file or the flags set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct ConfigOverrides {
+    /// A preset to start from (TOML files only; the flag is `--preset`).
+    pub preset: Option<String>,
+    pub n_layer: Option<usize>,
+    pub n_head: Option<usize>,
+    pub n_embd: Option<usize>,
+    pub block_size: Option<usize>,
+    pub dropout: Option<f32>,
+    pub batch_size: Option<usize>,
+    pub grad_accum: Option<usize>,
+    pub steps: Option<u64>,
+    pub lr: Option<f32>,
+    pub min_lr: Option<f32>,
+    pub warmup_steps: Option<u64>,
+    pub lr_decay_steps: Option<u64>,
+    pub weight_decay: Option<f32>,
+    pub beta1: Option<f32>,
+    pub beta2: Option<f32>,
+    pub eps: Option<f32>,
+    pub grad_clip: Option<f32>,
+    pub eval_every: Option<u64>,
+    pub eval_batches: Option<usize>,
+    pub checkpoint_every: Option<u64>,
+    pub keep_last: Option<usize>,
+    pub seed: Option<u64>,
+    pub tokenizer: Option<String>,
+    pub val_fraction: Option<f64>,
+}
+
+impl ConfigOverrides {
+    /// Parses a TOML config file's text (keys are [`TrainConfig`]'s field names).
+    pub fn from_toml(text: &str) -> Result<ConfigOverrides, TrainError> {
+        toml::from_str(text).map_err(|e| TrainError::Config(format!("invalid TOML config: {e}")))
+    }
+
+    /// True when no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == ConfigOverrides::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        for p in PRESETS {
+            TrainConfig::preset(p).unwrap().validate().unwrap();
+        }
+        assert!(TrainConfig::preset("nope").is_err());
+    }
+
+    #[test]
+    fn schedule_matches_nanogpt_get_lr() {
+        // nanoGPT get_lr written out independently, in f64.
+        let c = TrainConfig::preset("shakespeare-char-cpu").unwrap();
+        let get_lr = |it: f64| -> f64 {
+            let (lr, min_lr, warm, decay) = (1e-3, 1e-4, 100.0, 2000.0);
+            if it < warm {
+                return lr * (it + 1.0) / (warm + 1.0);
+            }
+            if it > decay {
+                return min_lr;
+            }
+            let r = (it - warm) / (decay - warm);
+            min_lr + 0.5 * (1.0 + (std::f64::consts::PI * r).cos()) * (lr - min_lr)
+        };
+        for it in [0u64, 1, 50, 99, 100, 101, 500, 1050, 1999, 2000, 2001, 5000] {
+            let (a, b) = (c.lr_at(it) as f64, get_lr(it as f64));
+            assert!((a - b).abs() < 1e-9, "step {it}: {a} vs {b}");
+        }
+        // Monotone: up during warmup, down afterwards.
+        assert!(c.lr_at(10) < c.lr_at(90));
+        assert!(c.lr_at(300) > c.lr_at(1500));
+    }
+
+    #[test]
+    fn overrides_toml_and_differences() {
+        let o = ConfigOverrides::from_toml("steps = 7\nlr = 0.01\ntokenizer = \"auto\"").unwrap();
+        let mut c = TrainConfig::preset("tiny").unwrap();
+        let orig = c.clone();
+        c.apply(&o);
+        assert_eq!((c.steps, c.lr), (7, 0.01));
+        let d = orig.differences(&c);
+        assert_eq!(d.len(), 2, "{d:?}");
+        c.eval_every = 3;
+        assert_eq!(
+            orig.differences(&c).len(),
+            2,
+            "eval cadence may change on resume"
+        );
+        assert!(ConfigOverrides::from_toml("stepz = 1").is_err());
+    }
+
+    #[test]
+    fn validate_rejects_bad_shapes() {
+        let mut c = TrainConfig::preset("tiny").unwrap();
+        c.n_head = 3;
+        assert!(c.validate().is_err());
+        let mut c = TrainConfig::preset("tiny").unwrap();
+        c.lr = f32::NAN;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! The GPT as a [`Trainable`]: the model plus its preallocated (B, T) trainer buffers.
+
+use super::config::TrainConfig;
+use super::trainable::Trainable;
+use crate::model::gpt::{Gpt, GptConfig, GptTrainer};
+use crate::model::{LanguageModel, ModelError};
+use std::path::Path;
+
+/// A GPT being trained: weights ([`Gpt`]) and activations/gradients ([`GptTrainer`]) for
+/// the run's batch shape, allocated once.
+pub struct TrainableGpt {
+    /// The model (its `bos_token` is the tokenizer's end-of-text).
+    pub model: Gpt,
+    trainer: GptTrainer,
+}
+
+impl TrainableGpt {
+    /// A freshly initialized GPT for `config` over `vocab_size` ids (GPT-2 init from
+    /// `config.seed`), conditioned on `bos_token`.
+    pub fn new(
+        config: &TrainConfig,
+        vocab_size: usize,
+        bos_token: u32,
+    ) -> Result<TrainableGpt, ModelError> {
+        let gc = GptConfig {
+            n_layer: config.n_layer,
+            n_head: config.n_head,
+            n_embd: config.n_embd,
+            block_size: config.block_size,
+            vocab_size,
+            dropout: config.dropout,
+        };
+        let mut model = Gpt::new(gc, config.seed)?;
+        model.bos_token = bos_token;
+        let trainer = GptTrainer::new(&model, config.batch_size, config.block_size);
+        Ok(TrainableGpt { model, trainer })
+    }
+}
+
+impl Trainable for TrainableGpt {
+    fn num_params(&self) -> usize {
+        self.model.num_params()
+    }
+    fn params(&self) -> &[f32] {
+        self.model.params()
+    }
+    fn params_and_grads(&mut self) -> (&mut [f32], &[f32]) {
+        (self.model.params_mut(), self.trainer.grads())
+    }
+    fn decay_mask(&self) -> Vec<bool> {
+        self.model.decay_mask()
+    }
+    fn zero_grad(&mut self) {
+        self.trainer.zero_grad();
+    }
+    fn forward_backward(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        seed: u64,
+    ) -> Result<f32, ModelError> {
+        self.trainer
+            .forward_backward(&self.model, inputs, targets, seed)
+    }
+    fn forward_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<f32, ModelError> {
+        self.trainer.forward_loss(&self.model, inputs, targets)
+    }
+    fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        self.model.save(dir)
+    }
+    fn load_params(&mut self, dir: &Path) -> Result<(), ModelError> {
+        let saved = Gpt::load(dir)?;
+        let (a, b) = (saved.config, self.model.config);
+        if (a.n_layer, a.n_head, a.n_embd, a.block_size, a.vocab_size)
+            != (b.n_layer, b.n_head, b.n_embd, b.block_size, b.vocab_size)
+        {
+            return Err(ModelError::Format {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "the saved model is {}L/{}H/{} context {} vocab {}, the run's is \
+                     {}L/{}H/{} context {} vocab {}",
+                    a.n_layer,
+                    a.n_head,
+                    a.n_embd,
+                    a.block_size,
+                    a.vocab_size,
+                    b.n_layer,
+                    b.n_head,
+                    b.n_embd,
+                    b.block_size,
+                    b.vocab_size
+                ),
+            });
+        }
+        self.model.params_mut().copy_from_slice(saved.params());
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        self.model.describe()
+    }
+}

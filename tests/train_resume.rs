@@ -1,0 +1,158 @@
+//! Resume is bit-exact: 20 steps straight == 10 steps, stop, resume, 10 more
+//! (losses and weights identical), through the library and through the binary.
+
+mod common;
+
+use arlm::tokenizer::bytes::ByteTokenizer;
+use arlm::train::metrics::{read_jsonl, Record};
+use arlm::train::trainable::Bigram;
+use arlm::train::{RunOptions, TrainConfig, TrainData, Trainable, Trainer};
+
+fn data() -> TrainData {
+    let text =
+        "she sells sea shells by the sea shore; the shells she sells are sea shells. ".repeat(30);
+    TrainData::from_text(&text, Box::new(ByteTokenizer), 0.1, "toy").unwrap()
+}
+
+fn config() -> TrainConfig {
+    let mut c = TrainConfig::preset("tiny").unwrap();
+    c.steps = 20;
+    c.block_size = 8;
+    c.batch_size = 4;
+    c.grad_accum = 2;
+    c.lr = 0.3;
+    c.warmup_steps = 3;
+    c.eval_every = 4;
+    c.checkpoint_every = 5;
+    c.keep_last = 2;
+    c
+}
+
+fn train_losses(records: &[Record]) -> Vec<(u64, u32)> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Train { step, loss, .. } => Some((*step, loss.to_bits())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn quiet(stop_at: Option<u64>) -> RunOptions {
+    RunOptions {
+        stop_at,
+        quiet: true,
+        progress: false,
+    }
+}
+
+#[test]
+fn library_resume_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = Trainer::new(Bigram::new(257, 9), config(), data(), Some(a_dir.clone())).unwrap();
+    a.run(&quiet(None)).unwrap();
+
+    let mut b = Trainer::new(Bigram::new(257, 9), config(), data(), Some(b_dir.clone())).unwrap();
+    b.run(&quiet(Some(10))).unwrap();
+    assert_eq!(b.step_count(), 10);
+    // A few steps past the checkpoint that the resumed run must forget.
+    b.train_step().unwrap();
+    drop(b);
+    let mut b = Trainer::resume(Bigram::new(257, 1), config(), data(), b_dir.clone()).unwrap();
+    assert_eq!(b.step_count(), 10);
+    b.run(&quiet(None)).unwrap();
+
+    let pa: Vec<u32> = a.model.params().iter().map(|x| x.to_bits()).collect();
+    let pb: Vec<u32> = b.model.params().iter().map(|x| x.to_bits()).collect();
+    assert!(pa == pb, "weights differ after resume");
+    let (ra, rb) = (
+        read_jsonl(&a_dir.join("metrics.jsonl")).unwrap(),
+        read_jsonl(&b_dir.join("metrics.jsonl")).unwrap(),
+    );
+    assert_eq!(train_losses(&ra).len(), 20);
+    assert_eq!(train_losses(&ra), train_losses(&rb));
+    let evals = |r: &[Record]| -> Vec<(u64, u32)> {
+        r.iter()
+            .filter_map(|r| match r {
+                Record::Eval { step, val_loss, .. } => Some((*step, val_loss.to_bits())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(evals(&ra), evals(&rb));
+    assert_eq!(evals(&ra).len(), 5);
+    // keep_last = 2: steps 15 and 20 remain, plus best/.
+    let names: Vec<u64> = arlm::train::checkpoint::step_dirs(&a_dir)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, vec![15, 20]);
+    assert!(a_dir.join("checkpoints/best/train_state.json").exists());
+    assert!(a_dir.join("loss.svg").exists() && a_dir.join("loss.png").exists());
+    assert_eq!(
+        std::fs::read(a_dir.join("bigram.bin")).unwrap(),
+        std::fs::read(b_dir.join("bigram.bin")).unwrap()
+    );
+}
+
+fn train_loss_bits(run: &std::path::Path) -> Vec<(u64, u32)> {
+    train_losses(&read_jsonl(&run.join("metrics.jsonl")).unwrap())
+}
+
+#[test]
+fn binary_resume_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let common = [
+        "train",
+        "--preset",
+        "tiny",
+        "--steps",
+        "20",
+        "--eval-every",
+        "5",
+        "--checkpoint-every",
+        "5",
+        "--grad-accum",
+        "2",
+        "--quiet",
+    ];
+    common::arlm_ok(&[&common[..], &["--out", a_s]].concat());
+    common::arlm_ok(&[&common[..], &["--out", b_s, "--stop-at", "10"]].concat());
+    assert_eq!(train_loss_bits(&b).len(), 10);
+    // A fresh run into a directory with checkpoints is refused (no silent overwrite).
+    let out = common::arlm(&[&common[..], &["--out", b_s]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+    // Resuming with a different config is refused, naming the field.
+    let out = common::arlm(&["train", "--resume", "--out", b_s, "--lr", "0.1", "--quiet"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lr:"), "{err}");
+    // Resuming on other data (another tokenizer) is refused.
+    let txt = dir.path().join("t.txt");
+    std::fs::write(&txt, "hello world, hello there. ".repeat(200)).unwrap();
+    let out = common::arlm(&[
+        "train",
+        "--resume",
+        "--out",
+        b_s,
+        "--data",
+        txt.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer"));
+
+    common::arlm_ok(&["train", "--resume", "--out", b_s, "--quiet"]);
+    assert_eq!(train_loss_bits(&a).len(), 20);
+    assert_eq!(train_loss_bits(&a), train_loss_bits(&b));
+    for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs after resume"
+        );
+    }
+}

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 /// PTB text with `<unk>` written as `UNK`, as the KenLM reference was made.
 fn unk_text(path: &std::path::Path) -> String {
-    std::fs::read_to_string(path).unwrap().replace("<unk>", "UNK")
+    std::fs::read_to_string(path)
+        .unwrap()
+        .replace("<unk>", "UNK")
 }
 
 fn ppl(total_log10: f64, tokens: u64) -> f64 {
@@ -76,7 +78,10 @@ fn kenlm_arpa_scores_ptb_like_kenlm() {
             assert!((got - want).abs() < 1e-4, "{word}: {got} vs {want}");
             sum += got;
         }
-        assert!((sum - line_total).abs() < 1e-4, "line total {sum} vs {line_total}");
+        assert!(
+            (sum - line_total).abs() < 1e-4,
+            "line total {sum} vs {line_total}"
+        );
     }
 }
 

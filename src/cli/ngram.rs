@@ -116,7 +116,10 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
     let tok: Box<dyn Tokenizer>;
     let words: WordTokenizer;
     let corpus = if let Some(dir) = &a.data {
-        let tok_path = a.tokenizer.clone().unwrap_or_else(|| dir.join("tokenizer.json"));
+        let tok_path = a
+            .tokenizer
+            .clone()
+            .unwrap_or_else(|| dir.join("tokenizer.json"));
         tok = arlm::tokenizer::load(&tok_path)
             .with_context(|| format!("loading the tokenizer {}", tok_path.display()))?;
         bin = TokenFile::open(&dir.join("train.bin"))?;
@@ -172,7 +175,11 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
             let opts = KnOptions {
                 order: a.order,
                 kenlm_quirk: !a.no_kenlm_quirk,
-                discount_fallback: a.discount_fallback.as_deref().map(parse_fallback).transpose()?,
+                discount_fallback: a
+                    .discount_fallback
+                    .as_deref()
+                    .map(parse_fallback)
+                    .transpose()?,
             };
             let fit = store::fit_kn(&corpus, &*tok, &opts)?;
             let est = t0.elapsed().as_secs_f64();

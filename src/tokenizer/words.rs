@@ -301,8 +301,10 @@ mod tests {
         let j = t.to_hf_json();
         let u = WordTokenizer::from_hf_json(&j).unwrap().unwrap();
         assert_eq!(u.words, t.words);
-        assert!(WordTokenizer::from_hf_json(&serde_json::json!({"model": {"type": "BPE"}}))
-            .unwrap()
-            .is_none());
+        assert!(
+            WordTokenizer::from_hf_json(&serde_json::json!({"model": {"type": "BPE"}}))
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -51,12 +51,7 @@ impl AddKCounter {
     }
 
     /// The model with smoothing constant `k`.
-    pub fn finish(
-        self,
-        k: f64,
-        vocab_size: usize,
-        eot: u32,
-    ) -> Result<AddK, NgramError> {
+    pub fn finish(self, k: f64, vocab_size: usize, eot: u32) -> Result<AddK, NgramError> {
         AddK::from_counts(self.order, k, vocab_size, self.start, eot, self.grams)
     }
 }
@@ -162,7 +157,8 @@ impl AddK {
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut file);
             w.write_all(MAGIC).map_err(io)?;
-            w.write_all(&(self.order as u32).to_le_bytes()).map_err(io)?;
+            w.write_all(&(self.order as u32).to_le_bytes())
+                .map_err(io)?;
             w.write_all(&(self.vocab_size as u32).to_le_bytes())
                 .map_err(io)?;
             w.write_all(&(self.grams.len() as u64).to_le_bytes())

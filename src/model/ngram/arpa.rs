@@ -188,7 +188,10 @@ pub fn read(path: &Path, vocab: Vocab) -> Result<ArpaFile, NgramError> {
                     Vocab::Ids { vocab_size, eot } => match w {
                         "<s>" => Some(*vocab_size as u32),
                         "</s>" => Some(*eot),
-                        _ => w.parse::<u32>().ok().filter(|&i| (i as usize) < *vocab_size),
+                        _ => w
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|&i| (i as usize) < *vocab_size),
                     },
                     Vocab::Build => match built.get(w) {
                         Some(&id) => Some(id),
@@ -201,9 +204,8 @@ pub fn read(path: &Path, vocab: Vocab) -> Result<ArpaFile, NgramError> {
                         None => None,
                     },
                 };
-                let id = id.ok_or_else(|| {
-                    err(lineno, format!("word {w:?} is not in the vocabulary"))
-                })?;
+                let id =
+                    id.ok_or_else(|| err(lineno, format!("word {w:?} is not in the vocabulary")))?;
                 ids.push(id);
             }
             let backoff: f32 = match fields.next() {
@@ -279,7 +281,11 @@ pub fn write(
     file.commit().map_err(io)
 }
 
-fn write_to(out: &mut dyn Write, grams: &ArpaGrams, name: &dyn Fn(u32) -> String) -> std::io::Result<()> {
+fn write_to(
+    out: &mut dyn Write,
+    grams: &ArpaGrams,
+    name: &dyn Fn(u32) -> String,
+) -> std::io::Result<()> {
     let order = grams.order();
     let names: Vec<String> = (0..grams.n_ids as u32).map(name).collect();
     writeln!(out, "\\data\\")?;

@@ -222,7 +222,11 @@ impl KnCounter {
             for &key in &keys {
                 let c = table[&key];
                 let s = &ctx[&(key >> p.bits)];
-                let dc = if c == 0 { 0.0 } else { d[(c as usize).min(3) - 1] as f64 };
+                let dc = if c == 0 {
+                    0.0
+                } else {
+                    d[(c as usize).min(3) - 1] as f64
+                };
                 let u = (c as f64 - dc) / s[0] as f64;
                 let lower = if m == 1 {
                     1.0 / vocab_types
@@ -264,10 +268,7 @@ impl KnCounter {
     fn last_in_suffix_order(&self, m: usize) -> Option<u128> {
         let p = self.packer;
         let rev = |key: u128| p.pack(&p.unpack(key, m).into_iter().rev().collect::<Vec<_>>());
-        self.tables[m - 1]
-            .keys()
-            .copied()
-            .max_by_key(|&k| rev(k))
+        self.tables[m - 1].keys().copied().max_by_key(|&k| rev(k))
     }
 
     /// How often `key` (order `m`) occurs in the corpus: the longest counted n-grams are

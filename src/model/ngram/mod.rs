@@ -49,7 +49,11 @@ pub enum NgramError {
         "order {order} with a vocabulary of {vocab} ids does not fit 128-bit n-gram keys \
          ({bits} bits per id); use a lower order"
     )]
-    KeyTooWide { order: usize, vocab: usize, bits: u32 },
+    KeyTooWide {
+        order: usize,
+        vocab: usize,
+        bits: u32,
+    },
     #[error(
         "cannot estimate the Kneser-Ney discount D{k} for order {order}: {reason} \
          (count-of-counts n1..n4 = {counts:?}); too little data? \

@@ -80,16 +80,15 @@ pub fn as_words(tok: &dyn Tokenizer) -> Option<WordTokenizer> {
     if tok.kind() != "words" {
         return None;
     }
-    WordTokenizer::from_hf_json(&tok.to_hf_json()).ok().flatten()
+    WordTokenizer::from_hf_json(&tok.to_hf_json())
+        .ok()
+        .flatten()
 }
 
 /// The start symbol and end-of-text id a model over `tok` uses.
 pub fn start_and_eot(tok: &dyn Tokenizer) -> (u32, u32) {
     if tok.kind() == "words" {
-        (
-            crate::tokenizer::words::BOS,
-            crate::tokenizer::words::EOS,
-        )
+        (crate::tokenizer::words::BOS, crate::tokenizer::words::EOS)
     } else {
         (tok.vocab_size() as u32, tok.eot_token())
     }
@@ -164,7 +163,11 @@ pub fn arpa_names(tok: &dyn Tokenizer) -> Box<dyn Fn(u32) -> String> {
 /// Builds the query model for `grams` over `tok`.
 pub fn backoff_model(grams: &ArpaGrams, tok: &dyn Tokenizer) -> Result<BackoffModel, NgramError> {
     let (start, eot) = start_and_eot(tok);
-    let counts: Vec<String> = grams.orders.iter().map(|o| o.keys.len().to_string()).collect();
+    let counts: Vec<String> = grams
+        .orders
+        .iter()
+        .map(|o| o.keys.len().to_string())
+        .collect();
     BackoffModel::new(
         grams,
         tok.vocab_size(),
@@ -197,7 +200,12 @@ fn write_dir_files(
 }
 
 /// Writes a Kneser-Ney model directory (`model.arpa`, `tokenizer.json`, `config.json`).
-pub fn save_kn(dir: &Path, fit: &KnFit, tok: &dyn Tokenizer, opts: &KnOptions) -> Result<(), NgramError> {
+pub fn save_kn(
+    dir: &Path,
+    fit: &KnFit,
+    tok: &dyn Tokenizer,
+    opts: &KnOptions,
+) -> Result<(), NgramError> {
     std::fs::create_dir_all(dir).map_err(|source| NgramError::Io {
         path: dir.to_path_buf(),
         source,
@@ -234,7 +242,12 @@ pub fn save_addk(dir: &Path, model: &AddK, tok: &dyn Tokenizer) -> Result<(), Ng
 }
 
 fn config_file(dir: &Path, config: &serde_json::Value, default: &str) -> PathBuf {
-    dir.join(config.get("file").and_then(|f| f.as_str()).unwrap_or(default))
+    dir.join(
+        config
+            .get("file")
+            .and_then(|f| f.as_str())
+            .unwrap_or(default),
+    )
 }
 
 /// Opens a Kneser-Ney model directory's ARPA file with the directory's tokenizer.
@@ -263,10 +276,13 @@ pub fn load_addk(
     tok: &dyn Tokenizer,
 ) -> Result<AddK, ModelError> {
     let path = config_file(dir, config, "counts.bin");
-    let k = config.get("k").and_then(|k| k.as_f64()).ok_or_else(|| ModelError::Format {
-        path: dir.join("config.json"),
-        message: "add-k config.json lacks a numeric \"k\"".into(),
-    })?;
+    let k = config
+        .get("k")
+        .and_then(|k| k.as_f64())
+        .ok_or_else(|| ModelError::Format {
+            path: dir.join("config.json"),
+            message: "add-k config.json lacks a numeric \"k\"".into(),
+        })?;
     let (start, eot) = start_and_eot(tok);
     Ok(AddK::load_counts(&path, k, tok.vocab_size(), start, eot)?)
 }

@@ -1,10 +1,190 @@
-//! `arlm bench eval` (not built yet).
+//! `arlm bench eval`: GPT scoring throughput, side by side with Hugging Face
+//! transformers on the same checkpoint, the same token ids and the same sliding windows;
+//! both NLLs are printed and must agree.
+
+use anyhow::{bail, Context, Result};
+use arlm::eval::evaluate::{score_documents, Document};
+use arlm::eval::{Corpus, DocMode, EvalOptions, WindowSpec};
+use arlm::model::gpt::{Gpt, GptConfig};
+use arlm::model::LanguageModel;
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+use std::process::Command;
 
 /// Flags of `arlm bench eval`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A saved GPT-2 model directory (default: a random GPT-2-shaped model written to a
+    /// temporary directory).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Layers of the random model.
+    #[arg(long, default_value_t = 12)]
+    layers: usize,
+    /// Heads of the random model.
+    #[arg(long, default_value_t = 12)]
+    heads: usize,
+    /// Embedding width of the random model.
+    #[arg(long, default_value_t = 768)]
+    embd: usize,
+    /// Context (block size) of the random model.
+    #[arg(long, default_value_t = 1024)]
+    block: usize,
+    /// Vocabulary of the random model.
+    #[arg(long, default_value_t = 50257)]
+    vocab: usize,
+    /// Multiply the random weights by this, so predictions are far from uniform and the
+    /// NLL comparison means something.
+    #[arg(long, default_value_t = 2.0)]
+    weight_scale: f32,
+    /// Token ids to score (random, fixed seed).
+    #[arg(long, default_value_t = 8192)]
+    tokens: usize,
+    /// Ids per model call (default: the model's block size).
+    #[arg(long)]
+    context: Option<usize>,
+    /// New tokens per window (default: context - 1).
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Seed for the weights and the ids.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Python with torch + transformers.
+    #[arg(long, default_value = "/root/.cache/arlm-peers/bin/python")]
+    python: PathBuf,
+    /// The reference script.
+    #[arg(long, default_value = "tools/bench_eval_hf.py")]
+    script: PathBuf,
+    /// Windows per transformers forward call.
+    #[arg(long, default_value_t = 1)]
+    hf_batch: usize,
+    /// Skip the transformers side.
+    #[arg(long)]
+    no_reference: bool,
+}
 
 /// Runs `arlm bench eval`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`arlm bench eval` is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let tmp = std::env::temp_dir().join(format!("arlm-bench-eval-{}", std::process::id()));
+    let result = run_in(&args, &tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn run_in(args: &Args, tmp: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let (model, dir) = match &args.model {
+        Some(d) => (
+            Gpt::load(d).with_context(|| format!("cannot load {}", d.display()))?,
+            d.clone(),
+        ),
+        None => {
+            let config = GptConfig {
+                n_layer: args.layers,
+                n_head: args.heads,
+                n_embd: args.embd,
+                block_size: args.block,
+                vocab_size: args.vocab,
+                dropout: 0.0,
+            };
+            let mut m = Gpt::new(config, args.seed)?;
+            for p in m.params_mut() {
+                *p *= args.weight_scale;
+            }
+            let dir = tmp.join("model");
+            m.save(&dir)?;
+            (m, dir)
+        }
+    };
+    let v = model.vocab_size();
+    let bos = model.bos_token();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed);
+    let ids: Vec<u32> = (0..args.tokens)
+        .map(|_| rng.random_range(0..v as u32))
+        .collect();
+    let spec = WindowSpec::new(args.context, args.stride, model.max_context())?;
+    let window = spec.window.unwrap_or(args.tokens + 1);
+    let corpus = Corpus {
+        source: "random ids".into(),
+        mode: DocMode::Stream,
+        end_token: false,
+        docs: vec![Document {
+            ids: ids.clone(),
+            bytes: 0,
+            words: 0,
+        }],
+    };
+    let mut opts = EvalOptions::new(spec);
+    opts.resamples = 0;
+    let threads = rayon::current_num_threads();
+    println!(
+        "model: {} | {} random ids, window {window}, stride {} | {threads} threads",
+        model.describe(),
+        args.tokens,
+        spec.stride
+    );
+    let t0 = std::time::Instant::now();
+    let lp = score_documents(&model, &corpus, &opts)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let n = lp[0].len();
+    let nll: f64 = -lp[0].iter().map(|&x| x as f64).sum::<f64>();
+    println!(
+        "arlm         {:>8} tokens  NLL/token {:.6}  {:>9.1} tokens/s  ({:.2} s)",
+        n,
+        nll / n as f64,
+        n as f64 / secs,
+        secs
+    );
+    if args.no_reference {
+        return Ok(());
+    }
+    let ids_path = tmp.join("ids.u32");
+    let bytes: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
+    arlm::atomic::write_atomic(&ids_path, &bytes)?;
+    let out = Command::new(&args.python)
+        .arg(&args.script)
+        .args(["--model", &dir.to_string_lossy()])
+        .args(["--ids", &ids_path.to_string_lossy()])
+        .args(["--bos", &bos.to_string()])
+        .args(["--window", &window.to_string()])
+        .args(["--stride", &spec.stride.to_string()])
+        .args(["--batch", &args.hf_batch.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .output()
+        .with_context(|| format!("cannot run {}", args.python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the transformers reference failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    let r: serde_json::Value = serde_json::from_str(line)
+        .with_context(|| format!("unexpected reference output {line:?}"))?;
+    let hf_nll = r["nll"].as_f64().unwrap_or(f64::NAN);
+    let hf_n = r["tokens"].as_u64().unwrap_or(0) as usize;
+    let hf_secs = r["seconds"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "transformers {:>8} tokens  NLL/token {:.6}  {:>9.1} tokens/s  ({:.2} s, torch {}, {} threads)",
+        hf_n,
+        hf_nll / hf_n as f64,
+        hf_n as f64 / hf_secs,
+        hf_secs,
+        r["torch"].as_str().unwrap_or("?"),
+        r["threads"]
+    );
+    let diff = (nll / n as f64 - hf_nll / hf_n as f64).abs();
+    // f32 on both sides: agree to 1e-5 relative (plus 1e-5 absolute) per token.
+    let tol = 1e-5 * (nll / n as f64).abs() + 1e-5;
+    println!(
+        "same NLL: |diff| = {diff:.2e} nats/token (tolerance {tol:.1e}) | speed ratio arlm/transformers = {:.2}x",
+        hf_secs / secs
+    );
+    if hf_n != n || !(diff <= tol) {
+        bail!(
+            "arlm and transformers disagree: {n} vs {hf_n} tokens, NLL/token differs by {diff:e}"
+        );
+    }
+    Ok(())
 }

@@ -1,10 +1,246 @@
-//! `arlm bench generate` (not built yet).
+//! `arlm bench generate`: KV-cache generation speed, side by side with Hugging Face
+//! transformers `generate` on the same checkpoint (tools/bench_generate_hf.py).
+//!
+//! The default model is a randomly initialized GPT-2 124M (12 layers, 12 heads, 768 wide,
+//! context 1024, vocabulary 50257) saved by arlm in HF format, so transformers loads the
+//! very same weights. Both sides get the same 64 prompt tokens (BOS + 63 seeded random
+//! ids), generate 256 new tokens at batch 1 with end-of-text ignored, greedy and top-p
+//! (0.95 at temperature 1, no top-k), and report decode tokens/s (new tokens / time after
+//! the prompt) and prefill tokens/s (prompt tokens / time of the prompt pass).
+
+use anyhow::{bail, Context, Result};
+use arlm::generate::{Sampler, SamplerConfig, Session};
+use arlm::model::gpt::{Gpt, GptConfig};
+use arlm::model::LanguageModel;
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Flags of `arlm bench generate`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// GPT checkpoint directory (model.safetensors + config.json). Default: a random
+    /// GPT-2 124M written to --checkpoint (created if absent).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where the random GPT-2 124M checkpoint lives when --model is not given.
+    #[arg(long, default_value = "target/bench/gpt2-124m-random")]
+    pub checkpoint: PathBuf,
+    /// Prompt length in tokens (BOS included).
+    #[arg(long, default_value_t = 64)]
+    pub prompt_len: usize,
+    /// New tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    pub new_tokens: usize,
+    /// Timed repetitions per setting (the best is reported).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Python with torch + transformers for the reference (default: $PY, else python3;
+    /// the reference is skipped if it fails).
+    #[arg(long)]
+    pub python: Option<String>,
+    /// Skip the transformers reference.
+    #[arg(long)]
+    pub no_reference: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// One measured setting.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+struct Measure {
+    setting: String,
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+}
+
+fn gpt2_124m() -> GptConfig {
+    GptConfig {
+        n_layer: 12,
+        n_head: 12,
+        n_embd: 768,
+        block_size: 1024,
+        vocab_size: 50257,
+        dropout: 0.0,
+    }
+}
+
+fn ensure_checkpoint(dir: &Path) -> Result<()> {
+    if dir.join("model.safetensors").exists() && dir.join("config.json").exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "writing a random GPT-2 124M checkpoint to {}",
+        dir.display()
+    );
+    let model = Gpt::new(gpt2_124m(), 1234)?;
+    model.save(dir)?;
+    Ok(())
+}
+
+fn setting_config(setting: &str, seed: u64) -> SamplerConfig {
+    match setting {
+        "greedy" => SamplerConfig::greedy(),
+        _ => SamplerConfig {
+            top_p: 0.95,
+            ..SamplerConfig::pure(seed)
+        },
+    }
+}
+
+fn measure<M: LanguageModel>(
+    model: &M,
+    prompt: &[u32],
+    new_tokens: usize,
+    setting: &str,
+    runs: usize,
+) -> Result<Measure> {
+    let mut best_prefill = f64::INFINITY;
+    let mut best_decode = f64::INFINITY;
+    for run in 0..runs.max(1) {
+        let mut sampler = Sampler::new(setting_config(setting, run as u64), model.vocab_size())?;
+        let t0 = Instant::now();
+        // The prompt given to Session excludes BOS, which it prepends.
+        let mut session = Session::new(model, &prompt[1..])?;
+        let prefill = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        for i in 0..new_tokens {
+            let choice = sampler.sample(session.logprobs(), session.tokens())?;
+            if i + 1 < new_tokens {
+                session.push(choice.token)?;
+            }
+        }
+        let decode = t1.elapsed().as_secs_f64();
+        best_prefill = best_prefill.min(prefill);
+        best_decode = best_decode.min(decode);
+    }
+    Ok(Measure {
+        setting: setting.to_string(),
+        prefill_tokens_per_s: prompt.len() as f64 / best_prefill,
+        decode_tokens_per_s: new_tokens as f64 / best_decode,
+    })
+}
+
+fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_generate_hf.py");
+    let prompt_json = serde_json::to_string(prompt)?;
+    let python = args
+        .python
+        .clone()
+        .or_else(|| std::env::var("PY").ok())
+        .unwrap_or_else(|| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg("--model")
+        .arg(dir)
+        .arg("--prompt")
+        .arg(&prompt_json)
+        .arg("--new-tokens")
+        .arg(args.new_tokens.to_string())
+        .arg("--runs")
+        .arg(args.runs.to_string())
+        .arg("--threads")
+        .arg(rayon::current_num_threads().to_string())
+        .output()
+        .with_context(|| format!("cannot run {python}"))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("");
+    serde_json::from_str(last).with_context(|| format!("unexpected reference output {last:?}"))
+}
 
 /// Runs `arlm bench generate`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`arlm bench generate` is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let dir = match &args.model {
+        Some(d) => d.clone(),
+        None => {
+            ensure_checkpoint(&args.checkpoint)?;
+            args.checkpoint.clone()
+        }
+    };
+    let model =
+        Gpt::load(&dir).with_context(|| format!("cannot load the GPT at {}", dir.display()))?;
+    if args.prompt_len == 0 || args.prompt_len + args.new_tokens > model.config.block_size {
+        bail!(
+            "prompt {} + new tokens {} must fit the context of {}",
+            args.prompt_len,
+            args.new_tokens,
+            model.config.block_size
+        );
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let bos = model.bos_token();
+    let mut prompt = vec![bos];
+    while prompt.len() < args.prompt_len {
+        let t = rng.random_range(0..model.config.vocab_size as u32);
+        if t != bos {
+            prompt.push(t);
+        }
+    }
+    eprintln!(
+        "model: {} | prompt {} tokens, {} new tokens, batch 1, {} threads",
+        model.describe(),
+        prompt.len(),
+        args.new_tokens,
+        rayon::current_num_threads()
+    );
+    let mut ours = Vec::new();
+    for setting in ["greedy", "top-p"] {
+        let m = measure(&model, &prompt, args.new_tokens, setting, args.runs)?;
+        eprintln!(
+            "arlm {setting}: prefill {:.1} tok/s, decode {:.2} tok/s",
+            m.prefill_tokens_per_s, m.decode_tokens_per_s
+        );
+        ours.push(m);
+    }
+    let theirs = if args.no_reference {
+        Vec::new()
+    } else {
+        match reference(&args, &dir, &prompt) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("reference skipped: {e:#}");
+                Vec::new()
+            }
+        }
+    };
+    println!(
+        "| setting | arlm prefill tok/s | HF prefill tok/s | prefill ratio | arlm decode tok/s | HF decode tok/s | decode ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for m in &ours {
+        let r = theirs.iter().find(|t| t.setting == m.setting);
+        let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let hp = r.map(|r| r.prefill_tokens_per_s);
+        let hd = r.map(|r| r.decode_tokens_per_s);
+        println!(
+            "| {} | {:.1} | {} | {} | {:.2} | {} | {} |",
+            m.setting,
+            m.prefill_tokens_per_s,
+            fmt(hp),
+            fmt(hp.map(|h| m.prefill_tokens_per_s / h)),
+            m.decode_tokens_per_s,
+            fmt(hd),
+            fmt(hd.map(|h| m.decode_tokens_per_s / h)),
+        );
+    }
+    if let Some(path) = &args.json {
+        let obj = serde_json::json!({
+            "model": model.describe(),
+            "prompt_len": prompt.len(),
+            "new_tokens": args.new_tokens,
+            "threads": rayon::current_num_threads(),
+            "arlm": ours,
+            "transformers": theirs,
+        });
+        arlm::atomic::write_atomic(path, serde_json::to_string_pretty(&obj)?.as_bytes())?;
+    }
+    Ok(())
 }

@@ -252,7 +252,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             trainer
                 .data
                 .val_tokens_per_byte()
-                .map(|tpb| format!(", {:.4} bits/byte", all as f64 / std::f64::consts::LN_2 * tpb))
+                .map(|tpb| format!(
+                    ", {:.4} bits/byte",
+                    all as f64 / std::f64::consts::LN_2 * tpb
+                ))
                 .unwrap_or_default()
         );
     }

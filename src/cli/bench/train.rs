@@ -1,10 +1,245 @@
-//! `arlm bench train` (not built yet).
+//! `arlm bench train`: one full training step (forward + backward + AdamW) of the GPT on
+//! arlm's kernels, side by side with PyTorch eager (tools/bench_train_torch.py, run with
+//! the Python in --python / $ARLM_PYTHON when it exists), in one run.
+//!
+//! Models (from the GPT issue): A = 4L/4H/128, T=64, B=12, V=65 (nanoGPT's CPU
+//! shakespeare-char config); B = 6L/6H/384, T=256, B=4, V=50304. Prints ms/step (median),
+//! tokens/s, GFLOP/s, the fraction of a GEMM ceiling measured in the same run (f32
+//! 2048^3 through the `gemm` crate), peak RSS, and the ratio PyTorch/arlm time.
+
+use anyhow::{bail, Context};
+use arlm::model::gpt::{kernels, Gpt, GptConfig, GptTrainer};
+use arlm::train::adamw::AdamW;
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+use std::time::Instant;
 
 /// Flags of `arlm bench train`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Which model: a, b or both.
+    #[arg(long, default_value = "both")]
+    model: String,
+    /// Timed steps per model (after one warm-up step); default 20 for A, 5 for B.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Python with torch for the reference (default: $ARLM_PYTHON, else the peers venv).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Skip the PyTorch reference.
+    #[arg(long)]
+    no_torch: bool,
+}
+
+/// One benchmark model.
+struct Spec {
+    name: &'static str,
+    config: GptConfig,
+    b: usize,
+    t: usize,
+    default_steps: usize,
+}
+
+fn specs(which: &str) -> anyhow::Result<Vec<Spec>> {
+    let a = Spec {
+        name: "a",
+        config: GptConfig {
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 128,
+            block_size: 64,
+            vocab_size: 65,
+            dropout: 0.0,
+        },
+        b: 12,
+        t: 64,
+        default_steps: 20,
+    };
+    let b = Spec {
+        name: "b",
+        config: GptConfig {
+            n_layer: 6,
+            n_head: 6,
+            n_embd: 384,
+            block_size: 256,
+            vocab_size: 50304,
+            dropout: 0.0,
+        },
+        b: 4,
+        t: 256,
+        default_steps: 5,
+    };
+    Ok(match which {
+        "a" => vec![a],
+        "b" => vec![b],
+        "both" => vec![a, b],
+        other => bail!("--model must be a, b or both, not {other:?}"),
+    })
+}
+
+/// Measured numbers of one implementation on one model.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+struct Result {
+    ms_median: f64,
+    tokens_per_s: f64,
+    gflops: f64,
+    peak_rss_mb: f64,
+    #[serde(default)]
+    gemm_gflops: f64,
+}
+
+/// Peak resident set size of this process in MiB (VmHWM), and a reset of it.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    // "5" resets VmHWM to the current RSS (Linux >= 4.0); harmless elsewhere.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn bench_arlm(spec: &Spec, steps: usize) -> anyhow::Result<Result> {
+    reset_peak_rss();
+    let mut model = Gpt::new(spec.config, 1337)?;
+    let mut trainer = GptTrainer::new(&model, spec.b, spec.t);
+    let mut opt = AdamW::new(model.num_params(), 0.9, 0.95, 1e-8, 0.1);
+    let mask = model.decay_mask();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let n = spec.b * spec.t;
+    let v = spec.config.vocab_size as u32;
+    let mut times = Vec::new();
+    for step in 0..steps + 1 {
+        let x: Vec<u32> = (0..n).map(|_| rng.random_range(0..v)).collect();
+        let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..v)).collect();
+        let t0 = Instant::now();
+        trainer.zero_grad();
+        let loss = trainer.forward_backward(&model, &x, &y, step as u64)?;
+        opt.step(model.params_mut(), trainer.grads(), &mask, 1e-4);
+        let dt = t0.elapsed().as_secs_f64();
+        anyhow::ensure!(loss.is_finite(), "loss {loss}");
+        if step > 0 {
+            times.push(dt);
+        }
+    }
+    let s = median(&mut times);
+    let tokens = n as f64;
+    let flops = spec.config.train_flops_per_token(spec.t) * tokens;
+    Ok(Result {
+        ms_median: s * 1e3,
+        tokens_per_s: tokens / s,
+        gflops: flops / s / 1e9,
+        peak_rss_mb: peak_rss_mb(),
+        gemm_gflops: 0.0,
+    })
+}
+
+fn python(args: &Args) -> Option<PathBuf> {
+    if args.no_torch {
+        return None;
+    }
+    let p = args
+        .python
+        .clone()
+        .or_else(|| std::env::var_os("ARLM_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/root/.cache/arlm-peers/bin/python"));
+    p.exists().then_some(p)
+}
+
+fn bench_torch(py: &PathBuf, spec: &Spec, steps: usize) -> anyhow::Result<Result> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bench_train_torch.py");
+    let out = std::process::Command::new(py)
+        .arg(&script)
+        .args(["--model", spec.name, "--steps", &steps.to_string()])
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line).with_context(|| format!("parsing PyTorch output {line:?}"))
+}
 
 /// Runs `arlm bench train`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`arlm bench train` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let specs = specs(&args.model)?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "threads: {} (rayon), load average: {}",
+        rayon::current_num_threads(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let ceiling = kernels::gemm_ceiling_gflops(2048, 3);
+    println!("GEMM ceiling (gemm crate, f32 2048^3, best of 3): {ceiling:.1} GFLOP/s");
+    let py = python(&args);
+    if py.is_none() && !args.no_torch {
+        println!("(no Python with torch found: set --python or ARLM_PYTHON for the reference)");
+    }
+    println!(
+        "{:<6} {:<8} {:>10} {:>10} {:>9} {:>9} {:>10}",
+        "model", "impl", "ms/step", "tokens/s", "GFLOP/s", "%ceiling", "peakRSS MB"
+    );
+    for spec in &specs {
+        let steps = args.steps.unwrap_or(spec.default_steps).max(1);
+        let c = &spec.config;
+        let desc = format!(
+            "{}L/{}H/{} T={} B={} V={}",
+            c.n_layer, c.n_head, c.n_embd, spec.t, spec.b, c.vocab_size
+        );
+        let ours = bench_arlm(spec, steps)?;
+        let row = |name: &str, r: &Result, ceil: f64| {
+            println!(
+                "{:<6} {:<8} {:>10.1} {:>10.0} {:>9.1} {:>8.0}% {:>10.0}",
+                spec.name,
+                name,
+                r.ms_median,
+                r.tokens_per_s,
+                r.gflops,
+                100.0 * r.gflops / ceil,
+                r.peak_rss_mb
+            )
+        };
+        println!(
+            "-- model {}: {desc}, {steps} steps",
+            spec.name.to_uppercase()
+        );
+        row("arlm", &ours, ceiling);
+        if let Some(py) = &py {
+            match bench_torch(py, spec, steps) {
+                Ok(t) => {
+                    let ceil = if t.gemm_gflops > 0.0 {
+                        t.gemm_gflops
+                    } else {
+                        ceiling
+                    };
+                    row("pytorch", &t, ceil);
+                    println!(
+                        "       speedup arlm vs PyTorch eager: {:.2}x (PyTorch GEMM ceiling {:.1} GFLOP/s)",
+                        t.ms_median / ours.ms_median,
+                        t.gemm_gflops
+                    );
+                }
+                Err(e) => println!("       PyTorch reference failed: {e:#}"),
+            }
+        }
+    }
+    Ok(())
 }

@@ -93,6 +93,21 @@ pub(crate) fn gemm_strided<F: Float>(
     }
 }
 
+/// Best-of-`reps` f32 GFLOP/s of an n x n x n product through the same `gemm` call the
+/// model uses: the ceiling the training benchmark reports its fraction of.
+pub fn gemm_ceiling_gflops(n: usize, reps: usize) -> f64 {
+    let a: Vec<f32> = (0..n * n).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
+    let mut c = vec![0f32; n * n];
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t0 = std::time::Instant::now();
+        gemm_strided(n, n, n, &mut c, n, false, &a, n, 1, &b, n, 1);
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
 // ---------------------------------------------------------------- encoder
 
 /// out(N,C) = wte[tokens] + wpe[t]: token plus position embedding.

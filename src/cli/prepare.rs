@@ -90,6 +90,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             f.train.bits_per_byte, f.val.bits_per_byte, f.val.entropy_rate_bits_per_byte
         );
     }
-    println!("wrote {}/{{train.bin,val.bin,tokenizer.json,meta.json}}", args.out.display());
+    println!(
+        "wrote {}/{{train.bin,val.bin,tokenizer.json,meta.json}}",
+        args.out.display()
+    );
     Ok(())
 }

@@ -50,9 +50,15 @@ impl TokenWriter {
 
     /// Like [`TokenWriter::create`] with an explicit id width (2 or 4 bytes); an error
     /// when the vocabulary does not fit it.
-    pub fn create_with_width(dest: &Path, vocab_size: usize, width: u32) -> Result<Self, DataError> {
+    pub fn create_with_width(
+        dest: &Path,
+        vocab_size: usize,
+        width: u32,
+    ) -> Result<Self, DataError> {
         if width != 2 && width != 4 {
-            return Err(DataError::Invalid(format!("id width {width} is neither 2 nor 4")));
+            return Err(DataError::Invalid(format!(
+                "id width {width} is neither 2 nor 4"
+            )));
         }
         if width == 2 && vocab_size > 1 << 16 {
             return Err(DataError::Invalid(format!(

@@ -252,10 +252,9 @@ fn read_jsonl_file(
         if text.trim().is_empty() {
             continue;
         }
-        let bad = |message: String| DataError::Invalid(format!(
-            "{}:{line_no}: {message}",
-            path.display()
-        ));
+        let bad = |message: String| {
+            DataError::Invalid(format!("{}:{line_no}: {message}", path.display()))
+        };
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         let doc = value
@@ -466,11 +465,9 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
     let vocab = tok.vocab_size();
     let width = match opts.dtype {
         Dtype::Auto => id_width(vocab),
-        Dtype::U16 if vocab > 1 << 16 => {
-            return Err(DataError::Invalid(format!(
-                "a vocabulary of {vocab} tokens does not fit u16 ids (at most 65,536); use --dtype u32"
-            )))
-        }
+        Dtype::U16 if vocab > 1 << 16 => return Err(DataError::Invalid(format!(
+            "a vocabulary of {vocab} tokens does not fit u16 ids (at most 65,536); use --dtype u32"
+        ))),
         Dtype::U16 => 2,
         Dtype::U32 => 4,
     };
@@ -529,7 +526,10 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
         path: opts.out.clone(),
         source,
     })?;
-    let staging = Staging(opts.out.join(format!(".prepare.tmp.{}", std::process::id())));
+    let staging = Staging(
+        opts.out
+            .join(format!(".prepare.tmp.{}", std::process::id())),
+    );
     std::fs::create_dir_all(&staging.0).map_err(|source| DataError::Io {
         path: opts.out.clone(),
         source,
@@ -724,7 +724,10 @@ mod tests {
         let cut = (all.len() as f64 * 0.9).floor() as usize;
         let train_s: String = all[..cut].iter().collect();
         let val_s: String = all[cut..].iter().collect();
-        assert!(cut > text_a.chars().count(), "cut lands in the second document");
+        assert!(
+            cut > text_a.chars().count(),
+            "cut lands in the second document"
+        );
         let (ta, tb) = train_s.split_at(text_a.len());
         let mut want_train: Vec<u32> = tok.encode(ta).unwrap();
         want_train.push(256);
@@ -745,8 +748,7 @@ mod tests {
         );
         assert_eq!(r.train.tokens, want_train.len() as u64);
         let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["val"]["tokens"], want_val.len() as u64);
         assert_eq!(meta["tokenizer_fingerprint"], tok.fingerprint());
         // Only the four outputs remain (no staging leftovers).
@@ -781,7 +783,11 @@ mod tests {
     fn jsonl_documents_and_default_corpus() {
         let dir = tempfile::tempdir().unwrap();
         let j = dir.path().join("d.jsonl");
-        std::fs::write(&j, "{\"text\": \"hello\"}\n\n{\"text\": \"world\", \"x\": 1}\n").unwrap();
+        std::fs::write(
+            &j,
+            "{\"text\": \"hello\"}\n\n{\"text\": \"world\", \"x\": 1}\n",
+        )
+        .unwrap();
         let out = dir.path().join("out");
         let tok = ByteTokenizer;
         let mut o = opts(&tok, vec![j.clone()], &out);
@@ -802,7 +808,10 @@ mod tests {
         let mut o = opts(&tok, vec![], &out);
         o.input = Input::DefaultCorpus;
         let r = prepare(&o).unwrap();
-        assert_eq!(r.train.bytes + r.val.bytes, crate::corpus::DEFAULT_BYTES as u64);
+        assert_eq!(
+            r.train.bytes + r.val.bytes,
+            crate::corpus::DEFAULT_BYTES as u64
+        );
         assert_eq!(r.train.tokens, 900_000);
         let fl = r.synth_floor.unwrap();
         assert!((fl.val.bits_per_byte - fl.val.entropy_rate_bits_per_byte).abs() < 0.1);

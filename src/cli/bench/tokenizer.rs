@@ -1,10 +1,201 @@
-//! `arlm bench tokenizer` (not built yet).
+//! `arlm bench tokenizer`: GPT-2 encode throughput of arlm vs tiktoken on the same text.
+//!
+//! arlm runs in-process at 1 and 2 rayon threads; tiktoken runs through
+//! `tools/bench_tiktoken.py` with the peers Python (`$ARLM_PEERS_PYTHON`, else
+//! `/root/.cache/arlm-peers/bin/python`) and is skipped with a message when absent.
+//! Each number is the median of `--runs` timed runs after one warm-up; token counts of
+//! both implementations are printed and must be equal.
+
+use anyhow::{bail, Context};
+use arlm::tokenizer::{self, Tokenizer};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Flags of `arlm bench tokenizer`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Text to encode (default: ../shared/data/wikitext-2/train.txt).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Tokenizer: a tokenizer.json or a directory (default: ../shared/data/gpt2).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Timed runs per configuration (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Thread counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+}
+
+fn shared(rel: &str) -> PathBuf {
+    std::env::var_os("ARLM_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+        .join(rel)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// One measured row: MB/s and token count.
+struct Row {
+    mb_per_s: f64,
+    tokens: usize,
+}
+
+fn bench_arlm(tok: &dyn Tokenizer, text: &str, threads: usize, runs: usize) -> anyhow::Result<Row> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    pool.install(|| {
+        let mut tokens = tok.encode(text)?.len(); // warm-up
+        let mut secs = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            tokens = tok.encode(text)?.len();
+            secs.push(t0.elapsed().as_secs_f64());
+        }
+        Ok(Row {
+            mb_per_s: text.len() as f64 / 1e6 / median(secs),
+            tokens,
+        })
+    })
+}
+
+fn peers_python() -> Option<PathBuf> {
+    let p = std::env::var_os("ARLM_PEERS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root/.cache/arlm-peers/bin/python"));
+    p.exists().then_some(p)
+}
+
+fn script() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_tiktoken.py");
+    if built.exists() {
+        built
+    } else {
+        PathBuf::from("tools/bench_tiktoken.py")
+    }
+}
+
+fn bench_tiktoken(
+    py: &Path,
+    input: &Path,
+    gpt2: &Path,
+    a: &Args,
+) -> anyhow::Result<Vec<(usize, Row)>> {
+    let threads: Vec<String> = a.threads.iter().map(|t| t.to_string()).collect();
+    let out = std::process::Command::new(py)
+        .arg(script())
+        .arg("--input")
+        .arg(input)
+        .arg("--gpt2")
+        .arg(gpt2)
+        .arg("--runs")
+        .arg(a.runs.to_string())
+        .arg("--threads")
+        .arg(threads.join(","))
+        .output()
+        .with_context(|| format!("cannot run {}", py.display()))?;
+    if !out.status.success() {
+        bail!(
+            "tools/bench_tiktoken.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut rows = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("bench_tiktoken.py printed {line:?}"))?;
+        rows.push((
+            v["threads"].as_u64().unwrap_or(0) as usize,
+            Row {
+                mb_per_s: v["mb_per_s"].as_f64().unwrap_or(f64::NAN),
+                tokens: v["tokens"].as_u64().unwrap_or(0) as usize,
+            },
+        ));
+    }
+    Ok(rows)
+}
 
 /// Runs `arlm bench tokenizer`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`arlm bench tokenizer` is not implemented yet")
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.runs == 0 || a.threads.contains(&0) {
+        bail!("--runs and --threads must be at least 1");
+    }
+    let input = a
+        .input
+        .clone()
+        .unwrap_or_else(|| shared("wikitext-2/train.txt"));
+    let tok_path = a.tokenizer.clone().unwrap_or_else(|| shared("gpt2"));
+    let text = std::fs::read_to_string(&input)
+        .with_context(|| format!("cannot read {} (pass --input FILE)", input.display()))?;
+    let tok = tokenizer::load(&tok_path).with_context(|| {
+        format!(
+            "cannot load tokenizer {} (pass --tokenizer)",
+            tok_path.display()
+        )
+    })?;
+    let mb = text.len() as f64 / 1e6;
+    println!(
+        "{} encode ({} tokens vocabulary) of {} ({mb:.2} MB), median of {} runs",
+        tok.kind(),
+        tok.vocab_size(),
+        input.display(),
+        a.runs
+    );
+    let mut ours = Vec::new();
+    for &t in &a.threads {
+        ours.push((t, bench_arlm(tok.as_ref(), &text, t, a.runs)?));
+    }
+    let gpt2_dir = tok_path.is_dir() && tok_path.join("vocab.bpe").exists();
+    let theirs = match peers_python() {
+        None => {
+            println!("tiktoken: skipped (no peers Python; set ARLM_PEERS_PYTHON)");
+            Vec::new()
+        }
+        Some(_) if !gpt2_dir => {
+            println!("tiktoken: skipped (it needs GPT-2's encoder.json + vocab.bpe directory)");
+            Vec::new()
+        }
+        Some(py) => match bench_tiktoken(&py, &input, &tok_path, &a) {
+            Ok(rows) => rows,
+            Err(e) => {
+                println!("tiktoken: skipped ({e:#})");
+                Vec::new()
+            }
+        },
+    };
+    println!(
+        "{:<10} {:>7} {:>10} {:>12} {:>13}",
+        "impl", "threads", "MB/s", "tokens", "vs tiktoken"
+    );
+    let mut mismatch = false;
+    for (t, row) in &ours {
+        let other = theirs.iter().find(|(tt, _)| tt == t).map(|(_, r)| r);
+        let ratio = other.map_or("-".to_string(), |o| {
+            format!("{:.2}x", row.mb_per_s / o.mb_per_s)
+        });
+        println!(
+            "{:<10} {:>7} {:>10.1} {:>12} {:>13}",
+            "arlm", t, row.mb_per_s, row.tokens, ratio
+        );
+        if let Some(o) = other {
+            println!(
+                "{:<10} {:>7} {:>10.1} {:>12} {:>13}",
+                "tiktoken", t, o.mb_per_s, o.tokens, "1.00x"
+            );
+            mismatch |= o.tokens != row.tokens;
+        }
+    }
+    if mismatch {
+        bail!("token counts differ between arlm and tiktoken");
+    }
+    if !theirs.is_empty() {
+        println!("token counts match");
+    }
+    Ok(())
 }

@@ -1,0 +1,154 @@
+//! Generation with the GPT: the KV-cache path (prefill + one `feed` per token) chooses
+//! exactly the tokens that re-running the full forward pass at every step chooses.
+
+use arlm::generate::{sample_tokens, Sampler, SamplerConfig, Session};
+use arlm::model::gpt::{Gpt, GptConfig};
+use arlm::model::LanguageModel;
+
+fn small_gpt(block_size: usize) -> Gpt {
+    let cfg = GptConfig {
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 32,
+        block_size,
+        vocab_size: 61,
+        dropout: 0.0,
+    };
+    let mut m = Gpt::new(cfg, 7).unwrap();
+    // Larger weights than the GPT-2 init so the distributions are far from uniform.
+    for p in m.params_mut() {
+        *p *= 8.0;
+    }
+    m
+}
+
+/// Full recompute: the distribution after `ctx` from the parallel pass over all of it.
+fn full_row(m: &Gpt, ctx: &[u32]) -> Vec<f32> {
+    let v = m.vocab_size();
+    let rows = m.distributions(ctx).unwrap();
+    rows[(ctx.len() - 1) * v..].to_vec()
+}
+
+fn check(cfg: SamplerConfig, prompt: &[u32], n: usize) {
+    let m = small_gpt(64);
+    let v = m.vocab_size();
+    let mut s1 = Sampler::new(cfg.clone(), v).unwrap();
+    let cached = sample_tokens(&m, prompt, &mut s1, n, None).unwrap();
+    let mut s2 = Sampler::new(cfg, v).unwrap();
+    let mut ctx = vec![m.bos_token()];
+    ctx.extend_from_slice(prompt);
+    let mut history = prompt.to_vec();
+    for (i, c) in cached.iter().enumerate() {
+        let row = full_row(&m, &ctx);
+        let want = s2.sample(&row, &history).unwrap();
+        assert_eq!(c.token, want.token, "step {i}");
+        assert!(
+            (c.logprob_model - want.logprob_model).abs() < 1e-3,
+            "step {i}"
+        );
+        ctx.push(want.token);
+        history.push(want.token);
+    }
+}
+
+#[test]
+fn kv_cache_greedy_equals_full_recompute() {
+    check(SamplerConfig::greedy(), &[3, 14, 15, 9, 26], 40);
+}
+
+#[test]
+fn kv_cache_sampling_equals_full_recompute() {
+    check(SamplerConfig::pure(5), &[2, 7, 1, 8], 40);
+    check(
+        SamplerConfig {
+            repeat_penalty: 1.3,
+            ..SamplerConfig::default()
+        },
+        &[2, 7, 1, 8],
+        40,
+    );
+}
+
+#[test]
+fn gpt_generation_past_its_context_slides_the_window() {
+    let m = small_gpt(12);
+    let mut s = Sampler::new(SamplerConfig::pure(1), m.vocab_size()).unwrap();
+    let prompt: Vec<u32> = (0..20).collect();
+    let out = sample_tokens(&m, &prompt, &mut s, 50, None).unwrap();
+    assert_eq!(out.len(), 50);
+    let sess = Session::new(&m, &prompt).unwrap();
+    assert_eq!(sess.slides(), 1, "a prompt longer than the context is cut");
+    // After the cut the state holds BOS + the last (12-1)/2+1 = 6 prompt tokens.
+    let mut ctx = vec![m.bos_token()];
+    ctx.extend_from_slice(&prompt[14..]);
+    let want = full_row(&m, &ctx);
+    for (a, b) in sess.logprobs().iter().zip(&want) {
+        assert!((a - b).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn cli_generate_on_a_gpt_reports_the_models_logprobs() {
+    use arlm::tokenizer::{bytes::ByteTokenizer, Tokenizer};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GptConfig {
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 16,
+        block_size: 32,
+        vocab_size: 257,
+        dropout: 0.0,
+    };
+    let m = Gpt::new(cfg, 3).unwrap();
+    m.save(dir.path()).unwrap();
+    arlm::tokenizer::save(&ByteTokenizer, &dir.path().join("tokenizer.json")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arlm"))
+        .args([
+            "generate",
+            "--model",
+            dir.path().to_str().unwrap(),
+            "--prompt",
+            "ab",
+        ])
+        .args([
+            "--max-tokens",
+            "40",
+            "--ignore-eot",
+            "--json",
+            "--seed",
+            "9",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<u32> = o["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(
+        ids.len(),
+        40,
+        "40 tokens through a 32-token context: the window slid"
+    );
+    assert!(o["window_slides"].as_u64().unwrap() >= 1);
+    // Within the context, the reported log-probs are the model's (scoring path).
+    let mut seq = vec![m.bos_token()];
+    seq.extend(ByteTokenizer.encode("ab").unwrap());
+    seq.extend_from_slice(&ids[..20]);
+    let want = m.score_next(&seq).unwrap();
+    for (i, t) in o["tokens"].as_array().unwrap()[..20].iter().enumerate() {
+        let got = t["logprob"].as_f64().unwrap() as f32;
+        assert!(
+            (got - want[i + 2]).abs() < 1e-4,
+            "token {i}: {got} vs {}",
+            want[i + 2]
+        );
+    }
+}

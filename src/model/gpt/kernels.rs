@@ -533,7 +533,20 @@ pub fn attention_forward<F: Float>(
             // SAFETY: q/k/v views stay inside qkv (asserted above); s is this task's own.
             unsafe {
                 let k = q.add(c);
-                gemm_raw(t_len, t_len, hs, s.as_mut_ptr(), t_len, false, q, 3 * c, 1, k, 1, 3 * c);
+                gemm_raw(
+                    t_len,
+                    t_len,
+                    hs,
+                    s.as_mut_ptr(),
+                    t_len,
+                    false,
+                    q,
+                    3 * c,
+                    1,
+                    k,
+                    1,
+                    3 * c,
+                );
             }
             for t in 0..t_len {
                 softmax_causal_row(&mut s[t * t_len..(t + 1) * t_len], t + 1, scale);
@@ -542,7 +555,20 @@ pub fn attention_forward<F: Float>(
             unsafe {
                 let v = qkv[bi * t_len * 3 * c + 2 * c + h * hs..].as_ptr();
                 let o = out_p.get().add(bi * t_len * c + h * hs);
-                gemm_raw(t_len, hs, t_len, o, c, false, s.as_ptr(), t_len, 1, v, 3 * c, 1);
+                gemm_raw(
+                    t_len,
+                    hs,
+                    t_len,
+                    o,
+                    c,
+                    false,
+                    s.as_ptr(),
+                    t_len,
+                    1,
+                    v,
+                    3 * c,
+                    1,
+                );
             }
         });
 }
@@ -613,9 +639,35 @@ pub fn attention_backward<F: Float>(
                 let dk = dq.add(c);
                 let dv = dq.add(2 * c);
                 // dP(T,T) = dO(T,hs) @ V^T(hs,T)
-                gemm_raw(t_len, t_len, hs, ds.as_mut_ptr(), t_len, false, dout_bh, c, 1, v, 1, 3 * c);
+                gemm_raw(
+                    t_len,
+                    t_len,
+                    hs,
+                    ds.as_mut_ptr(),
+                    t_len,
+                    false,
+                    dout_bh,
+                    c,
+                    1,
+                    v,
+                    1,
+                    3 * c,
+                );
                 // dV(T,hs) = P^T(T,T) @ dO(T,hs)
-                gemm_raw(t_len, hs, t_len, dv, 3 * c, false, p.as_ptr(), 1, t_len, dout_bh, c, 1);
+                gemm_raw(
+                    t_len,
+                    hs,
+                    t_len,
+                    dv,
+                    3 * c,
+                    false,
+                    p.as_ptr(),
+                    1,
+                    t_len,
+                    dout_bh,
+                    c,
+                    1,
+                );
                 for t in 0..t_len {
                     let pr = &p[t * t_len..(t + 1) * t_len];
                     let dr = &mut ds[t * t_len..(t + 1) * t_len];
@@ -631,9 +683,35 @@ pub fn attention_backward<F: Float>(
                     }
                 }
                 // dQ(T,hs) = dS(T,T) @ K(T,hs)
-                gemm_raw(t_len, hs, t_len, dq, 3 * c, false, ds.as_ptr(), t_len, 1, k, 3 * c, 1);
+                gemm_raw(
+                    t_len,
+                    hs,
+                    t_len,
+                    dq,
+                    3 * c,
+                    false,
+                    ds.as_ptr(),
+                    t_len,
+                    1,
+                    k,
+                    3 * c,
+                    1,
+                );
                 // dK(T,hs) = dS^T(T,T) @ Q(T,hs)
-                gemm_raw(t_len, hs, t_len, dk, 3 * c, false, ds.as_ptr(), 1, t_len, q, 3 * c, 1);
+                gemm_raw(
+                    t_len,
+                    hs,
+                    t_len,
+                    dk,
+                    3 * c,
+                    false,
+                    ds.as_ptr(),
+                    1,
+                    t_len,
+                    q,
+                    3 * c,
+                    1,
+                );
             }
         });
 }

@@ -20,8 +20,7 @@ pub fn exp(x: f32) -> f32 {
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let z = r * r;
-    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r
-        + 4.166_579_6e-2)
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
         * r
         + 1.666_666_5e-1)
         * r
@@ -197,7 +196,10 @@ mod tests {
         assert!(worst < 5e-7, "exp rel err {worst}");
         for i in -2000..2000 {
             let x = i as f32 * 0.005;
-            assert!((tanh(x) as f64 - (x as f64).tanh()).abs() < 3e-7, "tanh({x})");
+            assert!(
+                (tanh(x) as f64 - (x as f64).tanh()).abs() < 3e-7,
+                "tanh({x})"
+            );
         }
         assert_eq!(exp(-1000.0), exp(-87.0));
         assert!(exp(1000.0).is_finite());
@@ -214,7 +216,11 @@ mod tests {
             assert!((*p as f64 - (x as f64 - lse).exp()).abs() < 1e-6);
         }
         let b: Vec<f32> = row.iter().map(|x| x * 0.5 + 0.1).collect();
-        let want: f64 = row.iter().zip(&b).map(|(x, y)| (*x as f64) * (*y as f64)).sum();
+        let want: f64 = row
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64) * (*y as f64))
+            .sum();
         assert!((dot(&row, &b) as f64 - want).abs() < 1e-4);
     }
 }

@@ -531,7 +531,8 @@ pub fn evaluate<M: LanguageModel>(
         bytes: if corpus.end_token && corpus.mode == DocMode::Lines {
             "UTF-8 bytes of the text, each line's line break included (the scored end token stands for it): the file's bytes".into()
         } else {
-            "UTF-8 bytes of the document text (special tokens and unscored separators count 0)".into()
+            "UTF-8 bytes of the document text (special tokens and unscored separators count 0)"
+                .into()
         },
         words: "whitespace-separated words of the document text".into(),
         interval: interval_text,

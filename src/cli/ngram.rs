@@ -1,10 +1,267 @@
-//! `arlm ngram` (not built yet).
+//! `arlm ngram fit`: estimate a Kneser-Ney or add-k n-gram model; `arlm ngram ppl`: KenLM-style
+//! perplexity of a text under an n-gram / ARPA model.
+
+use anyhow::{bail, Context};
+use arlm::data::bin::TokenFile;
+use arlm::model::ngram::kneser_ney::KnOptions;
+use arlm::model::ngram::store::{self, Corpus};
+use arlm::tokenizer::words::WordTokenizer;
+use arlm::tokenizer::Tokenizer;
+use clap::{Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Instant;
 
 /// Flags of `arlm ngram`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Estimate an n-gram model from text (one sentence per line) or a prepared .bin.
+    Fit(FitArgs),
+    /// Total log10 probability and perplexity of a text, KenLM `query` style.
+    Ppl(PplArgs),
+}
+
+/// Smoothing methods.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Smoothing {
+    /// Interpolated modified Kneser-Ney (KenLM lmplz compatible).
+    KneserNey,
+    /// Add-k smoothed counts.
+    AddK,
+}
+
+#[derive(clap::Args)]
+struct FitArgs {
+    /// n-gram order.
+    #[arg(long, default_value_t = 3)]
+    order: usize,
+    /// Smoothing method.
+    #[arg(long, value_enum, default_value_t = Smoothing::KneserNey)]
+    smoothing: Smoothing,
+    /// The k of add-k smoothing.
+    #[arg(long, default_value_t = 1.0)]
+    k: f64,
+    /// Training text files, one sentence per line (words tokenizer).
+    #[arg(long, num_args = 1.., conflicts_with = "data")]
+    input: Vec<PathBuf>,
+    /// A prepared data directory (DIR/train.bin); its tokenizer is DIR/tokenizer.json
+    /// unless --tokenizer is given.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Tokenizer to use (default: a words tokenizer trained on --input).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Cap the trained words vocabulary at this many ids (specials included).
+    #[arg(long)]
+    vocab_size: Option<usize>,
+    /// Keep only words seen at least this often when training the words vocabulary.
+    #[arg(long, default_value_t = 1)]
+    min_count: usize,
+    /// Output model directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the model as an ARPA file here (.gz: gzip). Kneser-Ney only.
+    #[arg(long)]
+    arpa: Option<PathBuf>,
+    /// Do not reproduce lmplz's count-of-counts quirk (see `arlm::model::ngram::kneser_ney`).
+    #[arg(long)]
+    no_kenlm_quirk: bool,
+    /// Discounts "D1 D2 D3+" for orders whose discounts cannot be estimated (lmplz's
+    /// --discount_fallback uses "0.5 1 1.5").
+    #[arg(long, value_name = "\"D1 D2 D3\"")]
+    discount_fallback: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct PplArgs {
+    /// Model directory or .arpa / .arpa.gz file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Text files to score, one sentence per line.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+}
 
 /// Runs `arlm ngram`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`arlm ngram` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.cmd {
+        Cmd::Fit(a) => fit(a),
+        Cmd::Ppl(a) => ppl(a),
+    }
+}
+
+fn parse_fallback(s: &str) -> anyhow::Result<[f32; 3]> {
+    let v: Vec<f32> = s
+        .split_whitespace()
+        .map(|x| x.parse::<f32>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--discount-fallback {s:?}: expected three numbers"))?;
+    match v[..] {
+        [a, b, c] => Ok([a, b, c]),
+        _ => bail!("--discount-fallback {s:?}: expected three numbers \"D1 D2 D3+\""),
+    }
+}
+
+fn fit(a: FitArgs) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    if a.order == 0 {
+        bail!("--order must be at least 1");
+    }
+    let bin;
+    let tok: Box<dyn Tokenizer>;
+    let words: WordTokenizer;
+    let corpus = if let Some(dir) = &a.data {
+        let tok_path = a
+            .tokenizer
+            .clone()
+            .unwrap_or_else(|| dir.join("tokenizer.json"));
+        tok = arlm::tokenizer::load(&tok_path)
+            .with_context(|| format!("loading the tokenizer {}", tok_path.display()))?;
+        bin = TokenFile::open(&dir.join("train.bin"))?;
+        if bin.vocab_size() != tok.vocab_size() {
+            bail!(
+                "{} has a vocabulary of {} but the tokenizer {} has {}",
+                bin.path().display(),
+                bin.vocab_size(),
+                tok_path.display(),
+                tok.vocab_size()
+            );
+        }
+        Corpus::Tokens {
+            file: &bin,
+            eot: tok.eot_token(),
+        }
+    } else {
+        if a.input.is_empty() {
+            bail!("give the training text with --input FILES or a prepared --data DIR");
+        }
+        words = match &a.tokenizer {
+            Some(p) => {
+                let t = arlm::tokenizer::load(p)?;
+                store::as_words(&*t).with_context(|| {
+                    format!(
+                        "--input needs a words tokenizer; {} is {:?} (use --data for others)",
+                        p.display(),
+                        t.kind()
+                    )
+                })?
+            }
+            None => {
+                let texts = a
+                    .input
+                    .iter()
+                    .map(|p| {
+                        std::fs::read_to_string(p)
+                            .with_context(|| format!("reading {}", p.display()))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+                WordTokenizer::train(&refs, a.vocab_size, a.min_count)?
+            }
+        };
+        tok = Box::new(words.clone());
+        Corpus::Text {
+            files: &a.input,
+            tokenizer: &words,
+        }
+    };
+    match a.smoothing {
+        Smoothing::KneserNey => {
+            let opts = KnOptions {
+                order: a.order,
+                kenlm_quirk: !a.no_kenlm_quirk,
+                discount_fallback: a
+                    .discount_fallback
+                    .as_deref()
+                    .map(parse_fallback)
+                    .transpose()?,
+            };
+            let fit = store::fit_kn(&corpus, &*tok, &opts)?;
+            let est = t0.elapsed().as_secs_f64();
+            println!(
+                "tokens {}  vocabulary {} ({} tokenizer)",
+                fit.tokens,
+                tok.vocab_size(),
+                tok.kind()
+            );
+            for (i, (o, d)) in fit.grams.orders.iter().zip(&fit.discounts).enumerate() {
+                println!(
+                    "order {}: {:>9} n-grams  discounts D1 {} D2 {} D3+ {}",
+                    i + 1,
+                    o.keys.len(),
+                    d[0],
+                    d[1],
+                    d[2]
+                );
+            }
+            store::save_kn(&a.out, &fit, &*tok, &opts)?;
+            if let Some(p) = &a.arpa {
+                arlm::model::ngram::arpa::write(p, &fit.grams, &*store::arpa_names(&*tok))?;
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "estimated in {est:.2} s; wrote {} ({:.2} s total)",
+                a.out.display(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        Smoothing::AddK => {
+            if a.arpa.is_some() {
+                bail!("--arpa is only for --smoothing kneser-ney (add-k is not a backoff model)");
+            }
+            let model = store::fit_addk(&corpus, &*tok, a.order, a.k)?;
+            store::save_addk(&a.out, &model, &*tok)?;
+            println!(
+                "add-k order {} k={}: {} distinct {}-grams, vocabulary {}; wrote {} ({:.2} s)",
+                a.order,
+                a.k,
+                model.distinct_grams(),
+                a.order,
+                tok.vocab_size(),
+                a.out.display(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ppl(a: PplArgs) -> anyhow::Result<()> {
+    use arlm::model::LanguageModel;
+    let loaded = arlm::model::load::load(&a.model)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    let tok = &loaded.tokenizer;
+    let mut total = 0f64;
+    let mut tokens = 0u64;
+    let mut oov = 0u64;
+    let t0 = Instant::now();
+    for p in &a.input {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let mut ids = Vec::new();
+        arlm::with_model!(&loaded.model, m => ids.push(m.bos_token()));
+        ids.extend(tok.encode(&text)?);
+        if tok.kind() == "words" {
+            oov += ids[1..]
+                .iter()
+                .filter(|&&i| i == arlm::tokenizer::words::UNK)
+                .count() as u64;
+        }
+        let lp = arlm::with_model!(&loaded.model, m => m.score_next(&ids))?;
+        total += lp.iter().map(|&x| x as f64).sum::<f64>() / std::f64::consts::LN_10;
+        tokens += lp.len() as u64;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!("model: {}", loaded.describe());
+    println!(
+        "tokens {tokens} (<unk> {oov})  log10 total {total:.3}  perplexity {:.4}  ({:.0} tokens/s)",
+        10f64.powf(-total / tokens.max(1) as f64),
+        tokens as f64 / secs
+    );
+    Ok(())
 }

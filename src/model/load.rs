@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 /// A model of any class arlm knows.
 pub enum AnyModel {
     Uniform(Uniform),
+    /// Kneser-Ney or any ARPA backoff model (`arlm-kneser-ney`, or a bare `.arpa` file).
+    Backoff(super::ngram::backoff::BackoffModel),
+    /// Add-k smoothed n-gram counts (`arlm-add-k`).
+    AddK(super::ngram::addk::AddK),
     /// The synthetic corpus's exact source (`arlm corpus synth --model-out`).
     Synth(crate::corpus::synth::SynthSource),
     Gpt(Gpt),
@@ -26,6 +30,8 @@ macro_rules! with_model {
     ($any:expr, $m:ident => $body:expr) => {
         match $any {
             $crate::model::load::AnyModel::Uniform($m) => $body,
+            $crate::model::load::AnyModel::Backoff($m) => $body,
+            $crate::model::load::AnyModel::AddK($m) => $body,
             $crate::model::load::AnyModel::Synth($m) => $body,
             $crate::model::load::AnyModel::Gpt($m) => $body,
         }
@@ -57,12 +63,20 @@ fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
     })
 }
 
-/// Opens the model at `path` (a model directory).
+/// Opens the model at `path`: a model directory, or an ARPA file (`.arpa`, `.arpa.gz`).
 pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
     if !path.exists() {
         return Err(ModelError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        });
+    }
+    if super::ngram::store::is_arpa_path(path) {
+        let (model, tok) = super::ngram::store::load_arpa(path)?;
+        return Ok(LoadedModel {
+            model: AnyModel::Backoff(model),
+            tokenizer: Box::new(tok),
+            path: path.to_path_buf(),
         });
     }
     let config_path = path.join("config.json");
@@ -79,6 +93,12 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
     let model = match model_type {
         "arlm-uniform" => {
             AnyModel::Uniform(Uniform::new(tokenizer.vocab_size(), tokenizer.eot_token())?)
+        }
+        super::ngram::store::KN_TYPE => {
+            AnyModel::Backoff(super::ngram::store::load_kn(path, &config, &*tokenizer)?)
+        }
+        super::ngram::store::ADDK_TYPE => {
+            AnyModel::AddK(super::ngram::store::load_addk(path, &config, &*tokenizer)?)
         }
         "arlm-synth" => {
             let want = crate::corpus::synth::GRAMMAR_VERSION as u64;

@@ -121,8 +121,8 @@ pub fn from_hf_json(json: &serde_json::Value) -> Result<Box<dyn Tokenizer>, Toke
     if let Some(t) = chars::CharTokenizer::from_hf_json(json)? {
         return Ok(Box::new(t));
     }
-    if let Some(_t) = words::WordTokenizer::from_hf_json(json)? {
-        todo!("words::WordTokenizer implements Tokenizer");
+    if let Some(t) = words::WordTokenizer::from_hf_json(json)? {
+        return Ok(Box::new(t));
     }
     if let Some(t) = bpe::BpeTokenizer::from_hf_json(json)? {
         return Ok(Box::new(t));

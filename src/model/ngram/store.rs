@@ -1,0 +1,312 @@
+//! Fitting from corpora, and n-gram model directories on disk.
+//!
+//! A fitted model directory holds `tokenizer.json`, `config.json` and the model:
+//! - Kneser-Ney: `model.arpa` (plain ARPA, readable by KenLM/SRILM; words are the words
+//!   tokenizer's words, or decimal ids for other tokenizers with `<s>`/`</s>` for the
+//!   start symbol and end-of-text token); `config.json` `model_type: "arlm-kneser-ney"`.
+//! - add-k: `counts.bin` ([`super::addk::AddK::save_counts`]); `model_type: "arlm-add-k"`.
+//!
+//! A bare `.arpa` / `.arpa.gz` file is a model too ([`load_arpa`]): its unigrams become a
+//! words tokenizer.
+
+use super::addk::{AddK, AddKCounter};
+use super::arpa::{self, Vocab};
+use super::backoff::BackoffModel;
+use super::kneser_ney::{ArpaGrams, Discounts, KnCounter, KnOptions};
+use super::{for_each_sentence, NgramError};
+use crate::data::bin::TokenFile;
+use crate::model::ModelError;
+use crate::tokenizer::words::WordTokenizer;
+use crate::tokenizer::Tokenizer;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// `model_type` of a Kneser-Ney model directory.
+pub const KN_TYPE: &str = "arlm-kneser-ney";
+/// `model_type` of an add-k model directory.
+pub const ADDK_TYPE: &str = "arlm-add-k";
+
+/// A training corpus: text files (one sentence per line, words tokenizer) or a token file.
+pub enum Corpus<'a> {
+    /// Text files read line by line.
+    Text {
+        files: &'a [PathBuf],
+        tokenizer: &'a WordTokenizer,
+    },
+    /// A `.bin` token file; sentences end at `eot`.
+    Tokens { file: &'a TokenFile, eot: u32 },
+}
+
+impl Corpus<'_> {
+    /// Streams the corpus sentence by sentence (each ends with the end-of-text id).
+    pub fn for_each_sentence(
+        &self,
+        mut f: impl FnMut(&[u32]) -> Result<(), NgramError>,
+    ) -> Result<(), NgramError> {
+        match self {
+            Corpus::Text { files, tokenizer } => {
+                let mut ids = Vec::with_capacity(256);
+                let mut line = String::new();
+                for path in files.iter() {
+                    let io = |source| NgramError::Io {
+                        path: path.clone(),
+                        source,
+                    };
+                    let mut r = std::io::BufReader::with_capacity(
+                        1 << 20,
+                        std::fs::File::open(path).map_err(io)?,
+                    );
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).map_err(io)? == 0 {
+                            break;
+                        }
+                        ids.clear();
+                        tokenizer.encode_line_into(line.trim_end_matches('\n'), &mut ids);
+                        f(&ids)?;
+                    }
+                }
+                Ok(())
+            }
+            Corpus::Tokens { file, eot } => {
+                for_each_sentence((0..file.len()).map(|i| file.get(i)), *eot, f)
+            }
+        }
+    }
+}
+
+/// The words tokenizer inside `tok`, when it is one.
+pub fn as_words(tok: &dyn Tokenizer) -> Option<WordTokenizer> {
+    if tok.kind() != "words" {
+        return None;
+    }
+    WordTokenizer::from_hf_json(&tok.to_hf_json())
+        .ok()
+        .flatten()
+}
+
+/// The start symbol and end-of-text id a model over `tok` uses.
+pub fn start_and_eot(tok: &dyn Tokenizer) -> (u32, u32) {
+    if tok.kind() == "words" {
+        (crate::tokenizer::words::BOS, crate::tokenizer::words::EOS)
+    } else {
+        (tok.vocab_size() as u32, tok.eot_token())
+    }
+}
+
+/// A fitted Kneser-Ney model in ARPA form.
+pub struct KnFit {
+    /// The n-grams with probabilities and backoffs.
+    pub grams: ArpaGrams,
+    /// (D1, D2, D3+) per order.
+    pub discounts: Vec<Discounts>,
+    /// Tokens counted (words and end-of-sentence ids).
+    pub tokens: u64,
+}
+
+/// Estimates interpolated modified Kneser-Ney on `corpus` for tokenizer `tok`.
+pub fn fit_kn(corpus: &Corpus, tok: &dyn Tokenizer, opts: &KnOptions) -> Result<KnFit, NgramError> {
+    let (start, _eot) = start_and_eot(tok);
+    let v = tok.vocab_size();
+    let n_ids = v.max(start as usize + 1);
+    let mut counter = KnCounter::new(opts.order, n_ids, start)?;
+    corpus.for_each_sentence(|s| {
+        counter.add_sentence(s);
+        Ok(())
+    })?;
+    let tokens = counter.tokens();
+    let always: Vec<u32> = (0..v as u32).collect();
+    let (grams, discounts) = counter.estimate(opts, &always)?;
+    Ok(KnFit {
+        grams,
+        discounts,
+        tokens,
+    })
+}
+
+/// Fits an add-k model of `order` on `corpus`.
+pub fn fit_addk(
+    corpus: &Corpus,
+    tok: &dyn Tokenizer,
+    order: usize,
+    k: f64,
+) -> Result<AddK, NgramError> {
+    let (start, eot) = start_and_eot(tok);
+    let v = tok.vocab_size();
+    let mut counter = AddKCounter::new(order, v.max(start as usize + 1), start)?;
+    corpus.for_each_sentence(|s| {
+        counter.add_sentence(s);
+        Ok(())
+    })?;
+    counter.finish(k, v, eot)
+}
+
+/// Spells ids for ARPA files of models over `tok`.
+pub fn arpa_names(tok: &dyn Tokenizer) -> Box<dyn Fn(u32) -> String> {
+    match as_words(tok) {
+        Some(w) => Box::new(move |id| w.word(id).unwrap_or("<unk>").to_string()),
+        None => {
+            let (start, eot) = start_and_eot(tok);
+            Box::new(move |id| {
+                if id == start {
+                    "<s>".into()
+                } else if id == eot {
+                    "</s>".into()
+                } else {
+                    id.to_string()
+                }
+            })
+        }
+    }
+}
+
+/// Builds the query model for `grams` over `tok`.
+pub fn backoff_model(grams: &ArpaGrams, tok: &dyn Tokenizer) -> Result<BackoffModel, NgramError> {
+    let (start, eot) = start_and_eot(tok);
+    let counts: Vec<String> = grams
+        .orders
+        .iter()
+        .map(|o| o.keys.len().to_string())
+        .collect();
+    BackoffModel::new(
+        grams,
+        tok.vocab_size(),
+        start,
+        eot,
+        0,
+        format!(
+            "Kneser-Ney/backoff {}-gram ({} n-grams), {} tokenizer",
+            grams.order(),
+            counts.join(" / "),
+            tok.kind()
+        ),
+    )
+}
+
+fn write_dir_files(
+    dir: &Path,
+    tok: &dyn Tokenizer,
+    config: serde_json::Value,
+) -> Result<(), NgramError> {
+    let io = |source| NgramError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    crate::tokenizer::save(tok, &dir.join("tokenizer.json"))
+        .map_err(|e| NgramError::Invalid(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&config).expect("JSON values serialize");
+    crate::atomic::write_atomic(dir.join("config.json"), text.as_bytes()).map_err(io)
+}
+
+/// Writes a Kneser-Ney model directory (`model.arpa`, `tokenizer.json`, `config.json`).
+pub fn save_kn(
+    dir: &Path,
+    fit: &KnFit,
+    tok: &dyn Tokenizer,
+    opts: &KnOptions,
+) -> Result<(), NgramError> {
+    std::fs::create_dir_all(dir).map_err(|source| NgramError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    arpa::write(&dir.join("model.arpa"), &fit.grams, &*arpa_names(tok))?;
+    let config = serde_json::json!({
+        "model_type": KN_TYPE,
+        "order": opts.order,
+        "vocab_size": tok.vocab_size(),
+        "file": "model.arpa",
+        "kenlm_quirk": opts.kenlm_quirk,
+        "discounts": fit.discounts,
+        "ngrams": fit.grams.orders.iter().map(|o| o.keys.len()).collect::<Vec<_>>(),
+        "tokens": fit.tokens,
+    });
+    write_dir_files(dir, tok, config)
+}
+
+/// Writes an add-k model directory (`counts.bin`, `tokenizer.json`, `config.json`).
+pub fn save_addk(dir: &Path, model: &AddK, tok: &dyn Tokenizer) -> Result<(), NgramError> {
+    std::fs::create_dir_all(dir).map_err(|source| NgramError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    model.save_counts(&dir.join("counts.bin"))?;
+    let config = serde_json::json!({
+        "model_type": ADDK_TYPE,
+        "order": model.order(),
+        "k": model.k(),
+        "vocab_size": tok.vocab_size(),
+        "file": "counts.bin",
+    });
+    write_dir_files(dir, tok, config)
+}
+
+fn config_file(dir: &Path, config: &serde_json::Value, default: &str) -> PathBuf {
+    dir.join(
+        config
+            .get("file")
+            .and_then(|f| f.as_str())
+            .unwrap_or(default),
+    )
+}
+
+/// Opens a Kneser-Ney model directory's ARPA file with the directory's tokenizer.
+pub fn load_kn(
+    dir: &Path,
+    config: &serde_json::Value,
+    tok: &dyn Tokenizer,
+) -> Result<BackoffModel, ModelError> {
+    let path = config_file(dir, config, "model.arpa");
+    let words = as_words(tok);
+    let vocab = match &words {
+        Some(w) => Vocab::Words(w),
+        None => Vocab::Ids {
+            vocab_size: tok.vocab_size(),
+            eot: tok.eot_token(),
+        },
+    };
+    let file = arpa::read(&path, vocab)?;
+    Ok(backoff_model(&file.grams, tok)?)
+}
+
+/// Opens an add-k model directory.
+pub fn load_addk(
+    dir: &Path,
+    config: &serde_json::Value,
+    tok: &dyn Tokenizer,
+) -> Result<AddK, ModelError> {
+    let path = config_file(dir, config, "counts.bin");
+    let k = config
+        .get("k")
+        .and_then(|k| k.as_f64())
+        .ok_or_else(|| ModelError::Format {
+            path: dir.join("config.json"),
+            message: "add-k config.json lacks a numeric \"k\"".into(),
+        })?;
+    let (start, eot) = start_and_eot(tok);
+    Ok(AddK::load_counts(&path, k, tok.vocab_size(), start, eot)?)
+}
+
+/// True when `path` names an ARPA file (`.arpa` or `.arpa.gz`).
+pub fn is_arpa_path(path: &Path) -> bool {
+    let name = path.to_string_lossy();
+    path.is_file() && (name.ends_with(".arpa") || name.ends_with(".arpa.gz"))
+}
+
+/// Opens a bare ARPA file (KenLM's, SRILM's, or ours): the words of its unigrams become
+/// a words tokenizer (`<unk>`, `<s>`, `</s>` first, then the file's order).
+pub fn load_arpa(path: &Path) -> Result<(BackoffModel, WordTokenizer), NgramError> {
+    let file = arpa::read(path, Vocab::Build)?;
+    let tok = file
+        .tokenizer
+        .ok_or_else(|| NgramError::Invalid("ARPA vocabulary was not built".into()))?;
+    let model = backoff_model(&file.grams, &tok)?;
+    Ok((model, tok))
+}
+
+/// Total log10 probability of `text` (one sentence per line; every word and each line's
+/// `</s>` is scored, `<s>` is not) and the number of scored tokens: KenLM's `query` totals.
+pub fn text_log10(model: &BackoffModel, tok: &WordTokenizer, text: &str) -> (f64, u64) {
+    let ids = tok.encode(text).unwrap_or_default();
+    (model.total_log10(&ids), ids.len() as u64)
+}

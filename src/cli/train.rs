@@ -200,6 +200,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.validate()?;
 
     let data = data::load_data(args.data.as_deref(), &config.tokenizer, config.val_fraction)?;
+    // Before allocating the model: a context longer than the data fails fast.
+    data.check_windows(config.block_size)?;
     let tok = data.tokenizer.as_ref();
     let model = TrainableGpt::new(&config, tok.vocab_size(), tok.eot_token())?;
     let is_synthetic = args.data.is_none();
@@ -243,6 +245,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary.best_val,
         out.display()
     );
+    let (all, n) = trainer.evaluate_all(500)?;
+    if n > 0 {
+        println!(
+            "val loss over {n} validation tokens (consecutive windows): {all:.4} nats/token{}",
+            trainer
+                .data
+                .val_tokens_per_byte()
+                .map(|tpb| format!(
+                    ", {:.4} bits/byte",
+                    all as f64 / std::f64::consts::LN_2 * tpb
+                ))
+                .unwrap_or_default()
+        );
+    }
     if is_synthetic && trainer.data.tokenizer.kind() == "bytes" {
         print_floor(bits);
     }

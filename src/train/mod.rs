@@ -408,6 +408,30 @@ impl<M: Trainable> Trainer<M> {
         Ok(val)
     }
 
+    /// Mean loss over the validation split in consecutive non-overlapping windows of T
+    /// (whole batches only, at most `max_batches`): a low-noise figure for reports.
+    /// Returns the loss and the number of tokens scored.
+    pub fn evaluate_all(&mut self, max_batches: usize) -> Result<(f32, usize), TrainError> {
+        let (b, t) = (self.config.batch_size, self.config.block_size);
+        let windows = (self.data.val.len() - 1) / t;
+        let batches = (windows / b).min(max_batches);
+        let mut sum = 0f64;
+        for k in 0..batches {
+            for i in 0..b {
+                let start = (k * b + i) * t;
+                self.window.resize(t + 1, 0);
+                self.data.val.read_into(start, &mut self.window);
+                self.inputs[i * t..(i + 1) * t].copy_from_slice(&self.window[..t]);
+                self.targets[i * t..(i + 1) * t].copy_from_slice(&self.window[1..]);
+            }
+            sum += self.model.forward_loss(&self.inputs, &self.targets)? as f64;
+        }
+        if batches == 0 {
+            return Ok((f32::NAN, 0));
+        }
+        Ok(((sum / batches as f64) as f32, batches * b * t))
+    }
+
     fn state(&self) -> TrainState {
         TrainState {
             format: checkpoint::FORMAT,
@@ -618,6 +642,7 @@ pub fn check_compatible(
 
 #[cfg(test)]
 mod tests {
+    use super::data::Tokens;
     use super::trainable::Bigram;
     use super::*;
     use crate::tokenizer::bytes::ByteTokenizer;
@@ -725,6 +750,23 @@ mod tests {
         let (dir5, st) = checkpoint::latest(&out).unwrap().unwrap();
         assert_eq!(st.step, 5);
         assert!(dir5.join("bigram.bin").exists());
+    }
+
+    #[test]
+    fn evaluate_all_is_the_mean_over_consecutive_windows() {
+        let mut t = Trainer::new(Bigram::new(257, 4), toy_config(), toy_data(), None).unwrap();
+        let (loss, n) = t.evaluate_all(1000).unwrap();
+        // Brute force: every consecutive window of T, whole batches only.
+        let (b, tt) = (4usize, 8usize);
+        let Tokens::Memory(val) = &t.data.val else {
+            panic!("in-memory data")
+        };
+        let windows = (val.len() - 1) / tt / b * b;
+        let x: Vec<u32> = val[..windows * tt].to_vec();
+        let y: Vec<u32> = val[1..windows * tt + 1].to_vec();
+        let want = t.model.forward_loss(&x, &y).unwrap();
+        assert_eq!(n, windows * tt);
+        assert!((loss - want).abs() < 1e-5, "{loss} vs {want}");
     }
 
     #[test]

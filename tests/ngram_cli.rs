@@ -129,7 +129,10 @@ fn bad_input_fails_clearly() {
     let out = arlm(&args);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("discount") && err.contains("--discount-fallback"), "{err}");
+    assert!(
+        err.contains("discount") && err.contains("--discount-fallback"),
+        "{err}"
+    );
     let mut with_fallback = args.to_vec();
     with_fallback.extend(["--discount-fallback", "0.5 1 1.5"]);
     arlm_ok(&with_fallback);
@@ -146,7 +149,11 @@ fn bad_input_fails_clearly() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/file.txt"));
 
     let bad_arpa = dir.path().join("bad.arpa");
-    std::fs::write(&bad_arpa, "\\data\\\nngram 1=2\n\n\\1-grams:\n-1\ta\n\\end\\\n").unwrap();
+    std::fs::write(
+        &bad_arpa,
+        "\\data\\\nngram 1=2\n\n\\1-grams:\n-1\ta\n\\end\\\n",
+    )
+    .unwrap();
     let e = arlm::model::load::load(&bad_arpa).err().unwrap();
     assert!(e.to_string().contains("header says 2"), "{e}");
 }

@@ -31,8 +31,14 @@ pub struct Args {
 
 fn corpus_files(root: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok(match name {
-        "ptb" => (root.join("ptb/ptb.train.txt"), root.join("ptb/ptb.test.txt")),
-        "wt2" => (root.join("wikitext-2/train.txt"), root.join("wikitext-2/test.txt")),
+        "ptb" => (
+            root.join("ptb/ptb.train.txt"),
+            root.join("ptb/ptb.test.txt"),
+        ),
+        "wt2" => (
+            root.join("wikitext-2/train.txt"),
+            root.join("wikitext-2/test.txt"),
+        ),
         other => bail!("unknown corpus {other:?} (ptb, wt2)"),
     })
 }
@@ -74,7 +80,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn bench(args: &Args, exe: &Path, tmp: &Path) -> anyhow::Result<()> {
     println!(
         "{:<5} {:>5} {:>8} {:>9} {:>12} {:>12} {:>7} {:>10} {:>10}",
-        "data", "order", "fit s", "peak MB", "arlm w/s", "kenlm w/s", "ratio", "arlm ppl", "kenlm ppl"
+        "data",
+        "order",
+        "fit s",
+        "peak MB",
+        "arlm w/s",
+        "kenlm w/s",
+        "ratio",
+        "arlm ppl",
+        "kenlm ppl"
     );
     for name in &args.corpora {
         let (train, test) = corpus_files(&args.data_root, name)?;

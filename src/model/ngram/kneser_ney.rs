@@ -344,7 +344,9 @@ mod tests {
         for _ in 0..300 {
             let mut s = Vec::new();
             loop {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let r = (state >> 33) % 100;
                 let w = match r {
                     0..=29 => 3,
@@ -420,12 +422,23 @@ mod tests {
                 _ => n3 += 1,
             }
         }
-        let disc = |dd: &[f32; 3], c: u64| if c == 0 { 0.0 } else { dd[(c as usize).min(3) - 1] as f64 };
-        let gamma1 = (d1[0] as f64 * n1 as f64 + d1[1] as f64 * n2 as f64 + d1[2] as f64 * n3 as f64)
-            / total as f64;
+        let disc = |dd: &[f32; 3], c: u64| {
+            if c == 0 {
+                0.0
+            } else {
+                dd[(c as usize).min(3) - 1] as f64
+            }
+        };
+        let gamma1 =
+            (d1[0] as f64 * n1 as f64 + d1[1] as f64 * n2 as f64 + d1[2] as f64 * n3 as f64)
+                / total as f64;
         let p1 = |w: usize| (cont[w] as f64 - disc(&d1, cont[w])) / total as f64 + gamma1 / 8.0;
         for h in [1u32, 3, 5, 7] {
-            let row: Vec<(u32, u64)> = bi.iter().filter(|((a, _), _)| *a == h).map(|((_, b), &c)| (*b, c)).collect();
+            let row: Vec<(u32, u64)> = bi
+                .iter()
+                .filter(|((a, _), _)| *a == h)
+                .map(|((_, b), &c)| (*b, c))
+                .collect();
             let sum: u64 = row.iter().map(|r| r.1).sum();
             let mut nk = [0u64; 3];
             for &(_, c) in &row {

@@ -45,6 +45,26 @@ pub struct TokenWriter {
 impl TokenWriter {
     /// Starts writing `dest` for a vocabulary of `vocab_size` ids.
     pub fn create(dest: &Path, vocab_size: usize) -> Result<Self, DataError> {
+        Self::create_with_width(dest, vocab_size, id_width(vocab_size))
+    }
+
+    /// Like [`TokenWriter::create`] with an explicit id width (2 or 4 bytes); an error
+    /// when the vocabulary does not fit it.
+    pub fn create_with_width(
+        dest: &Path,
+        vocab_size: usize,
+        width: u32,
+    ) -> Result<Self, DataError> {
+        if width != 2 && width != 4 {
+            return Err(DataError::Invalid(format!(
+                "id width {width} is neither 2 nor 4"
+            )));
+        }
+        if width == 2 && vocab_size > 1 << 16 {
+            return Err(DataError::Invalid(format!(
+                "a vocabulary of {vocab_size} tokens does not fit 16-bit ids"
+            )));
+        }
         let vocab_size = u32::try_from(vocab_size)
             .map_err(|_| DataError::Invalid(format!("vocabulary of {vocab_size} is too large")))?;
         let name = dest
@@ -63,7 +83,7 @@ impl TokenWriter {
             out,
             tmp,
             dest: dest.to_path_buf(),
-            width: id_width(vocab_size as usize),
+            width,
             vocab_size,
             count: 0,
             finished: false,

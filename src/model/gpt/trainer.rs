@@ -596,6 +596,7 @@ mod tests {
 
     /// Whole-model finite-difference check in f64 on every parameter of a tiny model.
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn whole_model_gradient_matches_finite_differences() {
         let cfg = cfg();
         let mut model: Gpt<f64> = Gpt::init(cfg, 3).unwrap();

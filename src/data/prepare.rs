@@ -465,9 +465,11 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
     let vocab = tok.vocab_size();
     let width = match opts.dtype {
         Dtype::Auto => id_width(vocab),
-        Dtype::U16 if vocab > 1 << 16 => return Err(DataError::Invalid(format!(
+        Dtype::U16 if vocab > 1 << 16 => {
+            return Err(DataError::Invalid(format!(
             "a vocabulary of {vocab} tokens does not fit u16 ids (at most 65,536); use --dtype u32"
-        ))),
+        )))
+        }
         Dtype::U16 => 2,
         Dtype::U32 => 4,
     };

@@ -196,3 +196,15 @@ fn bad_input_gives_clear_errors() {
     let r = arlm(&["tokenizer", "info", "--tokenizer", "/no/such/tok.json"]);
     assert_eq!(r.status.code(), Some(2));
 }
+
+#[test]
+fn no_input_uses_the_embedded_default_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tok.json");
+    let out = out.to_str().unwrap();
+    arlm_ok(&["tokenizer", "train", "--kind", "chars", "--out", out]);
+    let expect = arlm::tokenizer::chars::CharTokenizer::train(&[arlm::corpus::default_corpus()]);
+    let info = arlm_ok(&["tokenizer", "info", "--tokenizer", out]);
+    use arlm::tokenizer::Tokenizer;
+    assert!(info.contains(&expect.fingerprint()), "{info}");
+}

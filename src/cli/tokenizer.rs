@@ -62,8 +62,8 @@ struct TrainArgs {
     /// words: drop words seen fewer times than this (they become <unk>).
     #[arg(long, default_value_t = 1)]
     min_count: usize,
-    /// UTF-8 text files to learn from.
-    #[arg(long, num_args = 1.., required = true)]
+    /// UTF-8 text files to learn from (default: the embedded synthetic corpus).
+    #[arg(long, num_args = 1..)]
     input: Vec<PathBuf>,
     /// Where to write tokenizer.json.
     #[arg(long)]
@@ -140,7 +140,11 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| read_text(p))
         .collect::<Result<_, _>>()?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    if refs.is_empty() {
+        eprintln!("no --input: learning from the embedded default corpus");
+        refs.push(arlm::corpus::default_corpus());
+    }
     let total: usize = refs.iter().map(|t| t.len()).sum();
     let start = Instant::now();
     let tok: Box<dyn Tokenizer> = match a.kind {

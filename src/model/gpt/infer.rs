@@ -11,6 +11,7 @@
 //!   different lengths are right-padded, which causal attention makes harmless.
 
 use super::kernels::{self, SyncPtr};
+use super::simd;
 use super::trainer::{forward, Acts};
 use super::{layer, parts, Gpt};
 use crate::model::{check_token, log_softmax_in_place, LanguageModel, ModelError};
@@ -52,10 +53,7 @@ fn gemv(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], ic: usize, oc: usize) {
         let wlen = yb.len();
         yb.copy_from_slice(&b[j0..j0 + wlen]);
         for (i, &xi) in x.iter().enumerate().take(ic) {
-            let row = &w[i * oc + j0..i * oc + j0 + wlen];
-            for (yj, &wj) in yb.iter_mut().zip(row) {
-                *yj += xi * wj;
-            }
+            simd::axpy(yb, xi, &w[i * oc + j0..i * oc + j0 + wlen]);
         }
     };
     if ic * oc >= 1 << 16 {
@@ -152,7 +150,7 @@ impl Gpt<f32> {
                 let mut maxv = f32::NEG_INFINITY;
                 for (t2, s) in sc.iter_mut().enumerate() {
                     let kh = &kc[t2 * c + h * hs..][..hs];
-                    let d: f32 = qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    let d = simd::dot(qh, kh) * scale;
                     *s = d;
                     maxv = maxv.max(d);
                 }
@@ -164,11 +162,7 @@ impl Gpt<f32> {
                 let inv = 1.0 / sum;
                 yh.fill(0.0);
                 for (t2, &s) in sc.iter().enumerate() {
-                    let a = s * inv;
-                    let vh = &vc[t2 * c + h * hs..][..hs];
-                    for (y, &vv) in yh.iter_mut().zip(vh) {
-                        *y += a * vv;
-                    }
+                    simd::axpy(yh, s * inv, &vc[t2 * c + h * hs..][..hs]);
                 }
             };
             if n_ctx * c >= 1 << 15 {
@@ -201,7 +195,7 @@ impl Gpt<f32> {
             .for_each(|(bi, ob)| {
                 for (i, o) in ob.iter_mut().enumerate() {
                     let row = &p.wte[(bi * 1024 + i) * c..][..c];
-                    *o = row.iter().zip(ln).map(|(a, b)| a * b).sum();
+                    *o = simd::dot(row, ln);
                 }
             });
         st.pos += 1;

@@ -12,6 +12,7 @@
 //! otherwise (noted per function).
 
 use super::float::Float;
+use super::simd;
 use rayon::prelude::*;
 
 /// A raw pointer that may be shared across rayon tasks writing disjoint elements.
@@ -325,11 +326,11 @@ pub fn bias_backward<F: Float>(db: &mut [F], dout: &[F], n: usize, oc: usize) {
 
 // ---------------------------------------------------------------- attention
 
-/// Causal self-attention. qkv(B,T,3C) holds q,k,v side by side; out(B,T,C);
-/// att(B,NH,T,T) saves the softmax probabilities (row t uses entries 0..=t) for backward.
-/// Parallel over (b, h).
+/// Causal self-attention with plain loops (the reference for [`attention_forward`]).
+/// qkv(B,T,3C) holds q,k,v side by side; out(B,T,C); att(B,NH,T,T) saves the softmax
+/// probabilities (row t uses entries 0..=t) for backward. Parallel over (b, h).
 #[allow(clippy::too_many_arguments)]
-pub fn attention_forward<F: Float>(
+pub fn attention_forward_loops<F: Float>(
     out: &mut [F],
     att: &mut [F],
     qkv: &[F],
@@ -392,9 +393,9 @@ pub fn attention_forward<F: Float>(
         });
 }
 
-/// Backward of [`attention_forward`]: dqkv (OVERWRITES) from dout; datt is (B,NH,T,T) scratch.
+/// Backward of [`attention_forward_loops`]: dqkv (OVERWRITES) from dout; datt is (B,NH,T,T) scratch.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward<F: Float>(
+pub fn attention_backward_loops<F: Float>(
     dqkv: &mut [F],
     datt: &mut [F],
     dout: &[F],
@@ -459,12 +460,296 @@ pub fn attention_backward<F: Float>(
         });
 }
 
+/// dst(m,n) {=, +=} lhs(m,k) @ rhs(k,n) on raw pointers, single-threaded (for calls made
+/// inside a rayon task on disjoint strided views of shared buffers).
+///
+/// # Safety
+/// Every element addressed by the dimensions and strides must be valid, and `dst`'s
+/// elements must not be accessed concurrently by anyone else.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn gemm_raw<F: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut F,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const F,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const F,
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        F::ONE,
+        F::ONE,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// Causal self-attention, per (b, h) as three small GEMMs (S = Q K^T, softmax, O = P V) on
+/// strided views of qkv; parallel over (b, h). Same contract as [`attention_forward_loops`]
+/// (the masked half of S is computed and discarded: cheaper than loops that cannot use
+/// the GEMM microkernels).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward<F: Float>(
+    out: &mut [F],
+    att: &mut [F],
+    qkv: &[F],
+    b: usize,
+    t_len: usize,
+    c: usize,
+    nh: usize,
+) {
+    let hs = c / nh;
+    assert!(out.len() >= b * t_len * c && att.len() >= b * nh * t_len * t_len);
+    assert!(qkv.len() >= b * t_len * 3 * c);
+    let scale = F::ONE / F::from_usize(hs).sqrt();
+    let out_p = SyncPtr(out.as_mut_ptr());
+    att[..b * nh * t_len * t_len]
+        .par_chunks_mut(t_len * t_len)
+        .enumerate()
+        .for_each(|(bh, s)| {
+            let (bi, h) = (bh / nh, bh % nh);
+            let q = qkv[bi * t_len * 3 * c + h * hs..].as_ptr();
+            // SAFETY: q/k/v views stay inside qkv (asserted above); s is this task's own.
+            unsafe {
+                let k = q.add(c);
+                gemm_raw(
+                    t_len,
+                    t_len,
+                    hs,
+                    s.as_mut_ptr(),
+                    t_len,
+                    false,
+                    q,
+                    3 * c,
+                    1,
+                    k,
+                    1,
+                    3 * c,
+                );
+            }
+            for t in 0..t_len {
+                softmax_causal_row(&mut s[t * t_len..(t + 1) * t_len], t + 1, scale);
+            }
+            // SAFETY: out rows (bi, *, h) are written only by this task.
+            unsafe {
+                let v = qkv[bi * t_len * 3 * c + 2 * c + h * hs..].as_ptr();
+                let o = out_p.get().add(bi * t_len * c + h * hs);
+                gemm_raw(
+                    t_len,
+                    hs,
+                    t_len,
+                    o,
+                    c,
+                    false,
+                    s.as_ptr(),
+                    t_len,
+                    1,
+                    v,
+                    3 * c,
+                    1,
+                );
+            }
+        });
+}
+
+/// row[..n] = softmax(row[..n] * scale), row[n..] = 0.
+#[inline]
+fn softmax_causal_row<F: Float>(row: &mut [F], n: usize, scale: F) {
+    if let Some(r) = as_f32_mut(row) {
+        let scale = scale.to_f64() as f32;
+        let (head, tail) = r.split_at_mut(n);
+        simd::softmax_scaled(head, scale);
+        tail.fill(0.0);
+        return;
+    }
+    let (head, tail) = row.split_at_mut(n);
+    let maxv = head
+        .iter()
+        .fold(F::from_f64(f64::NEG_INFINITY), |m, &x| m.max(x));
+    let mut sum = F::ZERO;
+    for x in head.iter_mut() {
+        *x = ((*x - maxv) * scale).exp();
+        sum += *x;
+    }
+    let inv = F::ONE / sum;
+    for x in head.iter_mut() {
+        *x *= inv;
+    }
+    tail.fill(F::ZERO);
+}
+
+/// Backward of [`attention_forward`] as GEMMs per (b, h): dP = dO V^T, dV = P^T dO,
+/// dS = P (dP - rowsum(P dP)) / sqrt(hs), dQ = dS K, dK = dS^T Q. dqkv is OVERWRITTEN;
+/// datt (B,NH,T,T) is scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward<F: Float>(
+    dqkv: &mut [F],
+    datt: &mut [F],
+    dout: &[F],
+    qkv: &[F],
+    att: &[F],
+    b: usize,
+    t_len: usize,
+    c: usize,
+    nh: usize,
+) {
+    let hs = c / nh;
+    let tt = t_len * t_len;
+    assert!(dqkv.len() >= b * t_len * 3 * c && qkv.len() >= b * t_len * 3 * c);
+    assert!(datt.len() >= b * nh * tt && att.len() >= b * nh * tt);
+    assert!(dout.len() >= b * t_len * c);
+    let scale = F::ONE / F::from_usize(hs).sqrt();
+    let dq_p = SyncPtr(dqkv.as_mut_ptr());
+    datt[..b * nh * tt]
+        .par_chunks_mut(tt)
+        .enumerate()
+        .for_each(|(bh, ds)| {
+            let (bi, h) = (bh / nh, bh % nh);
+            let p = &att[bh * tt..(bh + 1) * tt];
+            let base = bi * t_len * 3 * c + h * hs;
+            // SAFETY: all views are inside the asserted buffers; this task alone writes
+            // head h of batch bi in dqkv, and its own ds.
+            unsafe {
+                let q = qkv.as_ptr().add(base);
+                let k = q.add(c);
+                let v = q.add(2 * c);
+                let dout_bh = dout.as_ptr().add(bi * t_len * c + h * hs);
+                let dq = dq_p.get().add(base);
+                let dk = dq.add(c);
+                let dv = dq.add(2 * c);
+                // dP(T,T) = dO(T,hs) @ V^T(hs,T)
+                gemm_raw(
+                    t_len,
+                    t_len,
+                    hs,
+                    ds.as_mut_ptr(),
+                    t_len,
+                    false,
+                    dout_bh,
+                    c,
+                    1,
+                    v,
+                    1,
+                    3 * c,
+                );
+                // dV(T,hs) = P^T(T,T) @ dO(T,hs)
+                gemm_raw(
+                    t_len,
+                    hs,
+                    t_len,
+                    dv,
+                    3 * c,
+                    false,
+                    p.as_ptr(),
+                    1,
+                    t_len,
+                    dout_bh,
+                    c,
+                    1,
+                );
+                for t in 0..t_len {
+                    let pr = &p[t * t_len..(t + 1) * t_len];
+                    let dr = &mut ds[t * t_len..(t + 1) * t_len];
+                    let mut dot = F::ZERO;
+                    for t2 in 0..=t {
+                        dot += pr[t2] * dr[t2];
+                    }
+                    for t2 in 0..=t {
+                        dr[t2] = pr[t2] * (dr[t2] - dot) * scale;
+                    }
+                    for x in dr[t + 1..].iter_mut() {
+                        *x = F::ZERO;
+                    }
+                }
+                // dQ(T,hs) = dS(T,T) @ K(T,hs)
+                gemm_raw(
+                    t_len,
+                    hs,
+                    t_len,
+                    dq,
+                    3 * c,
+                    false,
+                    ds.as_ptr(),
+                    t_len,
+                    1,
+                    k,
+                    3 * c,
+                    1,
+                );
+                // dK(T,hs) = dS^T(T,T) @ Q(T,hs)
+                gemm_raw(
+                    t_len,
+                    hs,
+                    t_len,
+                    dk,
+                    3 * c,
+                    false,
+                    ds.as_ptr(),
+                    1,
+                    t_len,
+                    q,
+                    3 * c,
+                    1,
+                );
+            }
+        });
+}
+
+/// Views a generic slice as f32 when F is f32 (the SIMD fast paths are f32-only).
+#[inline(always)]
+fn as_f32_mut<F: Float>(x: &mut [F]) -> Option<&mut [f32]> {
+    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: F is f32.
+        Some(unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) })
+    } else {
+        None
+    }
+}
+
+/// Views a generic slice as f32 when F is f32.
+#[inline(always)]
+fn as_f32<F: Float>(x: &[F]) -> Option<&[f32]> {
+    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: F is f32.
+        Some(unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) })
+    } else {
+        None
+    }
+}
+
 // ---------------------------------------------------------------- gelu
 
 const GELU_S: f64 = 0.797_884_560_802_865_4; // sqrt(2/pi)
 
 /// GELU, tanh approximation (GPT-2's "gelu_new"): out = 0.5 x (1 + tanh(s (x + 0.044715 x^3))).
 pub fn gelu_forward<F: Float>(out: &mut [F], inp: &[F]) {
+    if let (Some(o), Some(x)) = (as_f32_mut(out), as_f32(inp)) {
+        o.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(o, x)| simd::gelu(o, x));
+        return;
+    }
     let s = F::from_f64(GELU_S);
     let a = F::from_f64(0.044715);
     let half = F::from_f64(0.5);
@@ -480,6 +765,13 @@ pub fn gelu_forward<F: Float>(out: &mut [F], inp: &[F]) {
 
 /// GELU in place (inference: the input is not needed afterwards).
 pub fn gelu_inplace<F: Float>(x: &mut [F]) {
+    if let Some(x) = as_f32_mut(x) {
+        for ch in x.chunks_mut(256) {
+            let tmp: [f32; 256] = std::array::from_fn(|i| ch.get(i).copied().unwrap_or(0.0));
+            simd::gelu(ch, &tmp[..ch.len()]);
+        }
+        return;
+    }
     let s = F::from_f64(GELU_S);
     let a = F::from_f64(0.044715);
     let half = F::from_f64(0.5);
@@ -491,6 +783,12 @@ pub fn gelu_inplace<F: Float>(x: &mut [F]) {
 
 /// Backward of [`gelu_forward`], in place: d (holding dout) becomes dinp.
 pub fn gelu_backward_inplace<F: Float>(d: &mut [F], inp: &[F]) {
+    if let (Some(d), Some(x)) = (as_f32_mut(d), as_f32(inp)) {
+        d.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(d, x)| simd::gelu_backward(d, x));
+        return;
+    }
     let s = F::from_f64(GELU_S);
     let a = F::from_f64(0.044715);
     let half = F::from_f64(0.5);
@@ -532,6 +830,13 @@ pub fn softmax_ce_forward<F: Float>(
     targets: &[u32],
     v: usize,
 ) -> f64 {
+    if let (Some(lg), Some(ls)) = (as_f32_mut(logits), as_f32_mut(losses)) {
+        lg.par_chunks_mut(v)
+            .zip(ls.par_iter_mut())
+            .zip(targets.par_iter())
+            .for_each(|((row, loss), &tgt)| *loss = simd::softmax_ce_row(row, tgt as usize));
+        return ls.iter().map(|&l| l as f64).sum::<f64>() / ls.len().max(1) as f64;
+    }
     logits
         .par_chunks_mut(v)
         .zip(losses.par_iter_mut())
@@ -825,6 +1130,43 @@ mod tests {
         let mut datt = vec![0.0; b * nh * t * t];
         attention_backward(&mut dqkv, &mut datt, &g, &qkv, &att, b, t, c, nh);
         close(&fd(&qkv, &|x| dot(&fwd(x).0, &g)), &dqkv, 1e-6, "dqkv");
+        // the plain-loop versions agree with the GEMM versions
+        let (mut o2, mut a2) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+        attention_forward_loops(&mut o2, &mut a2, &qkv, b, t, c, nh);
+        close(&o2, &out, 1e-12, "loops forward");
+        close(&a2, &att, 1e-12, "loops att");
+        let mut d2 = vec![-3.0; b * t * 3 * c];
+        attention_backward_loops(&mut d2, &mut datt, &g, &qkv, &att, b, t, c, nh);
+        close(&d2, &dqkv, 1e-12, "loops backward");
+    }
+
+    #[test]
+    fn f32_fast_paths_match_f64() {
+        let (b, t, c, nh) = (2, 9, 16, 2);
+        let qkv = rnd(b * t * 3 * c, 21);
+        let g = rnd(b * t * c, 22);
+        let f = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let (mut o64, mut a64) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+        attention_forward(&mut o64, &mut a64, &qkv, b, t, c, nh);
+        let (mut o32, mut a32) = (vec![0f32; b * t * c], vec![0f32; b * nh * t * t]);
+        attention_forward(&mut o32, &mut a32, &f(&qkv), b, t, c, nh);
+        let up = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        close(&up(&o32), &o64, 1e-5, "attention f32");
+        let x: Vec<f64> = rnd(1000, 23).iter().map(|v| v * 6.0).collect();
+        let mut y64 = vec![0.0; 1000];
+        gelu_forward(&mut y64, &x);
+        let mut y32 = vec![0f32; 1000];
+        gelu_forward(&mut y32, &f(&x));
+        close(&up(&y32), &y64, 1e-6, "gelu f32");
+        let mut d64 = g[..1000.min(g.len())].to_vec();
+        d64.resize(1000, 0.5);
+        let mut d32 = f(&d64);
+        gelu_backward_inplace(&mut d64, &x);
+        gelu_backward_inplace(&mut d32, &f(&x));
+        close(&up(&d32), &d64, 1e-6, "gelu backward f32");
+        let mut y = f(&x);
+        gelu_inplace(&mut y);
+        close(&up(&y), &y64, 1e-6, "gelu in place f32");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod checkpoint;
 pub mod float;
 pub mod infer;
 pub mod kernels;
+pub mod simd;
 pub mod trainer;
 
 pub use float::Float;

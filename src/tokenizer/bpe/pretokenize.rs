@@ -323,11 +323,8 @@ fn gpt2_end(s: &str, i: usize) -> usize {
         }
     }
     if c == ' ' {
-        match class_at(s, i + 1) {
-            Some(k @ (Class::Letter | Class::Number | Class::Other)) => {
-                return run_end(s, i + 1, k, usize::MAX)
-            }
-            _ => {}
+        if let Some(k @ (Class::Letter | Class::Number | Class::Other)) = class_at(s, i + 1) {
+            return run_end(s, i + 1, k, usize::MAX);
         }
     }
     let k = classify(c);
@@ -352,10 +349,13 @@ fn gpt4_end(s: &str, i: usize) -> usize {
         }
     }
     let k = classify(c);
-    if c != '\r' && c != '\n' && k != Class::Letter && k != Class::Number {
-        if class_at(s, i + cl) == Some(Class::Letter) {
-            return run_end(s, i + cl, Class::Letter, usize::MAX);
-        }
+    if c != '\r'
+        && c != '\n'
+        && k != Class::Letter
+        && k != Class::Number
+        && class_at(s, i + cl) == Some(Class::Letter)
+    {
+        return run_end(s, i + cl, Class::Letter, usize::MAX);
     }
     match k {
         Class::Letter => return run_end(s, i, Class::Letter, usize::MAX),

@@ -637,28 +637,53 @@ mod tests {
     #[test]
     fn bad_params_are_errors() {
         let v = 5;
-        let mut c = SamplerConfig::default();
-        c.top_p = 0.0;
-        assert!(c.validate(v).is_err());
-        c.top_p = 1.5;
-        assert!(c.validate(v).is_err());
-        let mut c = SamplerConfig::default();
-        c.temperature = -1.0;
-        assert!(c.validate(v).is_err());
-        let mut c = SamplerConfig::default();
-        c.logit_bias = vec![(9, 1.0)];
-        assert!(c.validate(v).is_err());
-        let mut c = SamplerConfig::default();
-        c.top_k = 0;
-        c.order = vec![Stage::TopK];
-        assert!(c.validate(v).is_err());
-        assert!(SamplerConfig::default().validate(v).is_ok());
+        let d = SamplerConfig::default;
+        let bad = [
+            SamplerConfig { top_p: 0.0, ..d() },
+            SamplerConfig { top_p: 1.5, ..d() },
+            SamplerConfig {
+                temperature: -1.0,
+                ..d()
+            },
+            SamplerConfig {
+                temperature: f32::NAN,
+                ..d()
+            },
+            SamplerConfig { min_p: 2.0, ..d() },
+            SamplerConfig {
+                typical_p: 0.0,
+                ..d()
+            },
+            SamplerConfig {
+                repeat_penalty: 0.0,
+                ..d()
+            },
+            SamplerConfig {
+                logit_bias: vec![(9, 1.0)],
+                ..d()
+            },
+            SamplerConfig {
+                logit_bias: vec![(1, f32::NAN)],
+                ..d()
+            },
+            SamplerConfig {
+                top_k: 0,
+                order: vec![Stage::TopK],
+                ..d()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate(v).is_err(), "{c:?}");
+        }
+        assert!(d().validate(v).is_ok());
     }
 
     #[test]
     fn everything_banned_is_an_error_not_a_panic() {
-        let mut cfg = SamplerConfig::pure(1);
-        cfg.logit_bias = (0..3).map(|t| (t, f32::NEG_INFINITY)).collect();
+        let cfg = SamplerConfig {
+            logit_bias: (0..3).map(|t| (t, f32::NEG_INFINITY)).collect(),
+            ..SamplerConfig::pure(1)
+        };
         let mut s = Sampler::new(cfg, 3).unwrap();
         let err = s.sample(&row(&[0.2, 0.3, 0.5]), &[]).unwrap_err();
         assert!(matches!(err, GenerateError::EmptyVocabulary { .. }));

@@ -64,7 +64,7 @@ impl<'m, M: LanguageModel> Session<'m, M> {
             logprobs: vec![0f32; v],
             slides: 0,
         };
-        let fits = model.max_context().is_none_or(|c| prompt.len() + 1 <= c);
+        let fits = model.max_context().is_none_or(|c| prompt.len() < c);
         if fits {
             let mut input = Vec::with_capacity(prompt.len() + 1);
             input.push(model.bos_token());

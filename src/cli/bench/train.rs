@@ -89,8 +89,9 @@ fn bench_infer(args: &Args) -> anyhow::Result<()> {
             decode_ms: f64,
             score_tokens_per_s: f64,
         }
-        let r: R = serde_json::from_str(text.lines().last().unwrap_or(""))
-            .with_context(|| format!("parsing {text:?} {}", String::from_utf8_lossy(&out.stderr)))?;
+        let r: R = serde_json::from_str(text.lines().last().unwrap_or("")).with_context(|| {
+            format!("parsing {text:?} {}", String::from_utf8_lossy(&out.stderr))
+        })?;
         println!(
             "transformers decode step: {:.1} ms/token; batched scoring: {:.0} tokens/s",
             r.decode_ms, r.score_tokens_per_s

@@ -205,7 +205,8 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
                 println!("wrote {}", p.display());
             }
             println!(
-                "estimated in {est:.2} s; wrote {} ({:.2} s total)",
+                "estimated in {est:.2} s; peak memory {:.0} MB; wrote {} ({:.2} s total)",
+                peak_rss_mb(),
                 a.out.display(),
                 t0.elapsed().as_secs_f64()
             );
@@ -229,6 +230,19 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// This process's peak resident memory in MB (Linux VmHWM; NaN elsewhere).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn ppl(a: PplArgs) -> anyhow::Result<()> {

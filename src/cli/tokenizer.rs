@@ -188,13 +188,15 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hook for the words tokenizer (owned by the n-gram work): trains it when it exists.
+/// Trains the words tokenizer (see `arlm::tokenizer::words` for its conventions).
 fn train_words(
-    _texts: &[&str],
-    _max_vocab: Option<usize>,
-    _min_count: usize,
+    texts: &[&str],
+    max_vocab: Option<usize>,
+    min_count: usize,
 ) -> anyhow::Result<Box<dyn Tokenizer>> {
-    bail!("--kind words is not available yet")
+    Ok(Box::new(arlm::tokenizer::words::WordTokenizer::train(
+        texts, max_vocab, min_count,
+    )?))
 }
 
 fn read_input(path: Option<&Path>) -> anyhow::Result<String> {

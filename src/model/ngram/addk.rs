@@ -129,7 +129,7 @@ impl AddK {
     /// ln p(w | context key).
     fn logprob(&self, ctx: u128, w: u32) -> f32 {
         if w == self.start {
-            return f32::NEG_INFINITY;
+            return super::NEVER;
         }
         let g = (ctx << self.packer.bits) | w as u128;
         let c = self.grams.get(&g).copied().unwrap_or(0) as f64;

@@ -298,7 +298,7 @@ impl BackoffModel {
         let mut scratch = *state;
         for (w, lp) in logprobs.iter_mut().enumerate() {
             *lp = if w as u32 == self.start {
-                f32::NEG_INFINITY
+                super::NEVER
             } else {
                 self.score_log10(state, w as u32, &mut scratch) * LN10
             };
@@ -360,7 +360,7 @@ impl LanguageModel for BackoffModel {
         for &w in rest {
             check_token(w, self.vocab_size)?;
             let lp = if w == self.start {
-                f32::NEG_INFINITY
+                super::NEVER
             } else {
                 self.step(&s, w, &mut next) * LN10
             };

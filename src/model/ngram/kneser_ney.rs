@@ -329,3 +329,163 @@ pub fn discount(
     }
     Ok(d)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::conformance::check_model;
+    use crate::model::ngram::backoff::BackoffModel;
+    use crate::model::LanguageModel;
+
+    /// A small corpus over ids 0..8 (<unk>=0, <s>=1, </s>=2) with a skewed distribution.
+    fn corpus() -> Vec<Vec<u32>> {
+        let mut state = 12345u64;
+        let mut out = Vec::new();
+        for _ in 0..300 {
+            let mut s = Vec::new();
+            loop {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (state >> 33) % 100;
+                let w = match r {
+                    0..=29 => 3,
+                    30..=49 => 4,
+                    50..=64 => 5,
+                    65..=74 => 6,
+                    75..=81 => 7,
+                    _ => 2,
+                };
+                s.push(w);
+                if w == 2 {
+                    break;
+                }
+            }
+            out.push(s);
+        }
+        out
+    }
+
+    fn fit(order: usize) -> (ArpaGrams, Vec<Discounts>) {
+        let mut c = KnCounter::new(order, 9, 1).unwrap();
+        for s in corpus() {
+            c.add_sentence(&s);
+        }
+        let mut opts = KnOptions::new(order);
+        opts.discount_fallback = Some([0.5, 1.0, 1.5]);
+        c.estimate(&opts, &(0..9).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn distributions_sum_to_one_and_paths_agree() {
+        for order in 1..=4 {
+            let (g, _) = fit(order);
+            let m = BackoffModel::new(&g, 9, 1, 2, 0, "test".into()).unwrap();
+            check_model(&m, &[2, 3, 4, 3, 5, 2, 6, 7, 8, 0, 3, 2, 3], 1e-5);
+            // <s> is never predicted.
+            let lp = m.score_next(&[2, 3]).unwrap();
+            assert!(lp[0].is_finite());
+            let mut st = m.new_state();
+            let mut row = vec![0f32; 9];
+            m.feed(&mut st, 2, &mut row).unwrap();
+            assert_eq!(row[1], crate::model::ngram::NEVER);
+        }
+    }
+
+    #[test]
+    fn interpolation_matches_the_formula_by_hand() {
+        // Bigram: p(w | h) = (c(hw) - D(c)) / c(h.) + gamma(h) p1(w), with brute-force counts.
+        let (g, d) = fit(2);
+        let sents = corpus();
+        let m = BackoffModel::new(&g, 9, 1, 2, 0, "test".into()).unwrap();
+        // Raw bigram counts and continuation unigram counts.
+        let mut bi = std::collections::BTreeMap::<(u32, u32), u64>::new();
+        for s in &sents {
+            let mut prev = 1;
+            for &w in s {
+                *bi.entry((prev, w)).or_insert(0) += 1;
+                prev = w;
+            }
+        }
+        let mut cont = [0u64; 9];
+        for &(_, w) in bi.keys() {
+            cont[w as usize] += 1;
+        }
+        let d1 = d[0];
+        let total: u64 = cont.iter().sum();
+        let (mut n1, mut n2, mut n3) = (0, 0, 0);
+        for &c in &cont {
+            match c {
+                0 => {}
+                1 => n1 += 1,
+                2 => n2 += 1,
+                _ => n3 += 1,
+            }
+        }
+        let disc = |dd: &[f32; 3], c: u64| {
+            if c == 0 {
+                0.0
+            } else {
+                dd[(c as usize).min(3) - 1] as f64
+            }
+        };
+        let gamma1 =
+            (d1[0] as f64 * n1 as f64 + d1[1] as f64 * n2 as f64 + d1[2] as f64 * n3 as f64)
+                / total as f64;
+        let p1 = |w: usize| (cont[w] as f64 - disc(&d1, cont[w])) / total as f64 + gamma1 / 8.0;
+        for h in [1u32, 3, 5, 7] {
+            let row: Vec<(u32, u64)> = bi
+                .iter()
+                .filter(|((a, _), _)| *a == h)
+                .map(|((_, b), &c)| (*b, c))
+                .collect();
+            let sum: u64 = row.iter().map(|r| r.1).sum();
+            let mut nk = [0u64; 3];
+            for &(_, c) in &row {
+                nk[(c as usize).min(3) - 1] += 1;
+            }
+            let d2 = d[1];
+            let gamma = (0..3).map(|i| d2[i] as f64 * nk[i] as f64).sum::<f64>() / sum as f64;
+            for w in [0u32, 2, 3, 4, 8] {
+                let c = row.iter().find(|r| r.0 == w).map_or(0, |r| r.1);
+                let want = (c as f64 - disc(&d2, c)) / sum as f64 + gamma * p1(w as usize);
+                let lp = m.score_next(&[2, h, w]);
+                let got = if h == 1 {
+                    m.score_next(&[2, w]).unwrap()[0]
+                } else {
+                    lp.unwrap()[1]
+                };
+                assert!(
+                    (got as f64 - want.ln()).abs() < 1e-5,
+                    "p({w} | {h}): {} vs {}",
+                    got.exp(),
+                    want
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn discounts_fail_clearly_on_tiny_data() {
+        let mut c = KnCounter::new(3, 9, 1).unwrap();
+        c.add_sentence(&[3, 4, 2]);
+        let err = c.estimate(&KnOptions::new(3), &[0]).unwrap_err();
+        assert!(matches!(err, NgramError::Discount { .. }), "{err}");
+        assert!(err.to_string().contains("--discount-fallback"));
+        let c = KnCounter::new(3, 9, 1).unwrap();
+        assert!(matches!(
+            c.estimate(&KnOptions::new(3), &[0]),
+            Err(NgramError::EmptyCorpus)
+        ));
+    }
+
+    #[test]
+    fn discount_formula() {
+        // Y = 100 / (100 + 2*40) = 0.5556; D1 = 1 - 2 Y 40/100.
+        let d = discount(1, [100, 40, 20, 10], None).unwrap();
+        let y = 100.0f32 / 180.0;
+        assert!((d[0] - (1.0 - 2.0 * y * 0.4)).abs() < 1e-6);
+        assert!((d[1] - (2.0 - 3.0 * y * 0.5)).abs() < 1e-6);
+        assert!((d[2] - (3.0 - 4.0 * y * 0.5)).abs() < 1e-6);
+    }
+}

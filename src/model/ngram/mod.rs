@@ -26,6 +26,10 @@ pub mod store;
 
 use std::path::PathBuf;
 
+/// The log-probability given to the start symbol `<s>`, which is never predicted: finite
+/// (so sums, temperatures and differences stay NaN-free) but exp() of it is exactly 0.
+pub const NEVER: f32 = -1.0e30;
+
 /// Largest supported n-gram order (the query state is a fixed-size array).
 pub const MAX_ORDER: usize = 12;
 

@@ -115,3 +115,37 @@ fn gpt_eval_equals_score_and_is_thread_count_independent() {
     let b = eval_json(m, d, &["--context", "16", "--stride", "15"], "2");
     assert_ne!(a["totals"]["nll"], b["totals"]["nll"]);
 }
+
+#[test]
+fn synthetic_source_on_its_own_text_returns_its_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("s.txt");
+    let model = dir.path().join("m");
+    arlm_ok(&[
+        "corpus",
+        "synth",
+        "--bytes",
+        "20000",
+        "--seed",
+        "7",
+        "--out",
+        text.to_str().unwrap(),
+        "--model-out",
+        model.to_str().unwrap(),
+    ]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.meta.json")).unwrap())
+            .unwrap();
+    let e = eval_json(model.to_str().unwrap(), text.to_str().unwrap(), &[], "2");
+    let bytes = std::fs::read(&text).unwrap().len();
+    assert_eq!(e["totals"]["bytes"], bytes);
+    assert_eq!(e["totals"]["tokens"], bytes);
+    let nll = e["totals"]["nll"].as_f64().unwrap();
+    let floor = meta["nll_nats"].as_f64().unwrap();
+    assert!(
+        (nll - floor).abs() < 1e-6 * floor,
+        "eval {nll} vs floor {floor}"
+    );
+    let bpb = e["metrics"]["bits_per_byte"].as_f64().unwrap();
+    assert!((bpb - meta["bits_per_byte"].as_f64().unwrap()).abs() < 1e-6);
+}

@@ -55,13 +55,21 @@ impl Corpus {
         end_token: bool,
     ) -> Result<Corpus, EvalError> {
         use rayon::prelude::*;
-        let pieces: Vec<&str> = match mode {
-            DocMode::File => vec![text],
-            DocMode::Lines => text.lines().collect(),
+        // (document text, bytes of the line break the end token stands for)
+        let pieces: Vec<(&str, u64)> = match mode {
+            DocMode::File => vec![(text, 0)],
+            DocMode::Lines => text
+                .split_inclusive('\n')
+                .map(|l| {
+                    let body = l.strip_suffix('\n').unwrap_or(l);
+                    let body = body.strip_suffix('\r').unwrap_or(body);
+                    (body, (l.len() - body.len()) as u64)
+                })
+                .collect(),
             DocMode::Paragraphs => text
                 .split("\n\n")
-                .map(|p| p.trim_matches('\n'))
-                .filter(|p| !p.trim().is_empty())
+                .map(|p| (p.trim_matches('\n'), 0))
+                .filter(|(p, _)| !p.trim().is_empty())
                 .collect(),
             DocMode::Stream => {
                 return Err(EvalError::Invalid(
@@ -72,14 +80,17 @@ impl Corpus {
         let eot = tok.eot_token();
         let docs = pieces
             .par_iter()
-            .map(|p| {
+            .map(|&(p, line_break)| {
                 let mut ids = tok.encode(p)?;
                 if end_token && ids.last() != Some(&eot) {
                     ids.push(eot);
                 }
+                // A scored end token stands for the line break, so its bytes count: the
+                // byte total is then the file's, as for a byte model scoring the newlines.
+                let extra = if end_token { line_break } else { 0 };
                 Ok(Document {
                     ids,
-                    bytes: p.len() as u64,
+                    bytes: p.len() as u64 + extra,
                     words: count_words(p),
                 })
             })
@@ -472,16 +483,25 @@ pub fn evaluate<M: LanguageModel>(
         }
     });
     let bos = model.bos_token();
-    let bos_text = crate::eval::score::piece(tok, bos);
-    let eot_text = crate::eval::score::piece(tok, tok.eot_token());
+    let name = |id: u32| {
+        let p = crate::eval::score::piece(tok, id);
+        if p.is_empty() {
+            format!("id {id}")
+        } else {
+            format!("id {id} {p:?}")
+        }
+    };
+    let bos_text = name(bos);
+    let eot_text = name(tok.eot_token());
     let separation = match corpus.mode {
         DocMode::File => "the whole file is one document".to_string(),
-        DocMode::Lines => "each line is a document, scored independently (context never crosses a line; the newline itself is not scored)".to_string(),
+        DocMode::Lines if corpus.end_token => "each line is a document, scored independently (context never crosses a line; the scored end token stands for the line break)".to_string(),
+        DocMode::Lines => "each line is a document, scored independently (context never crosses a line; line breaks are not scored)".to_string(),
         DocMode::Paragraphs => "blank-line-separated paragraphs, scored independently".to_string(),
-        DocMode::Stream => format!("one token stream; its {eot_text:?} ids separate documents and the context crosses them (as in training)"),
+        DocMode::Stream => format!("one token stream; its end-of-text ids ({eot_text}) separate documents and the context crosses them (as in training)"),
     };
     let scored = if corpus.end_token {
-        format!("every token of each document, plus the end-of-text token {eot_text:?} after it; BOS is never scored")
+        format!("every token of each document, plus the end-of-text token ({eot_text}) after it; BOS is never scored")
     } else if corpus.mode == DocMode::Stream {
         "every token after the first (BOS), separators included".to_string()
     } else {
@@ -504,11 +524,16 @@ pub fn evaluate<M: LanguageModel>(
         window: opts.window.window,
         stride: opts.window.stride,
         conditioning: format!(
-            "each document is preceded by BOS id {bos} ({bos_text:?}): x_1 is scored as log p(x_1 | BOS)"
+            "each document is preceded by BOS ({bos_text}): x_1 is scored as log p(x_1 | BOS)"
         ),
         separation,
         scored,
-        bytes: "UTF-8 bytes of the document text (special tokens and line breaks between documents count 0)".into(),
+        bytes: if corpus.end_token && corpus.mode == DocMode::Lines {
+            "UTF-8 bytes of the text, each line's line break included (the scored end token stands for it): the file's bytes".into()
+        } else {
+            "UTF-8 bytes of the document text (special tokens and unscored separators count 0)"
+                .into()
+        },
         words: "whitespace-separated words of the document text".into(),
         interval: interval_text,
     };
@@ -549,7 +574,7 @@ mod tests {
             Corpus::from_text(Path::new("t"), text, &ByteTokenizer, DocMode::Lines, true).unwrap();
         let r = evaluate(&m, &ByteTokenizer, &c, &opts).unwrap();
         assert_eq!(r.totals.tokens, 29);
-        assert_eq!(r.totals.bytes, 25);
+        assert_eq!(r.totals.bytes, text.len() as u64);
     }
 
     #[test]

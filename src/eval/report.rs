@@ -33,6 +33,25 @@ fn visible(piece: &str) -> String {
         .replace('\r', "␍")
 }
 
+/// A log-prob for display: models mark impossible tokens with a huge negative number
+/// (or -inf); both show as "-inf".
+fn lp(x: f64, digits: usize) -> String {
+    if x < -1e29 {
+        "-inf".to_string()
+    } else {
+        format!("{x:.digits$}")
+    }
+}
+
+/// A non-negative cost (NLL, bits) for display: "inf" once an impossible token is in it.
+fn cost(x: f64, digits: usize, impossible: bool) -> String {
+    if impossible || x.is_infinite() {
+        "inf".to_string()
+    } else {
+        format!("{x:.digits$}")
+    }
+}
+
 /// One JSON line per scored text.
 pub fn score_jsonl(s: &TextScore) -> String {
     serde_json::to_string(s).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -75,33 +94,33 @@ pub fn score_table(s: &TextScore, color: bool) -> String {
         let alts: Vec<String> = t
             .top
             .iter()
-            .map(|a| format!("{:?} {:.2}", a.piece, a.logprob))
+            .map(|a| format!("{:?} {}", a.piece, lp(a.logprob, 2)))
             .collect();
         let _ = writeln!(
             out,
-            "{:>5} {:>7} {}{} {:>9.4} {:>7} {:>8.4} {:>11.4}  {}",
+            "{:>5} {:>7} {}{} {:>9} {:>7} {:>8.4} {:>11}  {}",
             t.position,
             t.id,
             paint(bucket(t.rank), &shown),
             " ".repeat(pad),
-            t.logprob,
+            lp(t.logprob, 4),
             t.rank,
             t.entropy,
-            t.cumulative_logprob,
+            lp(t.cumulative_logprob, 4),
             alts.join(", ")
         );
     }
     let counts = bucket_counts(s);
+    let impossible = s.joint_logprob < -1e29;
     let _ = writeln!(
         out,
-        "joint log p = {:.4} nats = sum of the {} token terms | NLL {:.4} nats = {:.4} bits | {:.4} nats/token (ppl {:.3}) | {:.4} bits/byte over {} bytes | top-1/10/100/rest: {}/{}/{}/{}",
-        s.joint_logprob,
+        "joint log p = {} nats = sum of the {} token terms | NLL {} bits | {} nats/token (ppl {}) | {} bits/byte over {} bytes | top-1/10/100/rest: {}/{}/{}/{}",
+        lp(s.joint_logprob, 4),
         s.totals.tokens,
-        s.totals.nll,
-        s.totals.nll / std::f64::consts::LN_2,
-        s.metrics.nll_per_token_nats,
-        s.metrics.token_perplexity,
-        s.metrics.bits_per_byte,
+        cost(s.totals.nll / std::f64::consts::LN_2, 4, impossible),
+        cost(s.metrics.nll_per_token_nats, 4, impossible),
+        cost(s.metrics.token_perplexity, 3, impossible),
+        cost(s.metrics.bits_per_byte, 4, impossible),
         s.totals.bytes,
         counts[0],
         counts[1],
@@ -152,23 +171,23 @@ pub fn score_html(model: &str, scores: &[TextScore]) -> String {
         body.push_str("<div class=\"text\">");
         for t in &s.tokens {
             let mut tip = format!(
-                "<b>{}</b> id {}<br>log p = {:.4} (p = {:.4})<br>rank {} · entropy {:.3} nats<br>running sum {:.3}",
+                "<b>{}</b> id {}<br>log p = {} (p = {:.4})<br>rank {} · entropy {:.3} nats<br>running sum {}",
                 esc(&format!("{:?}", t.piece)),
                 t.id,
-                t.logprob,
+                lp(t.logprob, 4),
                 t.logprob.exp(),
                 t.rank,
                 t.entropy,
-                t.cumulative_logprob
+                lp(t.cumulative_logprob, 3)
             );
             if !t.top.is_empty() {
                 tip.push_str("<table>");
                 for a in &t.top {
                     let _ = write!(
                         tip,
-                        "<tr><td>{}</td><td>{:.4}</td><td>{:.3}</td></tr>",
+                        "<tr><td>{}</td><td>{}</td><td>{:.3}</td></tr>",
                         esc(&format!("{:?}", a.piece)),
-                        a.logprob,
+                        lp(a.logprob, 4),
                         a.logprob.exp()
                     );
                 }
@@ -187,8 +206,8 @@ pub fn score_html(model: &str, scores: &[TextScore]) -> String {
         let c = bucket_counts(s);
         let _ = writeln!(
             body,
-            "<p class=\"sum\">joint log p = {:.4} nats over {} tokens · NLL {:.4} bits · {:.4} nats/token (perplexity {:.3}) · {:.4} bits/byte · top-1/10/100/rest: {}/{}/{}/{}</p></section>",
-            s.joint_logprob,
+            "<p class=\"sum\">joint log p = {} nats over {} tokens · NLL {:.4} bits · {:.4} nats/token (perplexity {:.3}) · {:.4} bits/byte · top-1/10/100/rest: {}/{}/{}/{}</p></section>",
+            lp(s.joint_logprob, 4),
             s.totals.tokens,
             s.totals.nll / std::f64::consts::LN_2,
             s.metrics.nll_per_token_nats,
@@ -251,6 +270,12 @@ pub fn eval_text(r: &EvalReport) -> String {
     let _ = writeln!(out, "tokens scored     {}", t.tokens);
     let _ = writeln!(out, "bytes             {}", t.bytes);
     let _ = writeln!(out, "words             {}", t.words);
+    let _ = writeln!(
+        out,
+        "NLL total         {:.4} nats = {:.4} bits",
+        t.nll,
+        t.nll / std::f64::consts::LN_2
+    );
     let _ = writeln!(
         out,
         "NLL per token     {:.6} nats = {:.6} bits{}",

@@ -98,7 +98,7 @@ pub fn score_ids<M: LanguageModel>(
 fn describe_position(row: &[f32], target: u32, top_k: usize) -> IdScore {
     let lp = row[target as usize];
     let rank = 1 + row.iter().filter(|&&x| x > lp).count();
-    let entropy = -row
+    let entropy = (-row
         .iter()
         .map(|&x| {
             let x = x as f64;
@@ -108,7 +108,8 @@ fn describe_position(row: &[f32], target: u32, top_k: usize) -> IdScore {
                 x.exp() * x
             }
         })
-        .sum::<f64>();
+        .sum::<f64>())
+    .max(0.0);
     let mut top: Vec<(u32, f64)> = Vec::with_capacity(top_k + 1);
     if top_k > 0 {
         for (i, &x) in row.iter().enumerate() {

@@ -175,8 +175,10 @@ fn run_in(args: &Args, tmp: &std::path::Path) -> Result<()> {
         r["threads"]
     );
     let diff = (nll / n as f64 - hf_nll / hf_n as f64).abs();
-    // f32 on both sides: agree to 1e-5 relative (plus 1e-5 absolute) per token.
-    let tol = 1e-5 * (nll / n as f64).abs() + 1e-5;
+    // f32 on both sides through 12 layers with different summation orders: agree to
+    // 1e-4 relative per token (measured: 6e-5 at NLL 37.8 with weight scale 4; a wrong
+    // mask, position or window shows up as 1e-2 or more).
+    let tol = 1e-4 * (nll / n as f64).abs() + 1e-5;
     println!(
         "same NLL: |diff| = {diff:.2e} nats/token (tolerance {tol:.1e}) | speed ratio arlm/transformers = {:.2}x",
         hf_secs / secs

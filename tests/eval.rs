@@ -153,3 +153,33 @@ fn ptb_uniform_bytes_quick_check() {
     assert_eq!(v["interval"]["unit"], "documents");
     assert_eq!(v["protocol"]["documents"], 3761);
 }
+
+#[test]
+fn ptb_standard_counts_with_a_words_tokenizer() {
+    // The word-level convention: one </s> scored per line (82,430 tokens on PTB test, the
+    // standard figure), bytes = the file's bytes, words = whitespace words.
+    let Some(test) = shared_data("ptb/ptb.test.txt") else {
+        return;
+    };
+    let text = std::fs::read_to_string(&test).unwrap();
+    let tok = arlm::tokenizer::words::WordTokenizer::train(&[&text], None, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    save_uniform(dir.path(), &tok).unwrap();
+    let out = arlm_ok(&[
+        "eval",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--json",
+        "--resamples",
+        "50",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["totals"]["tokens"], 82430);
+    assert_eq!(v["totals"]["bytes"], text.len());
+    assert_eq!(v["totals"]["words"], text.split_whitespace().count());
+    let ppl = v["metrics"]["token_perplexity"].as_f64().unwrap();
+    let vocab = arlm::tokenizer::Tokenizer::vocab_size(&tok) as f64;
+    assert!((ppl / vocab - 1.0).abs() < 1e-5, "{ppl} vs {vocab}");
+}

@@ -177,7 +177,12 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = arlm::model::load::load(&args.model)
         .with_context(|| format!("cannot load the model {}", args.model.display()))?;
     let tok = &*loaded.tokenizer;
-    let prompt_ids = tok.encode(&prompt).context("cannot tokenize the prompt")?;
+    let mut prompt_ids = tok.encode(&prompt).context("cannot tokenize the prompt")?;
+    // Sentence-level tokenizers (words) close every line with end-of-text; a prompt is to
+    // be continued, so its last sentence stays open unless the prompt ends with a newline.
+    if prompt_ids.last() == Some(&tok.eot_token()) && !prompt.ends_with('\n') {
+        prompt_ids.pop();
+    }
     arlm::with_model!(&loaded.model, m => run_model(m, tok, &args, &prompt_ids))
 }
 

@@ -246,25 +246,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out.display()
     );
     let (all, n) = trainer.evaluate_all(500)?;
+    let all_bits = (n > 0)
+        .then(|| trainer.data.val_tokens_per_byte())
+        .flatten()
+        .map(|tpb| all as f64 / std::f64::consts::LN_2 * tpb);
     if n > 0 {
         println!(
             "val loss over {n} validation tokens (consecutive windows): {all:.4} nats/token{}",
-            trainer
-                .data
-                .val_tokens_per_byte()
-                .map(|tpb| format!(
-                    ", {:.4} bits/byte",
-                    all as f64 / std::f64::consts::LN_2 * tpb
-                ))
+            all_bits
+                .map(|b| format!(", {b:.4} bits/byte"))
                 .unwrap_or_default()
         );
     }
     if is_synthetic && trainer.data.tokenizer.kind() == "bytes" {
-        print_floor(bits);
+        print_floor(all_bits.or(bits));
     }
     Ok(())
 }
 
+/// The synthetic corpus's known floor: its source's entropy rate (no model beats it in
+/// expectation), beside what the run reached.
 fn print_floor(bits: Option<f64>) {
-    let _ = bits;
+    let floor = arlm::corpus::synth::SynthSource::new().entropy_rate_bits();
+    match bits {
+        Some(b) => println!(
+            "floor: the synthetic source's entropy rate is {floor:.4} bits/byte; this model is \
+             {:.4} bits/byte above it ({:.0}% over)",
+            b - floor,
+            100.0 * (b - floor) / floor
+        ),
+        None => println!("floor: the synthetic source's entropy rate is {floor:.4} bits/byte"),
+    }
 }

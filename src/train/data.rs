@@ -227,20 +227,7 @@ pub fn make_tokenizer(
 
 /// The embedded synthetic corpus (the default training text).
 pub fn default_text() -> &'static str {
-    // Placeholder until crate::corpus::default_corpus lands (data helper).
-    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TEXT.get_or_init(|| {
-        let words = [
-            "the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far",
-        ];
-        let mut r = Rng::new(1);
-        let mut s = String::new();
-        while s.len() < 200_000 {
-            s.push_str(words[r.below(10) as usize]);
-            s.push(if r.below(8) == 0 { '\n' } else { ' ' });
-        }
-        s
-    })
+    crate::corpus::default_corpus()
 }
 
 /// Loads training data: `None` = the embedded synthetic corpus (bytes tokenizer unless

@@ -557,7 +557,7 @@ impl<M: Trainable> Trainer<M> {
             let last_step = self.step == end;
             // Evaluating at an early stop would change the eval records (and best/) of a
             // run that is resumed later, so only the schedule's steps evaluate.
-            if self.step % self.config.eval_every == 0 || self.step == self.config.steps {
+            if self.step.is_multiple_of(self.config.eval_every) || self.step == self.config.steps {
                 let (train, val) = self.eval_and_log()?;
                 last = (train, val);
                 say(
@@ -573,13 +573,13 @@ impl<M: Trainable> Trainer<M> {
                     ),
                 );
             }
-            if self.step % self.config.checkpoint_every == 0 || last_step {
+            if self.step.is_multiple_of(self.config.checkpoint_every) || last_step {
                 self.save_checkpoint()?;
             }
         }
         pb.finish_and_clear();
         if last.1.is_nan()
-            || self.step != self.config.steps && self.step % self.config.eval_every != 0
+            || self.step != self.config.steps && !self.step.is_multiple_of(self.config.eval_every)
         {
             // No evaluation at this step (stopped early, or nothing to do): report a fresh one.
             last.1 = self.evaluate()?;

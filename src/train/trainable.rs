@@ -84,14 +84,15 @@ impl Bigram {
         let mut row = vec![0f32; v];
         for (&x, &y) in inputs.iter().zip(targets) {
             let (x, y) = (x as usize % v, y as usize % v);
-            for j in 0..v {
-                row[j] = self.params[x * v + j] + self.params[v * v + j];
+            let (w, bias) = (&self.params[x * v..(x + 1) * v], &self.params[v * v..]);
+            for ((r, w), b) in row.iter_mut().zip(w).zip(bias) {
+                *r = w + b;
             }
             let lse = crate::model::logsumexp(&row) as f32;
             total += (lse - row[y]) as f64;
             if backward {
-                for j in 0..v {
-                    let g = ((row[j] - lse).exp() - if j == y { 1.0 } else { 0.0 }) / n;
+                for (j, &r) in row.iter().enumerate() {
+                    let g = ((r - lse).exp() - if j == y { 1.0 } else { 0.0 }) / n;
                     self.grads[x * v + j] += g;
                     self.grads[v * v + j] += g;
                 }

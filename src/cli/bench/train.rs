@@ -29,6 +29,80 @@ pub struct Args {
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_torch: bool,
+    /// Instead of training: inference at GPT-2 124M shape (KV-cache decode step and
+    /// batched scoring), vs transformers (tools/bench_infer_torch.py).
+    #[arg(long)]
+    infer: bool,
+}
+
+/// GPT-2 124M shape, random init.
+fn gpt2_small() -> GptConfig {
+    GptConfig {
+        n_layer: 12,
+        n_head: 12,
+        n_embd: 768,
+        block_size: 1024,
+        vocab_size: 50257,
+        dropout: 0.0,
+    }
+}
+
+fn bench_infer(args: &Args) -> anyhow::Result<()> {
+    use arlm::model::LanguageModel;
+    let model = Gpt::new(gpt2_small(), 1)?;
+    let v = model.config.vocab_size;
+    let mut st = model.new_state();
+    let mut row = vec![0f32; v];
+    // decode: a 64-token prompt via prefill, then 32 single-token steps
+    let prompt: Vec<u32> = (0..64).map(|i| (i * 7919 % v) as u32).collect();
+    model.prefill(&mut st, &prompt, &mut row)?;
+    let mut times = Vec::new();
+    for i in 0..32u32 {
+        let t0 = Instant::now();
+        model.feed(&mut st, (i * 31) % v as u32, &mut row)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let decode_ms = median(&mut times) * 1e3;
+    // batched scoring: 8 sequences of 128 tokens
+    let seqs: Vec<Vec<u32>> = (0..8)
+        .map(|s| (0..128).map(|i| ((i * 131 + s * 17) % v) as u32).collect())
+        .collect();
+    let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        model.score_next_batch(&refs)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let score_s = median(&mut times);
+    println!("GPT-2 124M shape (random init), 2 threads");
+    println!(
+        "arlm     decode step (KV cache, context 64-96): {decode_ms:.1} ms/token; batched scoring 8x128: {:.0} tokens/s",
+        8.0 * 128.0 / score_s
+    );
+    if let Some(py) = python(args) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bench_infer_torch.py");
+        let out = std::process::Command::new(py).arg(&script).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        #[derive(serde::Deserialize)]
+        struct R {
+            decode_ms: f64,
+            score_tokens_per_s: f64,
+        }
+        let r: R = serde_json::from_str(text.lines().last().unwrap_or("")).with_context(|| {
+            format!("parsing {text:?} {}", String::from_utf8_lossy(&out.stderr))
+        })?;
+        println!(
+            "transformers decode step: {:.1} ms/token; batched scoring: {:.0} tokens/s",
+            r.decode_ms, r.score_tokens_per_s
+        );
+        println!(
+            "ratio arlm vs transformers: decode {:.2}x, scoring {:.2}x",
+            r.decode_ms / decode_ms,
+            8.0 * 128.0 / score_s / r.score_tokens_per_s
+        );
+    }
+    Ok(())
 }
 
 /// One benchmark model.
@@ -177,6 +251,9 @@ fn bench_torch(py: &PathBuf, spec: &Spec, steps: usize) -> anyhow::Result<Result
 
 /// Runs `arlm bench train`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.infer {
+        return bench_infer(&args);
+    }
     let specs = specs(&args.model)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(

@@ -97,9 +97,9 @@ impl Gpt<f32> {
                         st.v[l].extend_from_slice(&row[2 * c..]);
                     }
                 };
-                forward(cfg, &self.params, &mut acts, tokens, Some(&mut hook));
+                forward(cfg, &self.params, &mut acts, tokens, Some(&mut hook), None);
             }
-            None => forward(cfg, &self.params, &mut acts, tokens, None),
+            None => forward(cfg, &self.params, &mut acts, tokens, None, None),
         }
         acts
     }

@@ -7,6 +7,7 @@
 use super::kernels::{self, LN_BLOCKS};
 use super::{layer, layer_mut, parts, parts_mut, Float, Gpt, GptConfig};
 use crate::model::ModelError;
+use rayon::prelude::*;
 
 /// Activations for one (B, T). `slots` is L for training, 1 for inference.
 pub(crate) struct Acts<F> {
@@ -32,6 +33,11 @@ pub(crate) struct Acts<F> {
     pub lnf_rstd: Vec<F>,
     pub logits: Vec<F>,
     pub losses: Vec<F>,
+    /// Dropout masks (0 or 1/(1-p)) of the embeddings and of each block's two residual
+    /// branches; empty unless the trainer was built for a model with dropout > 0.
+    pub drop_emb: Vec<F>,
+    pub drop_attn: Vec<F>,
+    pub drop_mlp: Vec<F>,
 }
 
 impl<F: Float> Acts<F> {
@@ -62,8 +68,54 @@ impl<F: Float> Acts<F> {
             lnf_rstd: z(n),
             logits: z(n * v),
             losses: z(n),
+            drop_emb: Vec::new(),
+            drop_attn: Vec::new(),
+            drop_mlp: Vec::new(),
         }
     }
+}
+
+/// Fills `mask` with 0 (probability p) or 1/(1-p), deterministically from (seed, stream,
+/// index) so any thread count gives the same masks.
+fn fill_dropout_mask<F: Float>(mask: &mut [F], p: f32, seed: u64, stream: u64) {
+    let keep = F::from_f64(1.0 / (1.0 - p as f64));
+    let thresh = (p as f64 * (1u64 << 53) as f64) as u64;
+    mask.par_chunks_mut(1 << 14)
+        .enumerate()
+        .for_each(|(ci, ch)| {
+            for (i, m) in ch.iter_mut().enumerate() {
+                let idx = (ci << 14) as u64 + i as u64;
+                let mut z = seed
+                    .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
+                    .wrapping_add(idx.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                *m = if (z >> 11) < thresh { F::ZERO } else { keep };
+            }
+        });
+}
+
+/// x *= mask elementwise.
+fn apply_mask<F: Float>(x: &mut [F], mask: &[F]) {
+    x.par_chunks_mut(1 << 14)
+        .zip(mask.par_chunks(1 << 14))
+        .for_each(|(x, m)| {
+            for (a, &b) in x.iter_mut().zip(m) {
+                *a *= b;
+            }
+        });
+}
+
+/// out = x * mask elementwise.
+fn masked_copy<F: Float>(out: &mut [F], x: &[F], mask: &[F]) {
+    out.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14).zip(mask.par_chunks(1 << 14)))
+        .for_each(|(o, (x, m))| {
+            for ((a, &b), &c) in o.iter_mut().zip(x).zip(m) {
+                *a = b * c;
+            }
+        });
 }
 
 /// A hook the inference forward calls with each layer's qkv (B=1), to fill a KV cache.
@@ -76,6 +128,7 @@ pub(crate) fn forward<F: Float>(
     acts: &mut Acts<F>,
     tokens: &[u32],
     mut hook: Option<QkvHook<'_, F>>,
+    dropout: Option<(f32, u64)>,
 ) {
     let (b, t) = (acts.b, acts.t);
     let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
@@ -83,6 +136,14 @@ pub(crate) fn forward<F: Float>(
     let p = parts(params, cfg);
     kernels::encoder_forward(&mut acts.encoded, tokens, p.wte, p.wpe, t, c);
     let training = acts.slots == cfg.n_layer;
+    // Dropout needs the per-layer masks only the trainer allocates.
+    let dropout = dropout.filter(|&(p, _)| p > 0.0 && training && !acts.drop_emb.is_empty());
+    if let Some((pd, seed)) = dropout {
+        fill_dropout_mask(&mut acts.drop_emb, pd, seed, 0);
+        fill_dropout_mask(&mut acts.drop_attn, pd, seed, 1);
+        fill_dropout_mask(&mut acts.drop_mlp, pd, seed, 2);
+        apply_mask(&mut acts.encoded, &acts.drop_emb);
+    }
     for l in 0..cfg.n_layer {
         let s = if training { l } else { 0 };
         let w = layer(p.layers, cfg, l);
@@ -112,6 +173,9 @@ pub(crate) fn forward<F: Float>(
         kernels::attention_forward(atty, att, qkv, b, t, c, nh);
         let res2 = &mut a.res2[s * n * c..(s + 1) * n * c];
         kernels::matmul_forward(res2, atty, w.attn_proj_w, Some(w.attn_proj_b), n, c, c);
+        if dropout.is_some() {
+            apply_mask(res2, &a.drop_attn[l * n * c..(l + 1) * n * c]);
+        }
         kernels::residual_add(res2, input);
         let ln2 = &mut a.ln2[s * n * c..(s + 1) * n * c];
         kernels::layernorm_forward(
@@ -129,6 +193,9 @@ pub(crate) fn forward<F: Float>(
         kernels::gelu_forward(fch_gelu, fch);
         let res3 = &mut a.res3[s * n * c..(s + 1) * n * c];
         kernels::matmul_forward(res3, fch_gelu, w.proj_w, Some(w.proj_b), n, 4 * c, c);
+        if dropout.is_some() {
+            apply_mask(res3, &a.drop_mlp[l * n * c..(l + 1) * n * c]);
+        }
         kernels::residual_add(res3, res2);
         if !training {
             // The next layer reads its input from `encoded`.
@@ -180,6 +247,10 @@ pub struct GptTrainer<F: Float = f32> {
     datt: Vec<F>,
     dfch: Vec<F>,
     ln_scratch: Vec<F>,
+    /// (N,C) scratch: a residual gradient times a dropout mask (empty without dropout).
+    dtmp: Vec<F>,
+    /// Whether the last forward pass applied dropout.
+    dropped: bool,
 }
 
 impl<F: Float> GptTrainer<F> {
@@ -189,11 +260,18 @@ impl<F: Float> GptTrainer<F> {
         let (c, nh) = (cfg.n_embd, cfg.n_head);
         let n = b * t;
         let z = |len: usize| vec![F::ZERO; len];
+        let mut acts = Acts::new(&cfg, b, t, cfg.n_layer);
+        let with_dropout = cfg.dropout > 0.0;
+        if with_dropout {
+            acts.drop_emb = z(n * c);
+            acts.drop_attn = z(cfg.n_layer * n * c);
+            acts.drop_mlp = z(cfg.n_layer * n * c);
+        }
         GptTrainer {
             config: cfg,
             b,
             t,
-            acts: Acts::new(&cfg, b, t, cfg.n_layer),
+            acts,
             grads: z(model.num_params()),
             dres: z(n * c),
             dln: z(n * c),
@@ -202,6 +280,8 @@ impl<F: Float> GptTrainer<F> {
             datt: z(b * nh * t * t),
             dfch: z(n * 4 * c),
             ln_scratch: z(LN_BLOCKS * 2 * c),
+            dtmp: if with_dropout { z(n * c) } else { Vec::new() },
+            dropped: false,
         }
     }
 
@@ -270,7 +350,15 @@ impl<F: Float> GptTrainer<F> {
     /// Runs the forward pass and returns the logits (B,T,V) (no softmax, no loss).
     pub fn logits(&mut self, model: &Gpt<F>, inputs: &[u32]) -> Result<&[F], ModelError> {
         self.check(model, inputs, inputs)?;
-        forward(&self.config, model.params(), &mut self.acts, inputs, None);
+        forward(
+            &self.config,
+            model.params(),
+            &mut self.acts,
+            inputs,
+            None,
+            None,
+        );
+        self.dropped = false;
         Ok(&self.acts.logits)
     }
 
@@ -292,8 +380,27 @@ impl<F: Float> GptTrainer<F> {
         inputs: &[u32],
         targets: &[u32],
     ) -> Result<f64, ModelError> {
+        self.loss_inner(model, inputs, targets, None)
+    }
+
+    /// Forward + loss, with dropout masks from `dropout = (p, seed)` when given.
+    pub(crate) fn loss_inner(
+        &mut self,
+        model: &Gpt<F>,
+        inputs: &[u32],
+        targets: &[u32],
+        dropout: Option<(f32, u64)>,
+    ) -> Result<f64, ModelError> {
         self.check(model, inputs, targets)?;
-        forward(&self.config, model.params(), &mut self.acts, inputs, None);
+        forward(
+            &self.config,
+            model.params(),
+            &mut self.acts,
+            inputs,
+            None,
+            dropout,
+        );
+        self.dropped = dropout.is_some_and(|(p, _)| p > 0.0) && !self.acts.drop_emb.is_empty();
         let loss = kernels::softmax_ce_forward(
             &mut self.acts.logits,
             &mut self.acts.losses,
@@ -308,7 +415,9 @@ impl<F: Float> GptTrainer<F> {
 
     /// Mean next-token cross-entropy (nats) over the B*T positions; ADDS its gradient into
     /// [`GptTrainer::grads`] (call [`GptTrainer::zero_grad`] between optimizer steps).
-    /// `seed` drives dropout (unused when dropout is 0).
+    /// `seed` drives dropout (embeddings and both residual branches of every block, as
+    /// nanoGPT's embd/resid dropout; attention probabilities are not dropped); unused when
+    /// the model's dropout is 0.
     pub fn forward_backward(
         &mut self,
         model: &Gpt<F>,
@@ -316,13 +425,8 @@ impl<F: Float> GptTrainer<F> {
         targets: &[u32],
         seed: u64,
     ) -> Result<f32, ModelError> {
-        let _ = seed;
-        if model.config.dropout > 0.0 {
-            return Err(ModelError::InvalidConfig(
-                "dropout > 0 is not supported in training yet; use dropout 0".into(),
-            ));
-        }
-        let loss = self.forward_loss(model, inputs, targets)?;
+        let loss =
+            self.loss_inner(model, inputs, targets, Some((model.config.dropout, seed)))? as f32;
         self.backward(model.params(), inputs, targets);
         Ok(loss)
     }
@@ -373,12 +477,18 @@ impl<F: Float> GptTrainer<F> {
             let fch = &a.fch[sl(4 * c)];
             let fch_gelu = &a.fch_gelu[sl(4 * c)];
             let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
-            // res3 = res2 + gelu @ proj_w + proj_b
+            // res3 = res2 + drop(gelu @ proj_w + proj_b)
+            let dbranch: &[F] = if self.dropped {
+                masked_copy(&mut self.dtmp, &self.dres, &a.drop_mlp[sl(c)]);
+                &self.dtmp
+            } else {
+                &self.dres
+            };
             kernels::matmul_backward(
                 &mut self.dfch,
                 gw.proj_w,
                 Some(gw.proj_b),
-                &self.dres,
+                dbranch,
                 fch_gelu,
                 w.proj_w,
                 n,
@@ -409,12 +519,18 @@ impl<F: Float> GptTrainer<F> {
                 &a.ln2_rstd[l * n..(l + 1) * n],
                 c,
             );
-            // res2 = input + atty @ attn_proj_w + attn_proj_b
+            // res2 = input + drop(atty @ attn_proj_w + attn_proj_b)
+            let dbranch: &[F] = if self.dropped {
+                masked_copy(&mut self.dtmp, &self.dres, &a.drop_attn[sl(c)]);
+                &self.dtmp
+            } else {
+                &self.dres
+            };
             kernels::matmul_backward(
                 &mut self.datty,
                 gw.attn_proj_w,
                 Some(gw.attn_proj_b),
-                &self.dres,
+                dbranch,
                 atty,
                 w.attn_proj_w,
                 n,
@@ -456,6 +572,9 @@ impl<F: Float> GptTrainer<F> {
                 c,
             );
         }
+        if self.dropped {
+            apply_mask(&mut self.dres, &a.drop_emb);
+        }
         kernels::encoder_backward(g.wte, g.wpe, &self.dres, inputs, t, c);
     }
 }
@@ -477,6 +596,7 @@ mod tests {
 
     /// Whole-model finite-difference check in f64 on every parameter of a tiny model.
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn whole_model_gradient_matches_finite_differences() {
         let cfg = cfg();
         let mut model: Gpt<f64> = Gpt::init(cfg, 3).unwrap();
@@ -511,6 +631,51 @@ mod tests {
             );
         }
         assert!(worst < 1e-3);
+    }
+
+    /// With dropout on, the gradient is that of the loss under the same (seeded) masks.
+    #[test]
+    fn dropout_gradient_matches_finite_differences() {
+        let cfg = GptConfig {
+            dropout: 0.3,
+            ..cfg()
+        };
+        let mut model: Gpt<f64> = Gpt::init(cfg, 4).unwrap();
+        let inputs = [1u32, 2, 3, 4, 5, 6];
+        let targets = [2u32, 3, 4, 5, 6, 0];
+        let mut tr = GptTrainer::new(&model, 1, 6);
+        tr.zero_grad();
+        let loss = tr.forward_backward(&model, &inputs, &targets, 9).unwrap() as f64;
+        let clean = tr.forward_loss_f64(&model, &inputs, &targets).unwrap();
+        assert!((loss - clean).abs() > 1e-6, "dropout changed nothing");
+        let again = tr
+            .loss_inner(&model, &inputs, &targets, Some((0.3, 9)))
+            .unwrap();
+        assert!((again - loss).abs() < 1e-6, "same seed, same masks");
+        let zeros = tr.acts.drop_attn.iter().filter(|&&m| m == 0.0).count();
+        let frac = zeros as f64 / tr.acts.drop_attn.len() as f64;
+        assert!((frac - 0.3).abs() < 0.1, "dropped fraction {frac}");
+        let grads = tr.grads().to_vec();
+        let h = 1e-5;
+        for i in (0..model.num_params()).step_by(7) {
+            let x0 = model.params()[i];
+            model.params_mut()[i] = x0 + h;
+            let lp = tr
+                .loss_inner(&model, &inputs, &targets, Some((0.3, 9)))
+                .unwrap();
+            model.params_mut()[i] = x0 - h;
+            let lm = tr
+                .loss_inner(&model, &inputs, &targets, Some((0.3, 9)))
+                .unwrap();
+            model.params_mut()[i] = x0;
+            let num = (lp - lm) / (2.0 * h);
+            let err = (num - grads[i]).abs() / (1e-4 + num.abs().max(grads[i].abs()));
+            assert!(
+                err < 1e-3,
+                "param {i}: numeric {num} vs analytic {}",
+                grads[i]
+            );
+        }
     }
 
     #[test]

@@ -50,7 +50,8 @@ fn raw_text_uses_chars_and_toml_config_applies() {
     let recs = read_jsonl(&out.join("metrics.jsonl")).unwrap();
     let evals: Vec<u64> = recs
         .iter()
-        .filter_map(|r| matches!(r, Record::Eval { .. }).then(|| r.step()))
+        .filter(|r| matches!(r, Record::Eval { .. }))
+        .map(|r| r.step())
         .collect();
     assert_eq!(evals, vec![5, 10]);
     // The run directory is a model directory the rest of arlm loads.

@@ -183,7 +183,7 @@ fn run_in(args: &Args, tmp: &std::path::Path) -> Result<()> {
         "same NLL: |diff| = {diff:.2e} nats/token (tolerance {tol:.1e}) | speed ratio arlm/transformers = {:.2}x",
         hf_secs / secs
     );
-    if hf_n != n || !(diff <= tol) {
+    if hf_n != n || diff.is_nan() || diff > tol {
         bail!(
             "arlm and transformers disagree: {n} vs {hf_n} tokens, NLL/token differs by {diff:e}"
         );

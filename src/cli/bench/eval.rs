@@ -49,12 +49,12 @@ pub struct Args {
     /// Seed for the weights and the ids.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Python with torch + transformers.
-    #[arg(long, default_value = "/root/.cache/arlm-peers/bin/python")]
-    python: PathBuf,
-    /// The reference script.
-    #[arg(long, default_value = "tools/bench_eval_hf.py")]
-    script: PathBuf,
+    /// Python with torch + transformers (default: $ARLM_PEERS_PYTHON, else the peers venv).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// The reference script (default: tools/bench_eval_hf.py of this source tree).
+    #[arg(long)]
+    script: Option<PathBuf>,
     /// Windows per transformers forward call.
     #[arg(long, default_value_t = 1)]
     hf_batch: usize,
@@ -141,8 +141,13 @@ fn run_in(args: &Args, tmp: &std::path::Path) -> Result<()> {
     let ids_path = tmp.join("ids.u32");
     let bytes: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
     arlm::atomic::write_atomic(&ids_path, &bytes)?;
-    let out = Command::new(&args.python)
-        .arg(&args.script)
+    let python = super::peers_python(args.python.as_deref());
+    let script = args
+        .script
+        .clone()
+        .unwrap_or_else(|| super::tool_script("bench_eval_hf.py"));
+    let out = Command::new(&python)
+        .arg(&script)
         .args(["--model", &dir.to_string_lossy()])
         .args(["--ids", &ids_path.to_string_lossy()])
         .args(["--bos", &bos.to_string()])
@@ -151,7 +156,7 @@ fn run_in(args: &Args, tmp: &std::path::Path) -> Result<()> {
         .args(["--batch", &args.hf_batch.to_string()])
         .args(["--threads", &threads.to_string()])
         .output()
-        .with_context(|| format!("cannot run {}", args.python.display()))?;
+        .with_context(|| format!("cannot run {}", python.display()))?;
     if !out.status.success() {
         bail!(
             "the transformers reference failed: {}",

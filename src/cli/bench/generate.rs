@@ -35,7 +35,7 @@ pub struct Args {
     /// Timed repetitions per setting (the best is reported).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-    /// Python with torch + transformers for the reference (default: $PY, else python3;
+    /// Python with torch + transformers for the reference (default: $ARLM_PEERS_PYTHON, else the peers venv;
     /// the reference is skipped if it fails).
     #[arg(long)]
     pub python: Option<String>,
@@ -123,13 +123,9 @@ fn measure<M: LanguageModel>(
 }
 
 fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_generate_hf.py");
+    let script = super::tool_script("bench_generate_hf.py");
     let prompt_json = serde_json::to_string(prompt)?;
-    let python = args
-        .python
-        .clone()
-        .or_else(|| std::env::var("PY").ok())
-        .unwrap_or_else(|| "python3".into());
+    let python = super::peers_python(args.python.as_deref().map(Path::new));
     let out = std::process::Command::new(&python)
         .arg(&script)
         .arg("--model")
@@ -143,7 +139,7 @@ fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
         .arg("--threads")
         .arg(rayon::current_num_threads().to_string())
         .output()
-        .with_context(|| format!("cannot run {python}"))?;
+        .with_context(|| format!("cannot run {}", python.display()))?;
     if !out.status.success() {
         bail!(
             "{} failed: {}",

@@ -8,6 +8,24 @@ pub mod tokenizer;
 pub mod train;
 
 use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+/// The Python that runs the peers (torch, transformers, tiktoken, tokenizers, kenlm): the
+/// `--python` flag, else `$ARLM_PEERS_PYTHON`, else the venv `../shared/tools/peers-venv.sh`
+/// creates. One rule for every benchmark.
+pub fn peers_python(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("ARLM_PEERS_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/root/.cache/arlm-peers/bin/python"))
+}
+
+/// A reference script under this source tree's `tools/` (found wherever arlm is run from).
+pub fn tool_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools")
+        .join(name)
+}
 
 /// Flags of `arlm bench`.
 #[derive(clap::Args)]

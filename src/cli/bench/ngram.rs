@@ -22,8 +22,8 @@ pub struct Args {
     #[arg(long, default_value = "../shared/data")]
     data_root: PathBuf,
     /// Python with the `kenlm` module (skip KenLM when it cannot run).
-    #[arg(long, default_value = "/root/.cache/arlm-peers/bin/python")]
-    python: PathBuf,
+    #[arg(long)]
+    python: Option<PathBuf>,
     /// Timed query repeats (the best is reported).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
@@ -49,7 +49,7 @@ struct KenlmRun {
 }
 
 fn kenlm(python: &Path, arpa: &Path, test: &Path, repeat: usize) -> anyhow::Result<KenlmRun> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_kenlm.py");
+    let script = super::tool_script("bench_kenlm.py");
     let out = Command::new(python)
         .arg(script)
         .arg(arpa)
@@ -136,7 +136,12 @@ fn bench(args: &Args, exe: &Path, tmp: &Path) -> anyhow::Result<()> {
             }
             let ours = tokens as f64 / best;
             let ppl = 10f64.powf(-total / tokens as f64);
-            let (theirs, their_ppl) = match kenlm(&args.python, &arpa, &test, args.repeat) {
+            let (theirs, their_ppl) = match kenlm(
+                &super::peers_python(args.python.as_deref()),
+                &arpa,
+                &test,
+                args.repeat,
+            ) {
                 Ok(k) => (k.words_per_s, 10f64.powf(-k.total_log10 / tokens as f64)),
                 Err(e) => {
                     eprintln!("kenlm skipped: {e}");

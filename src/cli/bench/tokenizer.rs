@@ -66,19 +66,12 @@ fn bench_arlm(tok: &dyn Tokenizer, text: &str, threads: usize, runs: usize) -> a
 }
 
 fn peers_python() -> Option<PathBuf> {
-    let p = std::env::var_os("ARLM_PEERS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/arlm-peers/bin/python"));
+    let p = super::peers_python(None);
     p.exists().then_some(p)
 }
 
 fn script() -> PathBuf {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_tiktoken.py");
-    if built.exists() {
-        built
-    } else {
-        PathBuf::from("tools/bench_tiktoken.py")
-    }
+    super::tool_script("bench_tiktoken.py")
 }
 
 fn bench_tiktoken(

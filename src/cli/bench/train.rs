@@ -1,6 +1,6 @@
 //! `arlm bench train`: one full training step (forward + backward + AdamW) of the GPT on
 //! arlm's kernels, side by side with PyTorch eager (tools/bench_train_torch.py, run with
-//! the Python in --python / $ARLM_PYTHON when it exists), in one run.
+//! the Python in --python / $ARLM_PEERS_PYTHON when it exists), in one run.
 //!
 //! Models (from the GPT issue): A = 4L/4H/128, T=64, B=12, V=65 (nanoGPT's CPU
 //! shakespeare-char config); B = 6L/6H/384, T=256, B=4, V=50304. Prints ms/step (median),
@@ -23,7 +23,7 @@ pub struct Args {
     /// Timed steps per model (after one warm-up step); default 20 for A, 5 for B.
     #[arg(long)]
     steps: Option<usize>,
-    /// Python with torch for the reference (default: $ARLM_PYTHON, else the peers venv).
+    /// Python with torch for the reference (default: $ARLM_PEERS_PYTHON, else the peers venv).
     #[arg(long)]
     python: Option<PathBuf>,
     /// Skip the PyTorch reference.
@@ -222,11 +222,7 @@ fn python(args: &Args) -> Option<PathBuf> {
     if args.no_torch {
         return None;
     }
-    let p = args
-        .python
-        .clone()
-        .or_else(|| std::env::var_os("ARLM_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/arlm-peers/bin/python"));
+    let p = super::peers_python(args.python.as_deref());
     p.exists().then_some(p)
 }
 
@@ -268,7 +264,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("GEMM ceiling (gemm crate, f32 2048^3, best of 3): {ceiling:.1} GFLOP/s");
     let py = python(&args);
     if py.is_none() && !args.no_torch {
-        println!("(no Python with torch found: set --python or ARLM_PYTHON for the reference)");
+        println!(
+            "(no Python with torch found: set --python or ARLM_PEERS_PYTHON for the reference)"
+        );
     }
     println!(
         "{:<6} {:<8} {:>10} {:>10} {:>9} {:>9} {:>10}",

@@ -133,19 +133,21 @@ impl TrainConfig {
             // Tuned on the synthetic corpus (same 512k-token budget): T=64/B=32/lr 5e-3
             // reached 1.77 bits/byte where T=128/B=16/lr 3e-3 reached 2.40; short
             // contexts with large batches and a high peak rate learn the lexicon fastest.
+            // 900 steps (1.8M tokens): 140 s on an idle 2-core machine, 1.22 bits/byte on the whole
+            // val split (500 steps: 70 s, 1.35; the source's entropy rate is 1.08).
             "default" => TrainConfig {
                 n_layer: 4,
                 n_head: 4,
                 n_embd: 128,
                 block_size: 64,
                 batch_size: 32,
-                steps: 500,
+                steps: 900,
                 lr: 6e-3,
                 min_lr: 6e-4,
                 warmup_steps: 30,
                 eval_every: 100,
                 eval_batches: 8,
-                checkpoint_every: 250,
+                checkpoint_every: 300,
                 ..base
             },
             "shakespeare-char-cpu" => base,

@@ -9,7 +9,6 @@ use arlm::model::gpt::{Gpt, GptConfig};
 use arlm::model::LanguageModel;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
-use std::process::Command;
 
 /// Flags of `arlm bench eval`.
 #[derive(clap::Args)]
@@ -146,27 +145,27 @@ fn run_in(args: &Args, tmp: &std::path::Path) -> Result<()> {
         .script
         .clone()
         .unwrap_or_else(|| super::tool_script("bench_eval_hf.py"));
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(["--model", &dir.to_string_lossy()])
-        .args(["--ids", &ids_path.to_string_lossy()])
-        .args(["--bos", &bos.to_string()])
-        .args(["--window", &window.to_string()])
-        .args(["--stride", &spec.stride.to_string()])
-        .args(["--batch", &args.hf_batch.to_string()])
-        .args(["--threads", &threads.to_string()])
-        .output()
-        .with_context(|| format!("cannot run {}", python.display()))?;
-    if !out.status.success() {
-        bail!(
-            "the transformers reference failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or("");
-    let r: serde_json::Value = serde_json::from_str(line)
-        .with_context(|| format!("unexpected reference output {line:?}"))?;
+    let r: serde_json::Value = super::run_reference(
+        &python,
+        &script,
+        &[
+            "--model".into(),
+            dir.display().to_string(),
+            "--ids".into(),
+            ids_path.display().to_string(),
+            "--bos".into(),
+            bos.to_string(),
+            "--window".into(),
+            window.to_string(),
+            "--stride".into(),
+            spec.stride.to_string(),
+            "--batch".into(),
+            args.hf_batch.to_string(),
+            "--threads".into(),
+            threads.to_string(),
+        ],
+    )
+    .context("the transformers reference failed")?;
     let hf_nll = r["nll"].as_f64().unwrap_or(f64::NAN);
     let hf_n = r["tokens"].as_u64().unwrap_or(0) as usize;
     let hf_secs = r["seconds"].as_f64().unwrap_or(f64::NAN);

@@ -126,30 +126,22 @@ fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
     let script = super::tool_script("bench_generate_hf.py");
     let prompt_json = serde_json::to_string(prompt)?;
     let python = super::peers_python(args.python.as_deref().map(Path::new));
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .arg("--model")
-        .arg(dir)
-        .arg("--prompt")
-        .arg(&prompt_json)
-        .arg("--new-tokens")
-        .arg(args.new_tokens.to_string())
-        .arg("--runs")
-        .arg(args.runs.to_string())
-        .arg("--threads")
-        .arg(rayon::current_num_threads().to_string())
-        .output()
-        .with_context(|| format!("cannot run {}", python.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or("");
-    serde_json::from_str(last).with_context(|| format!("unexpected reference output {last:?}"))
+    super::run_reference(
+        &python,
+        &script,
+        &[
+            "--model".into(),
+            dir.display().to_string(),
+            "--prompt".into(),
+            prompt_json,
+            "--new-tokens".into(),
+            args.new_tokens.to_string(),
+            "--runs".into(),
+            args.runs.to_string(),
+            "--threads".into(),
+            rayon::current_num_threads().to_string(),
+        ],
+    )
 }
 
 /// Runs `arlm bench generate`.

@@ -20,6 +20,33 @@ pub fn peers_python(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root/.cache/arlm-peers/bin/python"))
 }
 
+/// Runs `python script args..` and parses the last line of its stdout as JSON: the
+/// protocol every `tools/bench_*.py` reference follows. A failing script is an error that
+/// carries its stderr.
+pub fn run_reference<T: serde::de::DeserializeOwned>(
+    python: &Path,
+    script: &Path,
+    args: &[String],
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line)
+        .with_context(|| format!("unexpected output from {}: {line:?}", script.display()))
+}
+
 /// A reference script under this source tree's `tools/` (found wherever arlm is run from).
 pub fn tool_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,7 +7,7 @@
 //! tokens/s, GFLOP/s, the fraction of a GEMM ceiling measured in the same run (f32
 //! 2048^3 through the `gemm` crate), peak RSS, and the ratio PyTorch/arlm time.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use arlm::model::gpt::{kernels, Gpt, GptConfig, GptTrainer};
 use arlm::train::adamw::AdamW;
 use rand::{Rng, SeedableRng};
@@ -81,17 +81,12 @@ fn bench_infer(args: &Args) -> anyhow::Result<()> {
         8.0 * 128.0 / score_s
     );
     if let Some(py) = python(args) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bench_infer_torch.py");
-        let out = std::process::Command::new(py).arg(&script).output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
         #[derive(serde::Deserialize)]
         struct R {
             decode_ms: f64,
             score_tokens_per_s: f64,
         }
-        let r: R = serde_json::from_str(text.lines().last().unwrap_or("")).with_context(|| {
-            format!("parsing {text:?} {}", String::from_utf8_lossy(&out.stderr))
-        })?;
+        let r: R = super::run_reference(&py, &super::tool_script("bench_infer_torch.py"), &[])?;
         println!(
             "transformers decode step: {:.1} ms/token; batched scoring: {:.0} tokens/s",
             r.decode_ms, r.score_tokens_per_s
@@ -226,23 +221,17 @@ fn python(args: &Args) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn bench_torch(py: &PathBuf, spec: &Spec, steps: usize) -> anyhow::Result<Result> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bench_train_torch.py");
-    let out = std::process::Command::new(py)
-        .arg(&script)
-        .args(["--model", spec.name, "--steps", &steps.to_string()])
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line).with_context(|| format!("parsing PyTorch output {line:?}"))
+fn bench_torch(py: &std::path::Path, spec: &Spec, steps: usize) -> anyhow::Result<Result> {
+    super::run_reference(
+        py,
+        &super::tool_script("bench_train_torch.py"),
+        &[
+            "--model".into(),
+            spec.name.into(),
+            "--steps".into(),
+            steps.to_string(),
+        ],
+    )
 }
 
 /// Runs `arlm bench train`.

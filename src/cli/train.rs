@@ -69,6 +69,10 @@ pub struct Args {
     /// Dropout probability.
     #[arg(long)]
     dropout: Option<f32>,
+    /// Learn biases in linear layers and LayerNorms (false = nanoGPT's bias=False: the
+    /// biases stay zero).
+    #[arg(long, value_name = "true|false")]
+    bias: Option<bool>,
     /// AdamW weight decay (matrices only).
     #[arg(long)]
     weight_decay: Option<f32>,
@@ -113,6 +117,7 @@ impl Args {
             n_embd: self.n_embd,
             block_size: self.block_size,
             dropout: self.dropout,
+            bias: self.bias,
             batch_size: self.batch_size,
             grad_accum: self.grad_accum,
             steps: self.steps,

@@ -23,6 +23,11 @@ pub struct TrainConfig {
     pub block_size: usize,
     /// Dropout probability during training (0 = off).
     pub dropout: f32,
+    /// Learn biases in the linear layers and LayerNorms (GPT-2 has them). `false` is
+    /// nanoGPT's `bias=False`: the bias tensors stay in the checkpoint (so it still loads
+    /// as a GPT-2) but are held at zero, which is the same function as having none.
+    #[serde(default = "default_bias")]
+    pub bias: bool,
     /// Sequences per micro-batch (B).
     pub batch_size: usize,
     /// Micro-batches whose gradients are averaged into one optimizer step.
@@ -65,6 +70,10 @@ pub struct TrainConfig {
     pub val_fraction: f64,
 }
 
+fn default_bias() -> bool {
+    true
+}
+
 /// Names of the built-in presets, in the order `--help` lists them.
 pub const PRESETS: &[&str] = &[
     "tiny",
@@ -79,6 +88,9 @@ impl TrainConfig {
     /// - `tiny`: ours; a 2-layer model that trains in seconds (for tests and smoke runs).
     /// - `default`: ours; tuned so `arlm train` with no flags takes about two minutes on
     ///   2 cores on the embedded synthetic corpus and gets close to its entropy floor.
+    ///
+    /// The nanoGPT presets keep nanoGPT's `bias=False` (train.py's default); ours keep
+    /// GPT-2's biases.
     /// - `shakespeare-char-cpu`: nanoGPT's README CPU recipe for shakespeare_char
     ///   (`config/train_shakespeare_char.py` with `--block_size=64 --batch_size=12
     ///   --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000
@@ -94,6 +106,7 @@ impl TrainConfig {
             n_embd: 128,
             block_size: 64,
             dropout: 0.0,
+            bias: false,
             batch_size: 12,
             grad_accum: 1,
             steps: 2000,
@@ -120,6 +133,7 @@ impl TrainConfig {
                 n_head: 2,
                 n_embd: 32,
                 block_size: 32,
+                bias: true,
                 batch_size: 8,
                 steps: 40,
                 lr: 3e-3,
@@ -140,6 +154,7 @@ impl TrainConfig {
                 n_head: 4,
                 n_embd: 128,
                 block_size: 64,
+                bias: true,
                 batch_size: 32,
                 steps: 900,
                 lr: 6e-3,
@@ -204,6 +219,7 @@ impl TrainConfig {
             n_embd,
             block_size,
             dropout,
+            bias,
             batch_size,
             grad_accum,
             steps,
@@ -337,6 +353,7 @@ pub struct ConfigOverrides {
     pub n_embd: Option<usize>,
     pub block_size: Option<usize>,
     pub dropout: Option<f32>,
+    pub bias: Option<bool>,
     pub batch_size: Option<usize>,
     pub grad_accum: Option<usize>,
     pub steps: Option<u64>,

@@ -4,6 +4,7 @@ use super::config::TrainConfig;
 use super::trainable::Trainable;
 use crate::model::gpt::{Gpt, GptConfig, GptTrainer};
 use crate::model::{LanguageModel, ModelError};
+use std::ops::Range;
 use std::path::Path;
 
 /// A GPT being trained: weights ([`Gpt`]) and activations/gradients ([`GptTrainer`]) for
@@ -12,6 +13,10 @@ pub struct TrainableGpt {
     /// The model (its `bos_token` is the tokenizer's end-of-text).
     pub model: Gpt,
     trainer: GptTrainer,
+    /// Parameter ranges held at their initial zeros (the biases, when `config.bias` is
+    /// false): their gradients are zeroed after every backward pass, so AdamW never moves
+    /// them and the gradient norm does not see them.
+    frozen: Vec<Range<usize>>,
 }
 
 impl TrainableGpt {
@@ -33,7 +38,20 @@ impl TrainableGpt {
         let mut model = Gpt::new(gc, config.seed)?;
         model.bos_token = bos_token;
         let trainer = GptTrainer::new(&model, config.batch_size, config.block_size);
-        Ok(TrainableGpt { model, trainer })
+        let frozen = if config.bias {
+            Vec::new()
+        } else {
+            gc.tensors()
+                .into_iter()
+                .filter(|t| t.name.ends_with(".bias"))
+                .map(|t| t.offset..t.offset + t.len)
+                .collect()
+        };
+        Ok(TrainableGpt {
+            model,
+            trainer,
+            frozen,
+        })
     }
 }
 
@@ -59,8 +77,14 @@ impl Trainable for TrainableGpt {
         targets: &[u32],
         seed: u64,
     ) -> Result<f32, ModelError> {
-        self.trainer
-            .forward_backward(&self.model, inputs, targets, seed)
+        let loss = self
+            .trainer
+            .forward_backward(&self.model, inputs, targets, seed)?;
+        let grads = self.trainer.grads_mut();
+        for r in &self.frozen {
+            grads[r.clone()].fill(0.0);
+        }
+        Ok(loss)
     }
     fn forward_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<f32, ModelError> {
         self.trainer.forward_loss(&self.model, inputs, targets)
@@ -97,5 +121,40 @@ impl Trainable for TrainableGpt {
     }
     fn describe(&self) -> String {
         self.model.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::bytes::ByteTokenizer;
+    use crate::train::data::TrainData;
+    use crate::train::Trainer;
+
+    /// `bias = false` keeps every bias at exactly zero through training while the other
+    /// parameters (LayerNorm gains included) move; `bias = true` moves the biases.
+    #[test]
+    fn bias_false_holds_biases_at_zero() {
+        let text = "to be or not to be, that is the question. ".repeat(40);
+        for bias in [false, true] {
+            let mut c = TrainConfig::preset("tiny").unwrap();
+            c.steps = 5;
+            c.block_size = 8;
+            c.batch_size = 4;
+            c.bias = bias;
+            let data = TrainData::from_text(&text, Box::new(ByteTokenizer), 0.1, "toy").unwrap();
+            let model = TrainableGpt::new(&c, 257, 256).unwrap();
+            let init = model.model.params().to_vec();
+            let mut t = Trainer::new(model, c, data, None).unwrap();
+            for _ in 0..5 {
+                t.train_step().unwrap();
+            }
+            let p = t.model.model.params();
+            for spec in t.model.model.config.tensors() {
+                let moved = (spec.offset..spec.offset + spec.len).any(|i| p[i] != init[i]);
+                let expect_moved = bias || !spec.name.ends_with(".bias");
+                assert_eq!(moved, expect_moved, "{} (bias = {bias})", spec.name);
+            }
+        }
     }
 }

@@ -155,6 +155,26 @@ struct Result {
     peak_rss_mb: f64,
     #[serde(default)]
     gemm_gflops: f64,
+    /// CPU time of all threads per step (arlm only; 0 when unknown).
+    #[serde(default)]
+    cpu_ms: f64,
+}
+
+/// CPU time (user + system, all threads) this process has used, in seconds, from
+/// /proc/self/stat (Linux; 0 elsewhere). Under load it tracks the work a step does better
+/// than wall time does.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Clock ticks are 100 per second on Linux (USER_HZ).
+    f.iter().sum::<f64>() / 100.0
 }
 
 /// Peak resident set size of this process in MiB (VmHWM), and a reset of it.
@@ -188,7 +208,11 @@ fn bench_arlm(spec: &Spec, steps: usize) -> anyhow::Result<Result> {
     let n = spec.b * spec.t;
     let v = spec.config.vocab_size as u32;
     let mut times = Vec::new();
+    let mut cpu0 = 0.0;
     for step in 0..steps + 1 {
+        if step == 1 {
+            cpu0 = cpu_seconds();
+        }
         let x: Vec<u32> = (0..n).map(|_| rng.random_range(0..v)).collect();
         let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..v)).collect();
         let t0 = Instant::now();
@@ -201,6 +225,7 @@ fn bench_arlm(spec: &Spec, steps: usize) -> anyhow::Result<Result> {
             times.push(dt);
         }
     }
+    let cpu_ms = (cpu_seconds() - cpu0) * 1e3 / steps as f64;
     let s = median(&mut times);
     let tokens = n as f64;
     let flops = spec.config.train_flops_per_token(spec.t) * tokens;
@@ -210,6 +235,7 @@ fn bench_arlm(spec: &Spec, steps: usize) -> anyhow::Result<Result> {
         gflops: flops / s / 1e9,
         peak_rss_mb: peak_rss_mb(),
         gemm_gflops: 0.0,
+        cpu_ms,
     })
 }
 
@@ -286,6 +312,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             spec.name.to_uppercase()
         );
         row("arlm", &ours, ceiling);
+        println!(
+            "       arlm CPU time (all threads): {:.1} ms/step",
+            ours.cpu_ms
+        );
         if let Some(py) = &py {
             match bench_torch(py, spec, steps) {
                 Ok(t) => {

@@ -33,10 +33,30 @@ fn rows_per_task(n: usize, c: usize) -> usize {
     ((1 << 14) / c.max(1)).clamp(1, n.max(1))
 }
 
-/// The gemm crate's parallelism for a product of this size (small ones stay on one thread).
+thread_local! {
+    /// Set while this thread runs one shard of a batch-split training step: GEMMs stay on
+    /// this thread (the shards themselves are the parallelism).
+    static SERIAL_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every [`gemm_strided`] call made on this thread single-threaded
+/// (restores the previous setting afterwards, also on unwind).
+pub(crate) fn with_serial_gemm<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL_GEMM.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL_GEMM.with(|s| s.replace(true)));
+    f()
+}
+
+/// The gemm crate's parallelism for a product of this size (small ones stay on one thread,
+/// and so does everything inside [`with_serial_gemm`]).
 #[inline]
 fn par(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if m * n * k >= 1 << 18 {
+    if m * n * k >= 1 << 18 && !SERIAL_GEMM.with(|s| s.get()) {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

@@ -14,6 +14,11 @@ pub(crate) struct Acts<F> {
     pub b: usize,
     pub t: usize,
     pub slots: usize,
+    /// First row (b * T + t) of this batch inside the whole batch, and the whole batch's
+    /// rows: a shard of a batch-split step draws its dropout masks as that part of the
+    /// whole batch's masks (0 and B*T otherwise).
+    pub row0: usize,
+    pub rows_total: usize,
     pub encoded: Vec<F>,
     pub ln1: Vec<F>,
     pub ln1_mean: Vec<F>,
@@ -49,6 +54,8 @@ impl<F: Float> Acts<F> {
             b,
             t,
             slots,
+            row0: 0,
+            rows_total: n,
             encoded: z(n * c),
             ln1: z(slots * n * c),
             ln1_mean: z(slots * n),
@@ -76,15 +83,25 @@ impl<F: Float> Acts<F> {
 }
 
 /// Fills `mask` with 0 (probability p) or 1/(1-p), deterministically from (seed, stream,
-/// index) so any thread count gives the same masks.
-fn fill_dropout_mask<F: Float>(mask: &mut [F], p: f32, seed: u64, stream: u64) {
+/// index) so any thread count gives the same masks. `mask` holds blocks of `local` elements
+/// that are the elements `offset..offset + local` of blocks of `global` elements of the
+/// whole batch's mask (local = global, offset = 0 for an unsplit batch), so a shard of a
+/// batch draws exactly its part of the whole batch's masks.
+fn fill_dropout_mask<F: Float>(
+    mask: &mut [F],
+    p: f32,
+    seed: u64,
+    stream: u64,
+    (local, global, offset): (usize, usize, usize),
+) {
     let keep = F::from_f64(1.0 / (1.0 - p as f64));
     let thresh = (p as f64 * (1u64 << 53) as f64) as u64;
     mask.par_chunks_mut(1 << 14)
         .enumerate()
         .for_each(|(ci, ch)| {
             for (i, m) in ch.iter_mut().enumerate() {
-                let idx = (ci << 14) as u64 + i as u64;
+                let li = (ci << 14) + i;
+                let idx = ((li / local) * global + offset + li % local) as u64;
                 let mut z = seed
                     .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
                     .wrapping_add(idx.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -139,9 +156,10 @@ pub(crate) fn forward<F: Float>(
     // Dropout needs the per-layer masks only the trainer allocates.
     let dropout = dropout.filter(|&(p, _)| p > 0.0 && training && !acts.drop_emb.is_empty());
     if let Some((pd, seed)) = dropout {
-        fill_dropout_mask(&mut acts.drop_emb, pd, seed, 0);
-        fill_dropout_mask(&mut acts.drop_attn, pd, seed, 1);
-        fill_dropout_mask(&mut acts.drop_mlp, pd, seed, 2);
+        let blocks = (n * c, acts.rows_total * c, acts.row0 * c);
+        fill_dropout_mask(&mut acts.drop_emb, pd, seed, 0, blocks);
+        fill_dropout_mask(&mut acts.drop_attn, pd, seed, 1, blocks);
+        fill_dropout_mask(&mut acts.drop_mlp, pd, seed, 2, blocks);
         apply_mask(&mut acts.encoded, &acts.drop_emb);
     }
     for l in 0..cfg.n_layer {
@@ -233,13 +251,8 @@ pub(crate) fn forward<F: Float>(
     );
 }
 
-/// Activations and gradients for training at a fixed (B, T), allocated once and reused.
-pub struct GptTrainer<F: Float = f32> {
-    config: GptConfig,
-    b: usize,
-    t: usize,
-    acts: Acts<F>,
-    grads: Vec<F>,
+/// Backward-pass scratch gradients for one (B, T), allocated once.
+struct Scratch<F> {
     dres: Vec<F>,
     dln: Vec<F>,
     dqkv: Vec<F>,
@@ -249,30 +262,14 @@ pub struct GptTrainer<F: Float = f32> {
     ln_scratch: Vec<F>,
     /// (N,C) scratch: a residual gradient times a dropout mask (empty without dropout).
     dtmp: Vec<F>,
-    /// Whether the last forward pass applied dropout.
-    dropped: bool,
 }
 
-impl<F: Float> GptTrainer<F> {
-    /// Buffers for batches of `b` sequences of `t` tokens (t <= block_size).
-    pub fn new(model: &Gpt<F>, b: usize, t: usize) -> GptTrainer<F> {
-        let cfg = model.config;
+impl<F: Float> Scratch<F> {
+    fn new(cfg: &GptConfig, b: usize, t: usize) -> Scratch<F> {
         let (c, nh) = (cfg.n_embd, cfg.n_head);
         let n = b * t;
         let z = |len: usize| vec![F::ZERO; len];
-        let mut acts = Acts::new(&cfg, b, t, cfg.n_layer);
-        let with_dropout = cfg.dropout > 0.0;
-        if with_dropout {
-            acts.drop_emb = z(n * c);
-            acts.drop_attn = z(cfg.n_layer * n * c);
-            acts.drop_mlp = z(cfg.n_layer * n * c);
-        }
-        GptTrainer {
-            config: cfg,
-            b,
-            t,
-            acts,
-            grads: z(model.num_params()),
+        Scratch {
             dres: z(n * c),
             dln: z(n * c),
             dqkv: z(n * 3 * c),
@@ -280,8 +277,114 @@ impl<F: Float> GptTrainer<F> {
             datt: z(b * nh * t * t),
             dfch: z(n * 4 * c),
             ln_scratch: z(LN_BLOCKS * 2 * c),
-            dtmp: if with_dropout { z(n * c) } else { Vec::new() },
+            dtmp: if cfg.dropout > 0.0 {
+                z(n * c)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// Training activations for `b` sequences, with the dropout masks when the model has dropout.
+fn training_acts<F: Float>(cfg: &GptConfig, b: usize, t: usize) -> Acts<F> {
+    let n = b * t;
+    let c = cfg.n_embd;
+    let mut acts = Acts::new(cfg, b, t, cfg.n_layer);
+    if cfg.dropout > 0.0 {
+        acts.drop_emb = vec![F::ZERO; n * c];
+        acts.drop_attn = vec![F::ZERO; cfg.n_layer * n * c];
+        acts.drop_mlp = vec![F::ZERO; cfg.n_layer * n * c];
+    }
+    acts
+}
+
+/// One shard of a batch-split training step: sequences `b0..b0 + acts.b` of the batch,
+/// with its own activations and scratch.
+struct Shard<F> {
+    b0: usize,
+    acts: Acts<F>,
+    scratch: Scratch<F>,
+}
+
+/// Training steps below this many FLOPs (forward + backward) split the batch into
+/// [`SPLIT_SHARDS`] shards that run whole on one thread each (see [`GptTrainer::new`]).
+const SPLIT_MAX_FLOPS: f64 = 16e9;
+
+/// Number of shards of a batch-split step: fixed, not the thread count, so the result of a
+/// step does not depend on how many threads run it.
+pub const SPLIT_SHARDS: usize = 2;
+
+/// Activations and gradients for training at a fixed (B, T), allocated once and reused.
+pub struct GptTrainer<F: Float = f32> {
+    config: GptConfig,
+    b: usize,
+    t: usize,
+    acts: Acts<F>,
+    grads: Vec<F>,
+    scratch: Scratch<F>,
+    /// Whether the last forward pass applied dropout.
+    dropped: bool,
+    /// Shards of a batch-split [`GptTrainer::forward_backward`] (empty: not split).
+    shards: Vec<Shard<F>>,
+    /// Gradient buffers of shards 1.. (shard 0 accumulates straight into `grads`).
+    shard_grads: Vec<Vec<F>>,
+}
+
+impl<F: Float> GptTrainer<F> {
+    /// Buffers for batches of `b` sequences of `t` tokens (t <= block_size).
+    ///
+    /// Small steps (under 16 GFLOP, e.g. 4L/128 at B*T = 768) are batch-split: their GEMMs
+    /// are too small to share between threads well, so [`GptTrainer::forward_backward`]
+    /// splits the batch into [`SPLIT_SHARDS`] fixed shards that each run forward and
+    /// backward on one thread with single-threaded kernels, then adds the shards' gradients
+    /// in shard order. Larger steps use intra-op parallelism (one shard).
+    pub fn new(model: &Gpt<F>, b: usize, t: usize) -> GptTrainer<F> {
+        let flops = model.config.train_flops_per_token(t) * (b * t) as f64;
+        let shards = if flops < SPLIT_MAX_FLOPS {
+            SPLIT_SHARDS
+        } else {
+            1
+        };
+        Self::with_shards(model, b, t, shards)
+    }
+
+    /// [`GptTrainer::new`] with an explicit number of batch shards for
+    /// [`GptTrainer::forward_backward`] (1 = no split; capped at `b`). The result does not
+    /// depend on the thread count for any shard count, and differs between shard counts by
+    /// float rounding only.
+    pub fn with_shards(model: &Gpt<F>, b: usize, t: usize, shards: usize) -> GptTrainer<F> {
+        let cfg = model.config;
+        let shards = shards.clamp(1, b.max(1));
+        let mut split = Vec::new();
+        if shards > 1 {
+            let mut b0 = 0;
+            for i in 0..shards {
+                let bs = b / shards + usize::from(i < b % shards);
+                let mut acts = training_acts(&cfg, bs, t);
+                acts.row0 = b0 * t;
+                acts.rows_total = b * t;
+                split.push(Shard {
+                    b0,
+                    acts,
+                    scratch: Scratch::new(&cfg, bs, t),
+                });
+                b0 += bs;
+            }
+        }
+        let shard_grads = (1..split.len())
+            .map(|_| vec![F::ZERO; model.num_params()])
+            .collect();
+        GptTrainer {
+            config: cfg,
+            b,
+            t,
+            acts: training_acts(&cfg, b, t),
+            grads: vec![F::ZERO; model.num_params()],
+            scratch: Scratch::new(&cfg, b, t),
             dropped: false,
+            shards: split,
+            shard_grads,
         }
     }
 
@@ -293,6 +396,11 @@ impl<F: Float> GptTrainer<F> {
     /// Sequence length T.
     pub fn seq_len(&self) -> usize {
         self.t
+    }
+
+    /// Number of batch shards [`GptTrainer::forward_backward`] runs (1: not split).
+    pub fn shards(&self) -> usize {
+        self.shards.len().max(1)
     }
 
     /// Sets every gradient to zero.
@@ -315,7 +423,9 @@ impl<F: Float> GptTrainer<F> {
         &self.acts.losses
     }
 
-    /// After a forward pass: the softmax probabilities (B,T,V); after backward: dlogits.
+    /// After an unsplit forward pass: the softmax probabilities (B,T,V); after an unsplit
+    /// backward: dlogits. (A batch-split step keeps them per shard; see
+    /// [`GptTrainer::shards`].)
     pub fn probs(&self) -> &[F] {
         &self.acts.logits
     }
@@ -425,158 +535,258 @@ impl<F: Float> GptTrainer<F> {
         targets: &[u32],
         seed: u64,
     ) -> Result<f32, ModelError> {
-        let loss =
-            self.loss_inner(model, inputs, targets, Some((model.config.dropout, seed)))? as f32;
-        self.backward(model.params(), inputs, targets);
+        let dropout = Some((model.config.dropout, seed));
+        if !self.shards.is_empty() {
+            return self.forward_backward_split(model, inputs, targets, dropout);
+        }
+        let loss = self.loss_inner(model, inputs, targets, dropout)? as f32;
+        let scale = F::ONE / F::from_usize(self.b * self.t);
+        backward(
+            &self.config,
+            model.params(),
+            &mut self.acts,
+            &mut self.scratch,
+            &mut self.grads,
+            inputs,
+            targets,
+            scale,
+            self.dropped,
+        );
         Ok(loss)
     }
 
-    fn backward(&mut self, params: &[F], inputs: &[u32], targets: &[u32]) {
+    /// The batch-split step: every shard's forward (one task per shard, single-threaded
+    /// GEMMs), the loss over all rows in row order, then every shard's backward into its
+    /// own gradient buffer (shard 0: straight into `grads`), then the shard gradients added
+    /// in shard order.
+    fn forward_backward_split(
+        &mut self,
+        model: &Gpt<F>,
+        inputs: &[u32],
+        targets: &[u32],
+        dropout: Option<(f32, u64)>,
+    ) -> Result<f32, ModelError> {
+        self.check(model, inputs, targets)?;
         let cfg = self.config;
-        let (b, t) = (self.b, self.t);
-        let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
-        let n = b * t;
-        let a = &mut self.acts;
-        let scale = F::ONE / F::from_usize(n);
-        kernels::softmax_ce_backward_inplace(&mut a.logits, targets, v, scale);
-        let dlogits = &a.logits;
-        let p = parts(params, &cfg);
-        let g = parts_mut(&mut self.grads, &cfg);
-        // logits = lnf @ wte^T: dlnf(N,C) = dlogits(N,V) @ wte(V,C)
-        kernels::gemm_strided(n, c, v, &mut self.dln, c, false, dlogits, v, 1, p.wte, c, 1);
-        // dwte(V,C) += dlogits^T(V,N) @ lnf(N,C)
-        kernels::gemm_strided(v, c, n, g.wte, c, true, dlogits, 1, v, &a.lnf, c, 1);
-        let last = &a.res3[(cfg.n_layer - 1) * n * c..];
-        self.dres.fill(F::ZERO);
-        kernels::layernorm_backward(
-            &mut self.dres,
-            g.lnf_w,
-            g.lnf_b,
-            &mut self.ln_scratch,
-            &self.dln,
-            last,
-            p.lnf_w,
-            &a.lnf_mean,
-            &a.lnf_rstd,
+        let (t, v) = (self.t, cfg.vocab_size);
+        let params = model.params();
+        let rows = |sh: &Shard<F>| sh.b0 * t..(sh.b0 + sh.acts.b) * t;
+        self.shards.par_iter_mut().for_each(|sh| {
+            let r = rows(sh);
+            kernels::with_serial_gemm(|| {
+                forward(
+                    &cfg,
+                    params,
+                    &mut sh.acts,
+                    &inputs[r.clone()],
+                    None,
+                    dropout,
+                );
+                kernels::softmax_ce_forward(
+                    &mut sh.acts.logits,
+                    &mut sh.acts.losses,
+                    &targets[r],
+                    v,
+                );
+            })
+        });
+        // The mean over all rows, summed in row order as the unsplit step does.
+        let mut sum = 0f64;
+        for sh in &self.shards {
+            let r = rows(sh);
+            self.acts.losses[r].copy_from_slice(&sh.acts.losses);
+            for &l in &sh.acts.losses {
+                sum += l.to_f64();
+            }
+        }
+        let loss = sum / (self.b * t) as f64;
+        if !loss.is_finite() {
+            return Err(ModelError::NonFinite(format!("loss {loss}")));
+        }
+        let dropped =
+            dropout.is_some_and(|(p, _)| p > 0.0) && !self.shards[0].acts.drop_emb.is_empty();
+        self.dropped = false;
+        let scale = F::ONE / F::from_usize(self.b * t);
+        let mut targets_g: Vec<&mut [F]> = Vec::with_capacity(self.shards.len());
+        targets_g.push(&mut self.grads);
+        for g in self.shard_grads.iter_mut() {
+            targets_g.push(g);
+        }
+        self.shards
+            .par_iter_mut()
+            .zip(targets_g)
+            .enumerate()
+            .for_each(|(i, (sh, g))| {
+                let r = rows(sh);
+                if i > 0 {
+                    g.fill(F::ZERO);
+                }
+                kernels::with_serial_gemm(|| {
+                    backward(
+                        &cfg,
+                        params,
+                        &mut sh.acts,
+                        &mut sh.scratch,
+                        g,
+                        &inputs[r.clone()],
+                        &targets[r],
+                        scale,
+                        dropped,
+                    )
+                });
+            });
+        for g in &self.shard_grads {
+            kernels::residual_add(&mut self.grads, g);
+        }
+        Ok(loss as f32)
+    }
+}
+
+/// The backward pass of one forward (`a`) into `grads` (ADDS), with dlogits scaled by
+/// `scale` (1 / rows of the whole batch, for the mean loss).
+#[allow(clippy::too_many_arguments)]
+fn backward<F: Float>(
+    cfg: &GptConfig,
+    params: &[F],
+    a: &mut Acts<F>,
+    s: &mut Scratch<F>,
+    grads: &mut [F],
+    inputs: &[u32],
+    targets: &[u32],
+    scale: F,
+    dropped: bool,
+) {
+    let (b, t) = (a.b, a.t);
+    let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
+    let n = b * t;
+    kernels::softmax_ce_backward_inplace(&mut a.logits, targets, v, scale);
+    let dlogits = &a.logits;
+    let p = parts(params, cfg);
+    let g = parts_mut(grads, cfg);
+    // logits = lnf @ wte^T: dlnf(N,C) = dlogits(N,V) @ wte(V,C)
+    kernels::gemm_strided(n, c, v, &mut s.dln, c, false, dlogits, v, 1, p.wte, c, 1);
+    // dwte(V,C) += dlogits^T(V,N) @ lnf(N,C)
+    kernels::gemm_strided(v, c, n, g.wte, c, true, dlogits, 1, v, &a.lnf, c, 1);
+    let last = &a.res3[(cfg.n_layer - 1) * n * c..];
+    s.dres.fill(F::ZERO);
+    kernels::layernorm_backward(
+        &mut s.dres,
+        g.lnf_w,
+        g.lnf_b,
+        &mut s.ln_scratch,
+        &s.dln,
+        last,
+        p.lnf_w,
+        &a.lnf_mean,
+        &a.lnf_rstd,
+        c,
+    );
+    for l in (0..cfg.n_layer).rev() {
+        let w = layer(p.layers, cfg, l);
+        let gw = layer_mut(&mut *g.layers, cfg, l);
+        let input: &[F] = if l == 0 {
+            &a.encoded
+        } else {
+            &a.res3[(l - 1) * n * c..l * n * c]
+        };
+        let sl = |width: usize| l * n * width..(l + 1) * n * width;
+        let res2 = &a.res2[sl(c)];
+        let ln1 = &a.ln1[sl(c)];
+        let ln2 = &a.ln2[sl(c)];
+        let qkv = &a.qkv[sl(3 * c)];
+        let atty = &a.atty[sl(c)];
+        let fch = &a.fch[sl(4 * c)];
+        let fch_gelu = &a.fch_gelu[sl(4 * c)];
+        let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
+        // res3 = res2 + drop(gelu @ proj_w + proj_b)
+        let dbranch: &[F] = if dropped {
+            masked_copy(&mut s.dtmp, &s.dres, &a.drop_mlp[sl(c)]);
+            &s.dtmp
+        } else {
+            &s.dres
+        };
+        kernels::matmul_backward(
+            &mut s.dfch,
+            gw.proj_w,
+            Some(gw.proj_b),
+            dbranch,
+            fch_gelu,
+            w.proj_w,
+            n,
+            4 * c,
             c,
         );
-        for l in (0..cfg.n_layer).rev() {
-            let w = layer(p.layers, &cfg, l);
-            let gw = layer_mut(&mut *g.layers, &cfg, l);
-            let input: &[F] = if l == 0 {
-                &a.encoded
-            } else {
-                &a.res3[(l - 1) * n * c..l * n * c]
-            };
-            let sl = |width: usize| l * n * width..(l + 1) * n * width;
-            let res2 = &a.res2[sl(c)];
-            let ln1 = &a.ln1[sl(c)];
-            let ln2 = &a.ln2[sl(c)];
-            let qkv = &a.qkv[sl(3 * c)];
-            let atty = &a.atty[sl(c)];
-            let fch = &a.fch[sl(4 * c)];
-            let fch_gelu = &a.fch_gelu[sl(4 * c)];
-            let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
-            // res3 = res2 + drop(gelu @ proj_w + proj_b)
-            let dbranch: &[F] = if self.dropped {
-                masked_copy(&mut self.dtmp, &self.dres, &a.drop_mlp[sl(c)]);
-                &self.dtmp
-            } else {
-                &self.dres
-            };
-            kernels::matmul_backward(
-                &mut self.dfch,
-                gw.proj_w,
-                Some(gw.proj_b),
-                dbranch,
-                fch_gelu,
-                w.proj_w,
-                n,
-                4 * c,
-                c,
-            );
-            kernels::gelu_backward_inplace(&mut self.dfch, fch);
-            kernels::matmul_backward(
-                &mut self.dln,
-                gw.fc_w,
-                Some(gw.fc_b),
-                &self.dfch,
-                ln2,
-                w.fc_w,
-                n,
-                c,
-                4 * c,
-            );
-            kernels::layernorm_backward(
-                &mut self.dres,
-                gw.ln2_w,
-                gw.ln2_b,
-                &mut self.ln_scratch,
-                &self.dln,
-                res2,
-                w.ln2_w,
-                &a.ln2_mean[l * n..(l + 1) * n],
-                &a.ln2_rstd[l * n..(l + 1) * n],
-                c,
-            );
-            // res2 = input + drop(atty @ attn_proj_w + attn_proj_b)
-            let dbranch: &[F] = if self.dropped {
-                masked_copy(&mut self.dtmp, &self.dres, &a.drop_attn[sl(c)]);
-                &self.dtmp
-            } else {
-                &self.dres
-            };
-            kernels::matmul_backward(
-                &mut self.datty,
-                gw.attn_proj_w,
-                Some(gw.attn_proj_b),
-                dbranch,
-                atty,
-                w.attn_proj_w,
-                n,
-                c,
-                c,
-            );
-            kernels::attention_backward(
-                &mut self.dqkv,
-                &mut self.datt,
-                &self.datty,
-                qkv,
-                att,
-                b,
-                t,
-                c,
-                nh,
-            );
-            kernels::matmul_backward(
-                &mut self.dln,
-                gw.qkv_w,
-                Some(gw.qkv_b),
-                &self.dqkv,
-                ln1,
-                w.qkv_w,
-                n,
-                c,
-                3 * c,
-            );
-            kernels::layernorm_backward(
-                &mut self.dres,
-                gw.ln1_w,
-                gw.ln1_b,
-                &mut self.ln_scratch,
-                &self.dln,
-                input,
-                w.ln1_w,
-                &a.ln1_mean[l * n..(l + 1) * n],
-                &a.ln1_rstd[l * n..(l + 1) * n],
-                c,
-            );
-        }
-        if self.dropped {
-            apply_mask(&mut self.dres, &a.drop_emb);
-        }
-        kernels::encoder_backward(g.wte, g.wpe, &self.dres, inputs, t, c);
+        kernels::gelu_backward_inplace(&mut s.dfch, fch);
+        kernels::matmul_backward(
+            &mut s.dln,
+            gw.fc_w,
+            Some(gw.fc_b),
+            &s.dfch,
+            ln2,
+            w.fc_w,
+            n,
+            c,
+            4 * c,
+        );
+        kernels::layernorm_backward(
+            &mut s.dres,
+            gw.ln2_w,
+            gw.ln2_b,
+            &mut s.ln_scratch,
+            &s.dln,
+            res2,
+            w.ln2_w,
+            &a.ln2_mean[l * n..(l + 1) * n],
+            &a.ln2_rstd[l * n..(l + 1) * n],
+            c,
+        );
+        // res2 = input + drop(atty @ attn_proj_w + attn_proj_b)
+        let dbranch: &[F] = if dropped {
+            masked_copy(&mut s.dtmp, &s.dres, &a.drop_attn[sl(c)]);
+            &s.dtmp
+        } else {
+            &s.dres
+        };
+        kernels::matmul_backward(
+            &mut s.datty,
+            gw.attn_proj_w,
+            Some(gw.attn_proj_b),
+            dbranch,
+            atty,
+            w.attn_proj_w,
+            n,
+            c,
+            c,
+        );
+        kernels::attention_backward(&mut s.dqkv, &mut s.datt, &s.datty, qkv, att, b, t, c, nh);
+        kernels::matmul_backward(
+            &mut s.dln,
+            gw.qkv_w,
+            Some(gw.qkv_b),
+            &s.dqkv,
+            ln1,
+            w.qkv_w,
+            n,
+            c,
+            3 * c,
+        );
+        kernels::layernorm_backward(
+            &mut s.dres,
+            gw.ln1_w,
+            gw.ln1_b,
+            &mut s.ln_scratch,
+            &s.dln,
+            input,
+            w.ln1_w,
+            &a.ln1_mean[l * n..(l + 1) * n],
+            &a.ln1_rstd[l * n..(l + 1) * n],
+            c,
+        );
     }
+    if dropped {
+        apply_mask(&mut s.dres, &a.drop_emb);
+    }
+    kernels::encoder_backward(g.wte, g.wpe, &s.dres, inputs, t, c);
 }
 
 #[cfg(test)]
@@ -607,11 +817,25 @@ mod tests {
         let (b, t) = (2, 5);
         let inputs = [1u32, 2, 3, 4, 5, 6, 0, 0, 1, 3];
         let targets = [2u32, 3, 4, 5, 6, 0, 0, 1, 3, 2];
-        let mut tr = GptTrainer::new(&model, b, t);
+        // both the unsplit step and the batch-split one (2 shards of one sequence each)
+        let mut tr = GptTrainer::with_shards(&model, b, t, 1);
         tr.zero_grad();
         let loss = tr.forward_backward(&model, &inputs, &targets, 0).unwrap();
         assert!(loss > 0.0);
         let grads = tr.grads().to_vec();
+        let mut split = GptTrainer::with_shards(&model, b, t, 2);
+        assert_eq!(split.shards(), 2);
+        split.zero_grad();
+        let loss2 = split
+            .forward_backward(&model, &inputs, &targets, 0)
+            .unwrap();
+        assert!((loss - loss2).abs() < 1e-6);
+        for (i, (x, y)) in grads.iter().zip(split.grads()).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-12 * (1.0 + x.abs()),
+                "param {i}: {x} vs {y}"
+            );
+        }
         let h = 1e-5;
         let mut worst: f64 = 0.0;
         for i in 0..model.num_params() {
@@ -676,6 +900,59 @@ mod tests {
                 grads[i]
             );
         }
+    }
+
+    /// A batch-split step (any shard count, even or uneven shards, with dropout) gives the
+    /// unsplit step's loss and gradients up to float rounding, and the same bits for any
+    /// thread count.
+    #[test]
+    fn batch_split_matches_unsplit_and_ignores_thread_count() {
+        for dropout in [0.0, 0.25] {
+            let cfg = GptConfig { dropout, ..cfg() };
+            let model: Gpt<f32> = Gpt::init(cfg, 5).unwrap();
+            let (b, t) = (3, 6);
+            let inputs: Vec<u32> = (0..b * t).map(|i| (i * 5 % 7) as u32).collect();
+            let targets: Vec<u32> = (0..b * t).map(|i| (i * 3 % 7) as u32).collect();
+            let run = |shards: usize, threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut tr = GptTrainer::with_shards(&model, b, t, shards);
+                    tr.zero_grad();
+                    // two accumulated steps, as gradient accumulation does
+                    let l1 = tr.forward_backward(&model, &inputs, &targets, 7).unwrap();
+                    let l2 = tr.forward_backward(&model, &targets, &inputs, 8).unwrap();
+                    (l1, l2, tr.losses().to_vec(), tr.grads().to_vec())
+                })
+            };
+            let (l1, l2, losses, want) = run(1, 2);
+            let gmax = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for shards in [2, 3] {
+                let got = run(shards, 2);
+                assert!((got.0 - l1).abs() < 1e-5 && (got.1 - l2).abs() < 1e-5);
+                for (x, y) in got.2.iter().zip(&losses) {
+                    assert!((x - y).abs() < 1e-5, "losses {x} vs {y}");
+                }
+                for (i, (x, y)) in got.3.iter().zip(&want).enumerate() {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * gmax,
+                        "dropout {dropout} shards {shards} param {i}: {x} vs {y}"
+                    );
+                }
+                let one_thread = run(shards, 1);
+                assert_eq!(one_thread.3, got.3, "thread count changed the gradients");
+                assert_eq!(one_thread.0.to_bits(), got.0.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn small_steps_are_split_large_ones_are_not() {
+        let small = Gpt::<f32>::new(cfg(), 1).unwrap();
+        assert_eq!(GptTrainer::new(&small, 4, 6).shards(), SPLIT_SHARDS);
+        assert_eq!(GptTrainer::new(&small, 1, 6).shards(), 1);
     }
 
     #[test]

@@ -234,6 +234,11 @@ pub(crate) fn forward<F: Float>(
         p.lnf_b,
         c,
     );
+    if acts.logits.is_empty() {
+        // The caller wants only the hidden states (inference prefill computes the last
+        // row's logits itself).
+        return;
+    }
     // logits(N,V) = lnf(N,C) @ wte^T(C,V); wte^T(c, v) = wte[v*C + c].
     kernels::gemm_strided(
         n,

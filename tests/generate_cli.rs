@@ -172,6 +172,8 @@ fn bad_parameters_are_clear_errors() {
         (&["--samplers", "top_k", "--top-k", "0"], "top-k"),
         (&["--samplers", "top_q"], "unknown sampler"),
         (&["--beam", "0"], "beam"),
+        (&["--weights", "q8"], "needs a GPT"),
+        (&["--weights", "q4"], "unknown weight format"),
         // 257 distinct greedy tokens exhaust the vocabulary under no-repeat-ngram 1.
         (
             &[

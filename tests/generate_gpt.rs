@@ -2,7 +2,7 @@
 //! exactly the tokens that re-running the full forward pass at every step chooses.
 
 use arlm::generate::{sample_tokens, Sampler, SamplerConfig, Session};
-use arlm::model::gpt::{Gpt, GptConfig};
+use arlm::model::gpt::{Gpt, GptConfig, WeightFormat};
 use arlm::model::LanguageModel;
 
 fn small_gpt(block_size: usize) -> Gpt {
@@ -30,7 +30,11 @@ fn full_row(m: &Gpt, ctx: &[u32]) -> Vec<f32> {
 }
 
 fn check(cfg: SamplerConfig, prompt: &[u32], n: usize) {
-    let m = small_gpt(64);
+    check_with(cfg, prompt, n, WeightFormat::F32);
+}
+
+fn check_with(cfg: SamplerConfig, prompt: &[u32], n: usize, format: WeightFormat) {
+    let m = small_gpt(64).with_weight_format(format);
     let v = m.vocab_size();
     let mut s1 = Sampler::new(cfg.clone(), v).unwrap();
     let cached = sample_tokens(&m, prompt, &mut s1, n, None).unwrap();
@@ -67,6 +71,16 @@ fn kv_cache_sampling_equals_full_recompute() {
         &[2, 7, 1, 8],
         40,
     );
+}
+
+#[test]
+fn kv_cache_equals_full_recompute_with_reduced_precision_weights() {
+    // The step runs the f16 / q8 kernels, the full pass runs gemm on the f32 copy rounded
+    // to the same values: same weights, so the same tokens.
+    for format in [WeightFormat::F16, WeightFormat::Q8] {
+        check_with(SamplerConfig::greedy(), &[3, 14, 15, 9, 26], 40, format);
+        check_with(SamplerConfig::pure(5), &[2, 7, 1, 8], 40, format);
+    }
 }
 
 #[test]

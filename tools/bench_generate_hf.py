@@ -3,14 +3,17 @@
 
 Loads the GPT-2 checkpoint arlm wrote (model.safetensors + config.json), feeds the same
 prompt token ids, generates --new-tokens tokens at batch 1 (end-of-text ignored via
-min_new_tokens), greedy and top-p 0.95 (temperature 1, top_k 0), and prints one JSON
-line: [{"setting", "prefill_tokens_per_s", "decode_tokens_per_s"}, ...].
+min_new_tokens), greedy and top-p 0.95 (temperature 1, top_k 0), once per --dtypes entry
+(float32, bfloat16), and prints one JSON line:
+[{"weights", "setting", "prefill_tokens_per_s", "decode_tokens_per_s"}, ...].
 
 Prefill = one forward pass over the prompt with the KV cache on. Decode tokens/s =
-new tokens / (generate time - prefill time), matching arlm's split.
+new tokens / (generate time - prefill time), matching arlm's split. Every time is the
+MEDIAN over --runs timed runs (after one warm-up pass), as on the arlm side.
 """
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -24,35 +27,43 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    model = GPT2LMHeadModel.from_pretrained(a.model, torch_dtype=torch.float32).eval()
     ids = torch.tensor([json.loads(a.prompt)], dtype=torch.long)
     n = ids.shape[1]
+    runs = max(1, a.runs)
     out = []
-    with torch.inference_mode():
-        model(ids, use_cache=True)  # warm-up
-        best_prefill = float("inf")
-        for _ in range(max(1, a.runs)):
-            t0 = time.perf_counter()
-            model(ids, use_cache=True)
-            best_prefill = min(best_prefill, time.perf_counter() - t0)
-        for setting in ["greedy", "top-p"]:
-            kw = dict(do_sample=False) if setting == "greedy" else dict(
-                do_sample=True, top_p=0.95, top_k=0, temperature=1.0)
-            best = float("inf")
-            for r in range(max(1, a.runs)):
-                torch.manual_seed(r)
+    for dtype_name in [d for d in a.dtypes.split(",") if d]:
+        dtype = getattr(torch, dtype_name)
+        model = GPT2LMHeadModel.from_pretrained(a.model, torch_dtype=dtype).eval()
+        with torch.inference_mode():
+            model(ids, use_cache=True)  # warm-up
+            prefills = []
+            for _ in range(runs):
                 t0 = time.perf_counter()
-                g = model.generate(ids, attention_mask=torch.ones_like(ids),
-                                   max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
-                                   pad_token_id=model.config.eos_token_id, **kw)
-                best = min(best, time.perf_counter() - t0)
-                assert g.shape[1] == n + a.new_tokens, g.shape
-            decode = max(best - best_prefill, 1e-9)
-            out.append({"setting": setting, "prefill_tokens_per_s": n / best_prefill,
-                        "decode_tokens_per_s": a.new_tokens / decode})
+                model(ids, use_cache=True)
+                prefills.append(time.perf_counter() - t0)
+            prefill = statistics.median(prefills)
+            for setting in ["greedy", "top-p"]:
+                kw = dict(do_sample=False) if setting == "greedy" else dict(
+                    do_sample=True, top_p=0.95, top_k=0, temperature=1.0)
+                times = []
+                for r in range(runs):
+                    torch.manual_seed(r)
+                    t0 = time.perf_counter()
+                    g = model.generate(ids, attention_mask=torch.ones_like(ids),
+                                       max_new_tokens=a.new_tokens,
+                                       min_new_tokens=a.new_tokens,
+                                       pad_token_id=model.config.eos_token_id, **kw)
+                    times.append(time.perf_counter() - t0)
+                    assert g.shape[1] == n + a.new_tokens, g.shape
+                decode = max(statistics.median(times) - prefill, 1e-9)
+                out.append({"weights": dtype_name, "setting": setting,
+                            "prefill_tokens_per_s": n / prefill,
+                            "decode_tokens_per_s": a.new_tokens / decode})
+        del model
     print(json.dumps(out))
 
 

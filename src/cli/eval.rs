@@ -16,6 +16,11 @@ pub struct Args {
     /// Model directory (a training run or a saved model).
     #[arg(long)]
     model: PathBuf,
+    /// How a GPT stores its matmul weights for inference: f32 (exact), f16, or q8 (int8
+    /// with a scale per 32 weights). f16/q8 decode faster at a small quality cost
+    /// (docs/parts/gen.md); activations and sums stay f32.
+    #[arg(long, default_value = "f32")]
+    weights: arlm::model::gpt::WeightFormat,
     /// A text file, a token file (.bin), or a directory with <split>.bin / <split>.txt.
     #[arg(long)]
     data: PathBuf,
@@ -73,8 +78,9 @@ fn run_model<M: LanguageModel>(m: &M, tok: &dyn Tokenizer, args: &Args) -> Resul
 
 /// Runs `arlm eval`.
 pub fn run(args: Args) -> Result<()> {
-    let loaded = load(&args.model)
+    let mut loaded = load(&args.model)
         .with_context(|| format!("cannot load the model at {}", args.model.display()))?;
+    loaded.set_weight_format(args.weights)?;
     let tok = loaded.tokenizer.as_ref();
     let report = with_model!(&loaded.model, m => run_model(m, tok, &args))?;
     let json = serde_json::to_string_pretty(&report)?;

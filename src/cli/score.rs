@@ -34,6 +34,11 @@ pub struct Args {
     /// Model directory (a training run or a saved model).
     #[arg(long)]
     model: PathBuf,
+    /// How a GPT stores its matmul weights for inference: f32 (exact), f16, or q8 (int8
+    /// with a scale per 32 weights). f16/q8 decode faster at a small quality cost
+    /// (docs/parts/gen.md); activations and sums stay f32.
+    #[arg(long, default_value = "f32")]
+    weights: arlm::model::gpt::WeightFormat,
     /// Texts to score (each argument is one text). Without texts, reads --input.
     texts: Vec<String>,
     /// File with one text per line (or JSONL records), `-` for stdin.
@@ -149,8 +154,9 @@ fn score_all<M: LanguageModel>(
 
 /// Runs `arlm score`.
 pub fn run(args: Args) -> Result<()> {
-    let loaded = load(&args.model)
+    let mut loaded = load(&args.model)
         .with_context(|| format!("cannot load the model at {}", args.model.display()))?;
+    loaded.set_weight_format(args.weights)?;
     let items = read_items(&args)?;
     let tok = loaded.tokenizer.as_ref();
     let scores = with_model!(&loaded.model, m => score_all(m, tok, &items, &args))?;

@@ -46,6 +46,31 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// Stores the model's weights in `format` for inference (see
+    /// [`Gpt::with_weight_format`]). Only the GPT has reduced-precision weights; f32 is
+    /// accepted for every model.
+    pub fn set_weight_format(
+        &mut self,
+        format: super::gpt::WeightFormat,
+    ) -> Result<(), ModelError> {
+        if format == super::gpt::WeightFormat::F32 {
+            return Ok(());
+        }
+        match std::mem::replace(&mut self.model, AnyModel::Uniform(Uniform::new(1, 0)?)) {
+            AnyModel::Gpt(g) => {
+                self.model = AnyModel::Gpt(g.with_weight_format(format));
+                Ok(())
+            }
+            other => {
+                let what = with_model!(&other, m => m.describe());
+                self.model = other;
+                Err(ModelError::InvalidConfig(format!(
+                    "--weights {format} needs a GPT model; {what} has no reduced-precision weights"
+                )))
+            }
+        }
+    }
+
     /// The model's one-line description.
     pub fn describe(&self) -> String {
         with_model!(&self.model, m => m.describe())

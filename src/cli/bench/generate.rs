@@ -7,10 +7,15 @@
 //! ids), generate 256 new tokens at batch 1 with end-of-text ignored, greedy and top-p
 //! (0.95 at temperature 1, no top-k), and report decode tokens/s (new tokens / time after
 //! the prompt) and prefill tokens/s (prompt tokens / time of the prompt pass).
+//!
+//! One row per (engine, weight format, setting): arlm with each `--weights` format (f32,
+//! f16, q8 by default; see [`arlm::model::gpt::quant`]) and transformers in float32 and
+//! bfloat16 (`--hf-dtypes`). Every number is the MEDIAN of `--runs` timed runs (both
+//! sides), and every ratio is against transformers float32 with the same setting.
 
 use anyhow::{bail, Context, Result};
 use arlm::generate::{Sampler, SamplerConfig, Session};
-use arlm::model::gpt::{Gpt, GptConfig};
+use arlm::model::gpt::{Gpt, GptConfig, WeightFormat};
 use arlm::model::LanguageModel;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -32,9 +37,16 @@ pub struct Args {
     /// New tokens to generate.
     #[arg(long, default_value_t = 256)]
     pub new_tokens: usize,
-    /// Timed repetitions per setting (the best is reported).
+    /// Timed repetitions per setting (the median is reported).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
+    /// arlm decode weight formats to measure, comma-separated (f32, f16, q8).
+    #[arg(long, value_delimiter = ',', default_value = "f32,f16,q8")]
+    pub weights: Vec<WeightFormat>,
+    /// transformers dtypes to measure, comma-separated (float32, bfloat16); ratios are
+    /// against float32.
+    #[arg(long, value_delimiter = ',', default_value = "float32,bfloat16")]
+    pub hf_dtypes: Vec<String>,
     /// Python with torch + transformers for the reference (default: $ARLM_PEERS_PYTHON, else the peers venv;
     /// the reference is skipped if it fails).
     #[arg(long)]
@@ -50,6 +62,9 @@ pub struct Args {
 /// One measured setting.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 struct Measure {
+    /// Weight format: arlm's f32/f16/q8, transformers' float32/bfloat16.
+    #[serde(default)]
+    weights: String,
     setting: String,
     prefill_tokens_per_s: f64,
     decode_tokens_per_s: f64,
@@ -96,8 +111,8 @@ fn measure<M: LanguageModel>(
     setting: &str,
     runs: usize,
 ) -> Result<Measure> {
-    let mut best_prefill = f64::INFINITY;
-    let mut best_decode = f64::INFINITY;
+    let mut prefills = Vec::new();
+    let mut decodes = Vec::new();
     for run in 0..runs.max(1) {
         let mut sampler = Sampler::new(setting_config(setting, run as u64), model.vocab_size())?;
         let t0 = Instant::now();
@@ -112,14 +127,29 @@ fn measure<M: LanguageModel>(
             }
         }
         let decode = t1.elapsed().as_secs_f64();
-        best_prefill = best_prefill.min(prefill);
-        best_decode = best_decode.min(decode);
+        prefills.push(prefill);
+        decodes.push(decode);
     }
     Ok(Measure {
+        weights: String::new(),
         setting: setting.to_string(),
-        prefill_tokens_per_s: prompt.len() as f64 / best_prefill,
-        decode_tokens_per_s: new_tokens as f64 / best_decode,
+        prefill_tokens_per_s: prompt.len() as f64 / median(&mut prefills),
+        decode_tokens_per_s: new_tokens as f64 / median(&mut decodes),
     })
+}
+
+/// The median (mean of the middle two for an even count).
+fn median(x: &mut [f64]) -> f64 {
+    x.sort_by(f64::total_cmp);
+    let n = x.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        x[n / 2]
+    } else {
+        0.5 * (x[n / 2 - 1] + x[n / 2])
+    }
 }
 
 fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
@@ -140,6 +170,8 @@ fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
             args.runs.to_string(),
             "--threads".into(),
             rayon::current_num_threads().to_string(),
+            "--dtypes".into(),
+            args.hf_dtypes.join(","),
         ],
     )
 }
@@ -180,15 +212,19 @@ pub fn run(args: Args) -> Result<()> {
         rayon::current_num_threads()
     );
     let mut ours = Vec::new();
-    for setting in ["greedy", "top-p"] {
-        let m = measure(&model, &prompt, args.new_tokens, setting, args.runs)?;
-        eprintln!(
-            "arlm {setting}: prefill {:.1} tok/s, decode {:.2} tok/s",
-            m.prefill_tokens_per_s, m.decode_tokens_per_s
-        );
-        ours.push(m);
+    for &format in &args.weights {
+        let m = model.clone().with_weight_format(format);
+        for setting in ["greedy", "top-p"] {
+            let mut r = measure(&m, &prompt, args.new_tokens, setting, args.runs)?;
+            r.weights = format.to_string();
+            eprintln!(
+                "arlm {format} {setting}: prefill {:.1} tok/s, decode {:.2} tok/s",
+                r.prefill_tokens_per_s, r.decode_tokens_per_s
+            );
+            ours.push(r);
+        }
     }
-    let theirs = if args.no_reference {
+    let theirs: Vec<Measure> = if args.no_reference || args.hf_dtypes.is_empty() {
         Vec::new()
     } else {
         match reference(&args, &dir, &prompt) {
@@ -200,23 +236,27 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     println!(
-        "| setting | arlm prefill tok/s | HF prefill tok/s | prefill ratio | arlm decode tok/s | HF decode tok/s | decode ratio |"
+        "| engine | weights | setting | prefill tok/s | decode tok/s | prefill vs HF float32 | decode vs HF float32 |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for m in &ours {
-        let r = theirs.iter().find(|t| t.setting == m.setting);
-        let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
-        let hp = r.map(|r| r.prefill_tokens_per_s);
-        let hd = r.map(|r| r.decode_tokens_per_s);
+    let rows = ours
+        .iter()
+        .map(|m| ("arlm", m))
+        .chain(theirs.iter().map(|m| ("transformers", m)));
+    for (engine, m) in rows {
+        let base = theirs
+            .iter()
+            .find(|t| t.setting == m.setting && t.weights == "float32");
+        let ratio =
+            |ours: f64, hf: Option<f64>| hf.map_or("-".into(), |h| format!("{:.2}x", ours / h));
         println!(
-            "| {} | {:.1} | {} | {} | {:.2} | {} | {} |",
+            "| {engine} | {} | {} | {:.1} | {:.2} | {} | {} |",
+            m.weights,
             m.setting,
             m.prefill_tokens_per_s,
-            fmt(hp),
-            fmt(hp.map(|h| m.prefill_tokens_per_s / h)),
             m.decode_tokens_per_s,
-            fmt(hd),
-            fmt(hd.map(|h| m.decode_tokens_per_s / h)),
+            ratio(m.prefill_tokens_per_s, base.map(|b| b.prefill_tokens_per_s)),
+            ratio(m.decode_tokens_per_s, base.map(|b| b.decode_tokens_per_s)),
         );
     }
     if let Some(path) = &args.json {
@@ -225,6 +265,8 @@ pub fn run(args: Args) -> Result<()> {
             "prompt_len": prompt.len(),
             "new_tokens": args.new_tokens,
             "threads": rayon::current_num_threads(),
+            "runs": args.runs,
+            "statistic": "median",
             "arlm": ours,
             "transformers": theirs,
         });

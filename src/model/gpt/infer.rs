@@ -11,9 +11,10 @@
 //!   different lengths are right-padded, which causal attention makes harmless.
 
 use super::kernels::{self, SyncPtr};
+use super::quant;
 use super::simd;
 use super::trainer::{forward, Acts};
-use super::{layer, parts, Gpt};
+use super::{layer, parts, Gpt, WeightFormat};
 use crate::model::{check_token, log_softmax_in_place, LanguageModel, ModelError};
 use rayon::prelude::*;
 
@@ -32,6 +33,8 @@ pub struct GptState {
     tmp: Vec<f32>,
     fch: Vec<f32>,
     scores: Vec<f32>,
+    /// Row-block partial sums of the f32 gemv (GEMV_ROW_BLOCKS * 4C).
+    part: Vec<f32>,
 }
 
 impl GptState {
@@ -50,33 +53,29 @@ impl GptState {
 /// how many threads run; 4 keeps 2 cores balanced.
 const GEMV_ROW_BLOCKS: usize = 4;
 
-/// y(OC) = x(IC) @ w(IC,OC) + b. The decode step is memory-bound (every weight is read once
-/// per token), so large matrices are split into row blocks that each stream a contiguous
-/// part of `w` into a private partial sum, then the partials are added in block order.
-/// (Splitting by 256-column blocks instead gave 3 strided tasks for the 768-column
-/// matrices: 1.5 rounds on 2 threads.)
-fn gemv(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], ic: usize, oc: usize) {
-    let rows = |r: std::ops::Range<usize>, acc: &mut [f32]| {
-        for i in r {
-            simd::axpy(acc, x[i], &w[i * oc..(i + 1) * oc]);
-        }
-    };
+/// y(OC) = x(IC) @ w(IC,OC) + b for the f32 weights in the parameter buffer's Conv1D
+/// layout. The decode step is memory-bound (every weight is read once per token), so large
+/// matrices are split into row blocks that each stream a contiguous part of `w` into a
+/// private partial sum (`part`, GEMV_ROW_BLOCKS * OC scratch), then the partials are added
+/// in block order. (Splitting by 256-column blocks instead gave 3 strided tasks for the
+/// 768-column matrices: 1.5 rounds on 2 threads.)
+fn gemv(y: &mut [f32], part: &mut [f32], x: &[f32], w: &[f32], b: &[f32], ic: usize, oc: usize) {
     y[..oc].copy_from_slice(&b[..oc]);
     if ic * oc < 1 << 16 {
-        rows(0..ic, &mut y[..oc]);
+        quant::axpy_rows(&mut y[..oc], &x[..ic], w);
         return;
     }
     let per = ic.div_ceil(GEMV_ROW_BLOCKS);
-    let partials: Vec<Vec<f32>> = (0..GEMV_ROW_BLOCKS)
-        .into_par_iter()
-        .map(|blk| {
-            let mut acc = vec![0f32; oc];
-            rows(blk * per..((blk + 1) * per).min(ic), &mut acc);
-            acc
-        })
-        .collect();
-    for part in &partials {
-        for (yj, pj) in y.iter_mut().zip(part) {
+    part[..GEMV_ROW_BLOCKS * oc]
+        .par_chunks_mut(oc)
+        .enumerate()
+        .for_each(|(blk, acc)| {
+            acc.fill(0.0);
+            let r = blk * per..((blk + 1) * per).min(ic);
+            quant::axpy_rows(acc, &x[r.clone()], &w[r.start * oc..r.end * oc]);
+        });
+    for acc in part[..GEMV_ROW_BLOCKS * oc].chunks(oc) {
+        for (yj, pj) in y.iter_mut().zip(acc) {
             *yj += pj;
         }
     }
@@ -151,10 +150,23 @@ impl Gpt<f32> {
         }
         let scale = 1.0 / (hs as f32).sqrt();
         let n_ctx = pos + 1;
+        let qw = self.infer_weights.as_deref();
         for l in 0..cfg.n_layer {
             let w = layer(p.layers, cfg, l);
+            let ql = qw.map(|q| &q.layers[l]);
             layernorm_row(&mut st.ln, &st.x, w.ln1_w, w.ln1_b);
-            gemv(&mut st.qkv, &st.ln, w.qkv_w, w.qkv_b, c, 3 * c);
+            match ql {
+                Some(q) => q.qkv.matvec(&mut st.qkv, &st.ln, Some(w.qkv_b)),
+                None => gemv(
+                    &mut st.qkv,
+                    &mut st.part,
+                    &st.ln,
+                    w.qkv_w,
+                    w.qkv_b,
+                    c,
+                    3 * c,
+                ),
+            }
             st.k[l].extend_from_slice(&st.qkv[c..2 * c]);
             st.v[l].extend_from_slice(&st.qkv[2 * c..]);
             let (kc, vc, q) = (&st.k[l], &st.v[l], &st.qkv[..c]);
@@ -192,29 +204,45 @@ impl Gpt<f32> {
                     head(h, yh);
                 }
             }
-            gemv(&mut st.tmp, &st.atty, w.attn_proj_w, w.attn_proj_b, c, c);
+            match ql {
+                Some(q) => q
+                    .attn_proj
+                    .matvec(&mut st.tmp, &st.atty, Some(w.attn_proj_b)),
+                None => {
+                    let (t, pa) = (&mut st.tmp, &mut st.part);
+                    gemv(t, pa, &st.atty, w.attn_proj_w, w.attn_proj_b, c, c)
+                }
+            }
             for j in 0..c {
                 st.x[j] += st.tmp[j];
             }
             layernorm_row(&mut st.ln, &st.x, w.ln2_w, w.ln2_b);
-            gemv(&mut st.fch, &st.ln, w.fc_w, w.fc_b, c, 4 * c);
+            match ql {
+                Some(q) => q.fc.matvec(&mut st.fch, &st.ln, Some(w.fc_b)),
+                None => gemv(&mut st.fch, &mut st.part, &st.ln, w.fc_w, w.fc_b, c, 4 * c),
+            }
             kernels::gelu_inplace(&mut st.fch);
-            gemv(&mut st.tmp, &st.fch, w.proj_w, w.proj_b, 4 * c, c);
+            match ql {
+                Some(q) => q.proj.matvec(&mut st.tmp, &st.fch, Some(w.proj_b)),
+                None => gemv(
+                    &mut st.tmp,
+                    &mut st.part,
+                    &st.fch,
+                    w.proj_w,
+                    w.proj_b,
+                    4 * c,
+                    c,
+                ),
+            }
             for j in 0..c {
                 st.x[j] += st.tmp[j];
             }
         }
         layernorm_row(&mut st.ln, &st.x, p.lnf_w, p.lnf_b);
-        let ln = &st.ln;
-        out[..v]
-            .par_chunks_mut(1024)
-            .enumerate()
-            .for_each(|(bi, ob)| {
-                for (i, o) in ob.iter_mut().enumerate() {
-                    let row = &p.wte[(bi * 1024 + i) * c..][..c];
-                    *o = simd::dot(row, ln);
-                }
-            });
+        match qw {
+            Some(q) => q.wte.matvec(&mut out[..v], &st.ln, None),
+            None => quant::dot_rows(&mut out[..v], &p.wte[..v * c], &st.ln),
+        }
         st.pos += 1;
     }
 }
@@ -244,7 +272,10 @@ impl LanguageModel for Gpt<f32> {
             c.block_size,
             c.vocab_size,
             self.num_params() as f64 / 1e6
-        )
+        ) + &match self.weight_format() {
+            WeightFormat::F32 => String::new(),
+            f => format!(", {f} weights"),
+        }
     }
 
     fn new_state(&self) -> GptState {
@@ -261,6 +292,7 @@ impl LanguageModel for Gpt<f32> {
             tmp: vec![0.0; e],
             fch: vec![0.0; 4 * e],
             scores: vec![0.0; c.n_head * c.block_size],
+            part: vec![0.0; GEMV_ROW_BLOCKS * 4 * e],
         }
     }
 
@@ -404,6 +436,63 @@ mod tests {
         let m = model();
         let seq = [12u32, 3, 5, 7, 0, 1, 1, 11, 4, 2];
         crate::model::conformance::check_model(&m, &seq, 2e-4);
+    }
+
+    /// Wide enough (C = 64) that q8 rows have full 32-blocks and the SIMD kernels run.
+    fn wide_model() -> Gpt {
+        let cfg = GptConfig {
+            n_layer: 2,
+            n_head: 4,
+            n_embd: 64,
+            block_size: 12,
+            vocab_size: 37,
+            dropout: 0.0,
+        };
+        let mut m = Gpt::new(cfg, 3).unwrap();
+        for x in m.params_mut().iter_mut() {
+            *x *= 6.0;
+        }
+        m
+    }
+
+    /// Max |logprob difference| between two models along `seq` (KV-cache path).
+    fn max_step_diff(a: &Gpt, b: &Gpt, seq: &[u32]) -> f32 {
+        let v = a.config.vocab_size;
+        let (mut sa, mut sb) = (a.new_state(), b.new_state());
+        let (mut ra, mut rb) = (vec![0.0; v], vec![0.0; v]);
+        let mut worst = 0f32;
+        for &t in seq {
+            a.feed(&mut sa, t, &mut ra).unwrap();
+            b.feed(&mut sb, t, &mut rb).unwrap();
+            for (x, y) in ra.iter().zip(&rb) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn reduced_precision_weights_keep_both_paths_in_agreement() {
+        let seq = [36u32, 3, 5, 7, 0, 1, 1, 11, 4, 2, 30, 17];
+        let f32m = wide_model();
+        for (format, tol) in [(WeightFormat::F16, 0.1f32), (WeightFormat::Q8, 1.5)] {
+            let m = wide_model().with_weight_format(format);
+            assert_eq!(m.weight_format(), format);
+            // The step (compact kernels) and the parallel pass (gemm on the rounded f32
+            // copy) compute with the same weights.
+            crate::model::conformance::check_model(&m, &seq, 2e-4);
+            // The rounding costs little, but something: a model that ignored the format
+            // would give 0 here.
+            let d = max_step_diff(&f32m, &m, &seq);
+            eprintln!("{format}: max |logprob diff| vs f32 {d:.2e}");
+            assert!(d < tol && d > 0.0, "{format}: {d}");
+        }
+        let same = wide_model().with_weight_format(WeightFormat::F32);
+        assert_eq!(max_step_diff(&f32m, &same, &seq), 0.0);
+        // Mutating the parameters drops the stale compact copy.
+        let mut m = wide_model().with_weight_format(WeightFormat::Q8);
+        m.params_mut();
+        assert_eq!(m.weight_format(), WeightFormat::F32);
     }
 
     #[test]

@@ -66,11 +66,13 @@ pub mod checkpoint;
 pub mod float;
 pub mod infer;
 pub mod kernels;
+pub mod quant;
 pub mod simd;
 pub mod trainer;
 
 pub use float::Float;
 pub use infer::GptState;
+pub use quant::WeightFormat;
 pub use trainer::GptTrainer;
 
 use super::ModelError;
@@ -231,6 +233,9 @@ pub struct Gpt<F: Float = f32> {
     /// The token that conditions the first real token (the tokenizer's end-of-text).
     pub bos_token: u32,
     params: Vec<F>,
+    /// Compact copies of the matmul weights for the decode step (None: the step reads
+    /// `params` in f32). See [`Gpt::with_weight_format`].
+    infer_weights: Option<std::sync::Arc<quant::InferWeights>>,
 }
 
 impl Gpt<f32> {
@@ -244,12 +249,36 @@ impl Gpt<f32> {
         checkpoint::load(dir)
     }
 
+    /// The model with its matmul weights (and the tied LM head) stored in `format` for the
+    /// decode step. The f32 parameters are rounded to the values the format represents,
+    /// so every path (KV-cache step, parallel forward, scoring) computes with the same
+    /// weights; f32 is the identity. Embeddings, biases and LayerNorms stay f32.
+    pub fn with_weight_format(mut self, format: WeightFormat) -> Gpt<f32> {
+        self.infer_weights = match format {
+            WeightFormat::F32 => None,
+            _ => Some(std::sync::Arc::new(quant::InferWeights::encode(
+                &mut self.params,
+                &self.config,
+                format,
+            ))),
+        };
+        self
+    }
+
+    /// How the decode step stores the weights.
+    pub fn weight_format(&self) -> WeightFormat {
+        self.infer_weights
+            .as_ref()
+            .map_or(WeightFormat::F32, |w| w.format)
+    }
+
     /// The same model in f64 (for finite-difference checks).
     pub fn to_f64(&self) -> Gpt<f64> {
         Gpt {
             config: self.config,
             bos_token: self.bos_token,
             params: self.params.iter().map(|&x| x as f64).collect(),
+            infer_weights: None,
         }
     }
 }
@@ -276,6 +305,7 @@ impl<F: Float> Gpt<F> {
             bos_token: (config.vocab_size - 1) as u32,
             config,
             params,
+            infer_weights: None,
         })
     }
 
@@ -293,6 +323,7 @@ impl<F: Float> Gpt<F> {
             bos_token: (config.vocab_size - 1) as u32,
             config,
             params,
+            infer_weights: None,
         })
     }
 
@@ -306,8 +337,11 @@ impl<F: Float> Gpt<F> {
         &self.params
     }
 
-    /// The parameter buffer, mutable (the optimizer writes it).
+    /// The parameter buffer, mutable (the optimizer writes it). Drops the compact
+    /// decode-step copy of a reduced-precision model, which would go stale: the model
+    /// is f32 again (with whatever values the buffer holds).
     pub fn params_mut(&mut self) -> &mut [F] {
+        self.infer_weights = None;
         &mut self.params
     }
 

@@ -1,0 +1,830 @@
+//! Decode-step weight storage and matrix-vector kernels: f32, f16 and q8 (int8 with one
+//! f32 scale per 32 weights, like llama.cpp's Q8_0), f32 activations and accumulation.
+//!
+//! The decode step reads every weight once per token, so its speed is bytes of weights
+//! over memory bandwidth. [`WeightFormat::F16`] halves the bytes and [`WeightFormat::Q8`]
+//! roughly quarters them (1.125 bytes per weight). A reduced-precision model
+//! ([`Gpt::with_weight_format`](super::Gpt::with_weight_format)) keeps two copies:
+//! the compact matrices here for the step, and its f32 parameter buffer rounded to exactly
+//! the values the compact copy represents, so the parallel (gemm) paths (`prefill`,
+//! `score_next`, ...) compute with the same weights and the KV-cache and parallel paths
+//! still agree up to summation order.
+//!
+//! Layout: compact matrices are stored (out, in) row-major (the transpose of the Conv1D
+//! (in, out) layout of the parameter buffer), so one output is one dot product over a
+//! contiguous row and a q8 block of 32 runs along the reduction dimension. The tied LM
+//! head `wte` is already (vocab, C).
+//!
+//! Kernels are chosen at run time: AVX-512F, else AVX2+FMA+F16C, else plain Rust; each
+//! computes four rows at a time (four independent accumulator chains sharing the loads of
+//! x). Every output row is computed by one task start to end, so results do not depend on
+//! the thread count.
+
+use rayon::prelude::*;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::fmt;
+use std::str::FromStr;
+
+/// How the decode step stores the matmul weights (and the tied LM head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// The f32 parameters as trained (exact).
+    #[default]
+    F32,
+    /// IEEE half precision (round to nearest even): 2 bytes per weight.
+    F16,
+    /// int8 with an f32 scale (max |w| / 127) per block of 32 consecutive inputs:
+    /// 1.125 bytes per weight.
+    Q8,
+}
+
+/// Q8 block length along the input dimension.
+pub const Q8_BLOCK: usize = 32;
+
+impl WeightFormat {
+    /// All formats, in CLI order.
+    pub const ALL: [WeightFormat; 3] = [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8];
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::F16 => "f16",
+            WeightFormat::Q8 => "q8",
+        }
+    }
+}
+
+impl fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown weight format name.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown weight format {0:?} (expected f32, f16 or q8)")]
+pub struct UnknownWeightFormat(pub String);
+
+impl FromStr for WeightFormat {
+    type Err = UnknownWeightFormat;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(WeightFormat::F32),
+            "f16" => Ok(WeightFormat::F16),
+            "q8" | "q8_0" | "int8" => Ok(WeightFormat::Q8),
+            _ => Err(UnknownWeightFormat(s.to_string())),
+        }
+    }
+}
+
+/// Which kernel family runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// The best the CPU supports.
+    pub(crate) fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// Every kernel family this CPU can run (for tests).
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Isa> {
+        let best = Isa::detect();
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| i as u8 <= best as u8)
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+enum Data {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+    Q8 { q: Vec<i8>, scales: Vec<f32> },
+}
+
+/// A weight matrix stored (rows = outputs, cols = inputs) in a compact format.
+#[derive(Clone)]
+pub struct QMat {
+    rows: usize,
+    cols: usize,
+    data: Data,
+}
+
+impl fmt::Debug for QMat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QMat({}x{} {})", self.rows, self.cols, self.format())
+    }
+}
+
+impl QMat {
+    /// Encodes `w`, given (rows, cols) row-major if `!transposed`, or (cols, rows)
+    /// row-major (the Conv1D (in, out) layout) if `transposed`. Also returns the f32 values
+    /// the encoding represents, in the input's layout.
+    pub fn encode(
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        transposed: bool,
+        format: WeightFormat,
+    ) -> (QMat, Vec<f32>) {
+        assert_eq!(w.len(), rows * cols);
+        let at = |r: usize, c: usize| {
+            if transposed {
+                w[c * rows + r]
+            } else {
+                w[r * cols + c]
+            }
+        };
+        let mut rounded = vec![0f32; rows * cols];
+        let mut put = |r: usize, c: usize, v: f32| {
+            if transposed {
+                rounded[c * rows + r] = v;
+            } else {
+                rounded[r * cols + c] = v;
+            }
+        };
+        let data = match format {
+            WeightFormat::F32 => {
+                let mut d = Vec::with_capacity(rows * cols);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        d.push(at(r, c));
+                        put(r, c, at(r, c));
+                    }
+                }
+                Data::F32(d)
+            }
+            WeightFormat::F16 => {
+                let mut d = Vec::with_capacity(rows * cols);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let h = half::f16::from_f32(at(r, c));
+                        d.push(h.to_bits());
+                        put(r, c, h.to_f32());
+                    }
+                }
+                Data::F16(d)
+            }
+            WeightFormat::Q8 => {
+                let nb = cols.div_ceil(Q8_BLOCK);
+                let mut q = Vec::with_capacity(rows * cols);
+                let mut scales = Vec::with_capacity(rows * nb);
+                for r in 0..rows {
+                    for b in 0..nb {
+                        let cs = b * Q8_BLOCK..((b + 1) * Q8_BLOCK).min(cols);
+                        let amax = cs.clone().map(|c| at(r, c).abs()).fold(0f32, f32::max);
+                        let s = amax / 127.0;
+                        let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                        scales.push(s);
+                        for c in cs {
+                            let qi = (at(r, c) * inv).round().clamp(-127.0, 127.0) as i8;
+                            q.push(qi);
+                            put(r, c, qi as f32 * s);
+                        }
+                    }
+                }
+                Data::Q8 { q, scales }
+            }
+        };
+        (QMat { rows, cols, data }, rounded)
+    }
+
+    /// The storage format.
+    pub fn format(&self) -> WeightFormat {
+        match self.data {
+            Data::F32(_) => WeightFormat::F32,
+            Data::F16(_) => WeightFormat::F16,
+            Data::Q8 { .. } => WeightFormat::Q8,
+        }
+    }
+
+    /// Bytes of weight storage.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            Data::F32(d) => d.len() * 4,
+            Data::F16(d) => d.len() * 2,
+            Data::Q8 { q, scales } => q.len() + scales.len() * 4,
+        }
+    }
+
+    /// Output count.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// y = W x (+ bias), rows in parallel when the matrix is large.
+    pub fn matvec(&self, y: &mut [f32], x: &[f32], bias: Option<&[f32]>) {
+        self.matvec_isa(y, x, bias, Isa::detect());
+    }
+
+    pub(crate) fn matvec_isa(&self, y: &mut [f32], x: &[f32], bias: Option<&[f32]>, isa: Isa) {
+        let y = &mut y[..self.rows];
+        let x = &x[..self.cols];
+        if self.rows * self.cols < 1 << 16 {
+            self.rows_range(y, 0, x, isa);
+        } else {
+            // Several chunks per thread so a busy core does not hold everyone up; multiples
+            // of 4 rows so every chunk runs the 4-row kernel.
+            let chunks = 4 * rayon::current_num_threads();
+            let per = self.rows.div_ceil(chunks).next_multiple_of(4).max(16);
+            y.par_chunks_mut(per)
+                .enumerate()
+                .for_each(|(i, yc)| self.rows_range(yc, i * per, x, isa));
+        }
+        if let Some(b) = bias {
+            for (yi, bi) in y.iter_mut().zip(b) {
+                *yi += bi;
+            }
+        }
+    }
+
+    /// y[i] = row (r0 + i) . x.
+    fn rows_range(&self, y: &mut [f32], r0: usize, x: &[f32], isa: Isa) {
+        let n = self.cols;
+        match &self.data {
+            Data::F32(d) => {
+                let w = &d[r0 * n..(r0 + y.len()) * n];
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the Isa came from feature detection (or a test that checked it).
+                    Isa::Avx512 => unsafe { f32_avx512(y, w, x) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { f32_avx2(y, w, x) },
+                    _ => f32_scalar(y, w, x),
+                }
+            }
+            Data::F16(d) => {
+                let w = &d[r0 * n..(r0 + y.len()) * n];
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { f16_avx512(y, w, x) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { f16_avx2(y, w, x) },
+                    _ => f16_scalar(y, w, x),
+                }
+            }
+            Data::Q8 { q, scales } => {
+                let nb = n.div_ceil(Q8_BLOCK);
+                let w = &q[r0 * n..(r0 + y.len()) * n];
+                let s = &scales[r0 * nb..(r0 + y.len()) * nb];
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { q8_avx512(y, w, s, x) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { q8_avx2(y, w, s, x) },
+                    _ => q8_scalar(y, w, s, x),
+                }
+            }
+        }
+    }
+}
+
+fn f32_scalar(y: &mut [f32], w: &[f32], x: &[f32]) {
+    let n = x.len();
+    for (i, yi) in y.iter_mut().enumerate() {
+        *yi = super::simd::dot(&w[i * n..(i + 1) * n], x);
+    }
+}
+
+fn f16_scalar(y: &mut [f32], w: &[u16], x: &[f32]) {
+    let n = x.len();
+    for (i, yi) in y.iter_mut().enumerate() {
+        *yi = w[i * n..(i + 1) * n]
+            .iter()
+            .zip(x)
+            .map(|(&h, &xv)| half::f16::from_bits(h).to_f32() * xv)
+            .sum();
+    }
+}
+
+/// One q8 row: sum over blocks of scale * (q . x).
+#[inline(always)]
+fn q8_row_scalar(q: &[i8], s: &[f32], x: &[f32]) -> f32 {
+    let mut acc = 0f32;
+    for ((qb, xb), &sb) in q.chunks(Q8_BLOCK).zip(x.chunks(Q8_BLOCK)).zip(s) {
+        let d: f32 = qb.iter().zip(xb).map(|(&qi, &xv)| qi as f32 * xv).sum();
+        acc += sb * d;
+    }
+    acc
+}
+
+fn q8_scalar(y: &mut [f32], q: &[i8], s: &[f32], x: &[f32]) {
+    let n = x.len();
+    let nb = n.div_ceil(Q8_BLOCK);
+    for (i, yi) in y.iter_mut().enumerate() {
+        *yi = q8_row_scalar(&q[i * n..(i + 1) * n], &s[i * nb..(i + 1) * nb], x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn hsum256(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// Generates the 4-rows-at-a-time driver: `$load(row, k)` returns the vector of weights
+/// row[k..k+LANES] as f32; the tail (cols % LANES) is done in scalar.
+macro_rules! rows4 {
+    ($y:ident, $n:ident, $x:ident, $zero:expr, $lanes:expr, $loadx:expr, $fma:expr, $hsum:expr,
+     $load:expr, $tail:expr) => {{
+        let full = $n / $lanes * $lanes;
+        let nrows = $y.len();
+        let mut r = 0;
+        while r + 4 <= nrows {
+            let (mut a0, mut a1, mut a2, mut a3) = ($zero, $zero, $zero, $zero);
+            let mut k = 0;
+            while k < full {
+                let xv = $loadx(k);
+                a0 = $fma($load(r, k), xv, a0);
+                a1 = $fma($load(r + 1, k), xv, a1);
+                a2 = $fma($load(r + 2, k), xv, a2);
+                a3 = $fma($load(r + 3, k), xv, a3);
+                k += $lanes;
+            }
+            $y[r] = $hsum(a0) + $tail(r, full);
+            $y[r + 1] = $hsum(a1) + $tail(r + 1, full);
+            $y[r + 2] = $hsum(a2) + $tail(r + 2, full);
+            $y[r + 3] = $hsum(a3) + $tail(r + 3, full);
+            r += 4;
+        }
+        while r < nrows {
+            let mut a0 = $zero;
+            let mut k = 0;
+            while k < full {
+                a0 = $fma($load(r, k), $loadx(k), a0);
+                k += $lanes;
+            }
+            $y[r] = $hsum(a0) + $tail(r, full);
+            r += 1;
+        }
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn f32_avx512(y: &mut [f32], w: &[f32], x: &[f32]) {
+    let n = x.len();
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    rows4!(
+        y,
+        n,
+        x,
+        _mm512_setzero_ps(),
+        16,
+        |k| unsafe { _mm512_loadu_ps(xp.add(k)) },
+        |a, b, c| _mm512_fmadd_ps(a, b, c),
+        |a| _mm512_reduce_add_ps(a),
+        |r: usize, k| unsafe { _mm512_loadu_ps(wp.add(r * n + k)) },
+        |r: usize, from: usize| -> f32 { (from..n).map(|k| w[r * n + k] * x[k]).sum() }
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn f32_avx2(y: &mut [f32], w: &[f32], x: &[f32]) {
+    let n = x.len();
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    rows4!(
+        y,
+        n,
+        x,
+        _mm256_setzero_ps(),
+        8,
+        |k| unsafe { _mm256_loadu_ps(xp.add(k)) },
+        |a, b, c| _mm256_fmadd_ps(a, b, c),
+        |a| hsum256(a),
+        |r: usize, k| unsafe { _mm256_loadu_ps(wp.add(r * n + k)) },
+        |r: usize, from: usize| -> f32 { (from..n).map(|k| w[r * n + k] * x[k]).sum() }
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn f16_avx512(y: &mut [f32], w: &[u16], x: &[f32]) {
+    let n = x.len();
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let h = |v: u16| half::f16::from_bits(v).to_f32();
+    rows4!(
+        y,
+        n,
+        x,
+        _mm512_setzero_ps(),
+        16,
+        |k| unsafe { _mm512_loadu_ps(xp.add(k)) },
+        |a, b, c| _mm512_fmadd_ps(a, b, c),
+        |a| _mm512_reduce_add_ps(a),
+        |r: usize, k| unsafe {
+            _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(r * n + k) as *const __m256i))
+        },
+        |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_avx2(y: &mut [f32], w: &[u16], x: &[f32]) {
+    let n = x.len();
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let h = |v: u16| half::f16::from_bits(v).to_f32();
+    rows4!(
+        y,
+        n,
+        x,
+        _mm256_setzero_ps(),
+        8,
+        |k| unsafe { _mm256_loadu_ps(xp.add(k)) },
+        |a, b, c| _mm256_fmadd_ps(a, b, c),
+        |a| hsum256(a),
+        |r: usize, k| unsafe {
+            _mm256_cvtph_ps(_mm_loadu_si128(wp.add(r * n + k) as *const __m128i))
+        },
+        |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
+    );
+}
+
+/// The q8 kernels work block by block: per block of 32, t = q . x in f32 lanes, then
+/// acc += scale * t (one FMA with the broadcast scale). The last block may be short
+/// (cols % 32); it is done in scalar.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn q8_avx512(y: &mut [f32], q: &[i8], s: &[f32], x: &[f32]) {
+    let n = x.len();
+    let nb = n.div_ceil(Q8_BLOCK);
+    let full = n / Q8_BLOCK;
+    let (qp, xp) = (q.as_ptr(), x.as_ptr());
+    let ld = |p: *const i8| unsafe {
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+    };
+    let tail = |r: usize| -> f32 {
+        if full == nb {
+            return 0.0;
+        }
+        let k0 = full * Q8_BLOCK;
+        s[r * nb + full] * (k0..n).map(|k| q[r * n + k] as f32 * x[k]).sum::<f32>()
+    };
+    let nrows = y.len();
+    let mut r = 0;
+    while r < nrows {
+        let m = (nrows - r).min(4);
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for b in 0..full {
+            let k = b * Q8_BLOCK;
+            let x0 = _mm512_loadu_ps(xp.add(k));
+            let x1 = _mm512_loadu_ps(xp.add(k + 16));
+            for (i, a) in acc.iter_mut().enumerate().take(m) {
+                let row = qp.add((r + i) * n + k);
+                let t = _mm512_mul_ps(ld(row), x0);
+                let t = _mm512_fmadd_ps(ld(row.add(16)), x1, t);
+                *a = _mm512_fmadd_ps(t, _mm512_set1_ps(*s.get_unchecked((r + i) * nb + b)), *a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate().take(m) {
+            y[r + i] = _mm512_reduce_add_ps(*a) + tail(r + i);
+        }
+        r += m;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q8_avx2(y: &mut [f32], q: &[i8], s: &[f32], x: &[f32]) {
+    let n = x.len();
+    let nb = n.div_ceil(Q8_BLOCK);
+    let full = n / Q8_BLOCK;
+    let (qp, xp) = (q.as_ptr(), x.as_ptr());
+    let ld = |p: *const i8| unsafe {
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+    };
+    let tail = |r: usize| -> f32 {
+        if full == nb {
+            return 0.0;
+        }
+        let k0 = full * Q8_BLOCK;
+        s[r * nb + full] * (k0..n).map(|k| q[r * n + k] as f32 * x[k]).sum::<f32>()
+    };
+    let nrows = y.len();
+    let mut r = 0;
+    while r < nrows {
+        let m = (nrows - r).min(4);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for b in 0..full {
+            let k = b * Q8_BLOCK;
+            let xs = [
+                _mm256_loadu_ps(xp.add(k)),
+                _mm256_loadu_ps(xp.add(k + 8)),
+                _mm256_loadu_ps(xp.add(k + 16)),
+                _mm256_loadu_ps(xp.add(k + 24)),
+            ];
+            for (i, a) in acc.iter_mut().enumerate().take(m) {
+                let row = qp.add((r + i) * n + k);
+                let mut t = _mm256_mul_ps(ld(row), xs[0]);
+                t = _mm256_fmadd_ps(ld(row.add(8)), xs[1], t);
+                t = _mm256_fmadd_ps(ld(row.add(16)), xs[2], t);
+                t = _mm256_fmadd_ps(ld(row.add(24)), xs[3], t);
+                *a = _mm256_fmadd_ps(t, _mm256_set1_ps(*s.get_unchecked((r + i) * nb + b)), *a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate().take(m) {
+            y[r + i] = hsum256(*a) + tail(r + i);
+        }
+        r += m;
+    }
+}
+
+/// y[i] = w[i*n..(i+1)*n] . x for every row of the f32 (rows, n) matrix `w`, rows in
+/// parallel (the f32 LM head: `wte` is already (vocab, C)).
+pub(crate) fn dot_rows(y: &mut [f32], w: &[f32], x: &[f32]) {
+    dot_rows_isa(y, w, x, Isa::detect());
+}
+
+pub(crate) fn dot_rows_isa(y: &mut [f32], w: &[f32], x: &[f32], isa: Isa) {
+    let n = x.len();
+    let run = |yc: &mut [f32], r0: usize| {
+        let wc = &w[r0 * n..(r0 + yc.len()) * n];
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the Isa came from feature detection (or a test that checked it).
+            Isa::Avx512 => unsafe { f32_avx512(yc, wc, x) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { f32_avx2(yc, wc, x) },
+            _ => f32_scalar(yc, wc, x),
+        }
+    };
+    if y.len() * n < 1 << 16 {
+        run(y, 0);
+        return;
+    }
+    let chunks = 4 * rayon::current_num_threads();
+    let per = y.len().div_ceil(chunks).next_multiple_of(4).max(16);
+    y.par_chunks_mut(per)
+        .enumerate()
+        .for_each(|(i, yc)| run(yc, i * per));
+}
+
+/// acc += sum_i x[i] * w[i*m..(i+1)*m] (m = acc.len()): rows of an f32 (in, out) matrix
+/// streamed in order, four at a time so acc is loaded and stored once per four rows.
+pub(crate) fn axpy_rows(acc: &mut [f32], x: &[f32], w: &[f32]) {
+    axpy_rows_isa(acc, x, w, Isa::detect());
+}
+
+pub(crate) fn axpy_rows_isa(acc: &mut [f32], x: &[f32], w: &[f32], isa: Isa) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the Isa came from feature detection (or a test that checked it).
+        Isa::Avx512 => unsafe { axpy_rows_avx512(acc, x, w) },
+        _ => {
+            let m = acc.len();
+            for (i, &xi) in x.iter().enumerate() {
+                super::simd::axpy(acc, xi, &w[i * m..(i + 1) * m]);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn axpy_rows_avx512(acc: &mut [f32], x: &[f32], w: &[f32]) {
+    let m = acc.len();
+    assert!(w.len() >= x.len() * m);
+    let full = m / 16 * 16;
+    let (ap, wp) = (acc.as_mut_ptr(), w.as_ptr());
+    let mut i = 0;
+    while i + 4 <= x.len() {
+        let xs = [
+            _mm512_set1_ps(x[i]),
+            _mm512_set1_ps(x[i + 1]),
+            _mm512_set1_ps(x[i + 2]),
+            _mm512_set1_ps(x[i + 3]),
+        ];
+        let rows = [
+            wp.add(i * m),
+            wp.add((i + 1) * m),
+            wp.add((i + 2) * m),
+            wp.add((i + 3) * m),
+        ];
+        let mut j = 0;
+        while j < full {
+            let mut a = _mm512_loadu_ps(ap.add(j));
+            a = _mm512_fmadd_ps(xs[0], _mm512_loadu_ps(rows[0].add(j)), a);
+            a = _mm512_fmadd_ps(xs[1], _mm512_loadu_ps(rows[1].add(j)), a);
+            a = _mm512_fmadd_ps(xs[2], _mm512_loadu_ps(rows[2].add(j)), a);
+            a = _mm512_fmadd_ps(xs[3], _mm512_loadu_ps(rows[3].add(j)), a);
+            _mm512_storeu_ps(ap.add(j), a);
+            j += 16;
+        }
+        for j in full..m {
+            for (k, &xk) in x[i..i + 4].iter().enumerate() {
+                acc[j] += xk * w[(i + k) * m + j];
+            }
+        }
+        i += 4;
+    }
+    for (k, &xk) in x.iter().enumerate().skip(i) {
+        super::simd::axpy(acc, xk, &w[k * m..(k + 1) * m]);
+    }
+}
+
+/// One block's compact matrices, (out, in) layout.
+#[derive(Debug, Clone)]
+pub struct LayerMats {
+    pub qkv: QMat,
+    pub attn_proj: QMat,
+    pub fc: QMat,
+    pub proj: QMat,
+}
+
+/// The compact weights of a whole model for the decode step.
+#[derive(Debug, Clone)]
+pub struct InferWeights {
+    pub format: WeightFormat,
+    pub layers: Vec<LayerMats>,
+    /// The tied LM head (vocab, C).
+    pub wte: QMat,
+}
+
+impl InferWeights {
+    /// Encodes the matmul weights of `params` (GPT-2 layout for `cfg`) in `format` and
+    /// overwrites them in `params` with the values the encoding represents.
+    pub fn encode(params: &mut [f32], cfg: &super::GptConfig, format: WeightFormat) -> Self {
+        let c = cfg.n_embd;
+        let p = super::parts_mut(params, cfg);
+        let (wte, rounded) = QMat::encode(p.wte, cfg.vocab_size, c, false, format);
+        p.wte.copy_from_slice(&rounded);
+        let layers = (0..cfg.n_layer)
+            .map(|l| {
+                let w = super::layer_mut(p.layers, cfg, l);
+                let enc = |m: &mut [f32], ic: usize, oc: usize| {
+                    let (q, r) = QMat::encode(m, oc, ic, true, format);
+                    m.copy_from_slice(&r);
+                    q
+                };
+                LayerMats {
+                    qkv: enc(w.qkv_w, c, 3 * c),
+                    attn_proj: enc(w.attn_proj_w, c, c),
+                    fc: enc(w.fc_w, c, 4 * c),
+                    proj: enc(w.proj_w, 4 * c, c),
+                }
+            })
+            .collect();
+        InferWeights {
+            format,
+            layers,
+            wte,
+        }
+    }
+
+    /// Bytes of compact weight storage.
+    pub fn bytes(&self) -> usize {
+        self.wte.bytes()
+            + self
+                .layers
+                .iter()
+                .map(|l| l.qkv.bytes() + l.attn_proj.bytes() + l.fc.bytes() + l.proj.bytes())
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain f64 y = W x from the rounded (as-represented) weights, (rows, cols) layout.
+    fn reference(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f64> {
+        (0..rows)
+            .map(|r| {
+                (0..cols)
+                    .map(|c| w[r * cols + c] as f64 * x[c] as f64)
+                    .sum()
+            })
+            .collect()
+    }
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kernel_matches_the_reference() {
+        // Shapes with tails in rows (not a multiple of 4), lanes and q8 blocks; one large
+        // enough to take the parallel path.
+        for &(rows, cols) in &[(1, 5), (7, 40), (13, 96), (6, 33), (300, 256), (75, 80)] {
+            let w = data(rows * cols, 1);
+            let x = data(cols, 2);
+            let bias = data(rows, 3);
+            for format in WeightFormat::ALL {
+                for transposed in [false, true] {
+                    let win = if transposed {
+                        // (cols, rows) layout of the same matrix
+                        let mut t = vec![0f32; rows * cols];
+                        for r in 0..rows {
+                            for c in 0..cols {
+                                t[c * rows + r] = w[r * cols + c];
+                            }
+                        }
+                        t
+                    } else {
+                        w.clone()
+                    };
+                    let (m, rounded) = QMat::encode(&win, rows, cols, transposed, format);
+                    let mut r_rc = vec![0f32; rows * cols];
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            r_rc[r * cols + c] = if transposed {
+                                rounded[c * rows + r]
+                            } else {
+                                rounded[r * cols + c]
+                            };
+                            // The encoding's error is what the format promises.
+                            let (orig, got) = (w[r * cols + c], r_rc[r * cols + c]);
+                            let tol = match format {
+                                WeightFormat::F32 => 0.0,
+                                WeightFormat::F16 => orig.abs() * 4.9e-4 + 6e-8,
+                                WeightFormat::Q8 => 1.0 / 127.0 / 2.0 * 1.0001,
+                            };
+                            assert!((orig - got).abs() <= tol, "{format} {orig} -> {got}");
+                        }
+                    }
+                    let want = reference(&r_rc, rows, cols, &x);
+                    for isa in Isa::available() {
+                        let mut y = vec![f32::NAN; rows];
+                        m.matvec_isa(&mut y, &x, Some(&bias), isa);
+                        for r in 0..rows {
+                            let w = want[r] + bias[r] as f64;
+                            assert!(
+                                (y[r] as f64 - w).abs() < 1e-4 * (1.0 + w.abs()),
+                                "{format} {isa:?} {rows}x{cols} row {r}: {} vs {w}",
+                                y[r]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_streaming_kernels_match_plain_loops() {
+        for &(rows, cols) in &[(1, 3), (9, 37), (130, 768), (6, 16)] {
+            let w = data(rows * cols, 4);
+            let x = data(cols, 5);
+            let want = reference(&w, rows, cols, &x);
+            // axpy_rows sees the same matrix as (in = cols, out = rows), transposed.
+            let mut wt = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for c in 0..cols {
+                    wt[c * rows + r] = w[r * cols + c];
+                }
+            }
+            for isa in Isa::available() {
+                let mut y = vec![f32::NAN; rows];
+                dot_rows_isa(&mut y, &w, &x, isa);
+                let mut acc = vec![0f32; rows];
+                axpy_rows_isa(&mut acc, &x, &wt, isa);
+                for r in 0..rows {
+                    let tol = 1e-4 * (1.0 + want[r].abs());
+                    assert!((y[r] as f64 - want[r]).abs() < tol, "dot {isa:?} {r}");
+                    assert!((acc[r] as f64 - want[r]).abs() < tol, "axpy {isa:?} {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for f in WeightFormat::ALL {
+            assert_eq!(f.name().parse::<WeightFormat>().unwrap(), f);
+        }
+        assert!("q4".parse::<WeightFormat>().is_err());
+    }
+}

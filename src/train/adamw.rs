@@ -48,6 +48,21 @@ impl AdamW {
     /// One update of `params` from `grads` at learning rate `lr`; weight decay applies where
     /// `decay[i]` is true. All four slices must have the moments' length.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], decay: &[bool], lr: f32) {
+        // g * 1.0 is exact: the same bits as an unscaled update.
+        self.step_scaled(params, grads, 1.0, decay, lr);
+    }
+
+    /// [`AdamW::step`] with the gradients multiplied by `grad_scale` on the fly (gradient
+    /// accumulation and clipping), bit-identical to scaling a copy first but without the
+    /// extra pass and buffer.
+    pub fn step_scaled(
+        &mut self,
+        params: &mut [f32],
+        grads: &[f32],
+        grad_scale: f32,
+        decay: &[bool],
+        lr: f32,
+    ) {
         let n = self.m.len();
         assert!(
             params.len() == n && grads.len() == n && decay.len() == n,
@@ -76,7 +91,7 @@ impl AdamW {
                     if d[i] {
                         pi *= shrink;
                     }
-                    let gi = g[i];
+                    let gi = g[i] * grad_scale;
                     let mi = b1 * m[i] + (1.0 - b1) * gi;
                     let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
                     m[i] = mi;
@@ -112,6 +127,32 @@ mod tests {
             }
         }
         p
+    }
+
+    /// The scaled step equals a plain step on a scaled copy of the gradients, bit for bit.
+    #[test]
+    fn scaled_step_equals_step_on_scaled_copy() {
+        let n = 20_000;
+        let p0: Vec<f32> = (0..n)
+            .map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        let g: Vec<f32> = (0..n)
+            .map(|i| ((i * 17 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let decay: Vec<bool> = (0..n).map(|i| i % 4 != 0).collect();
+        let s = 0.37f32;
+        let (mut a, mut b) = (p0.clone(), p0);
+        let (mut oa, mut ob) = (
+            AdamW::new(n, 0.9, 0.95, 1e-8, 0.1),
+            AdamW::new(n, 0.9, 0.95, 1e-8, 0.1),
+        );
+        let scaled: Vec<f32> = g.iter().map(|x| x * s).collect();
+        for _ in 0..3 {
+            oa.step_scaled(&mut a, &g, s, &decay, 1e-2);
+            ob.step(&mut b, &scaled, &decay, 1e-2);
+        }
+        assert_eq!(a, b);
+        assert_eq!(oa, ob);
     }
 
     #[test]

@@ -122,6 +122,23 @@ dispatch! {
     }
 }
 
+dispatch! {
+    /// Fused softmax + cross-entropy + its gradient for one row of a mean loss: row <-
+    /// (softmax(row) - onehot(target)) * scale; returns -log p[target] (as
+    /// [`softmax_ce_row`]). Saves the separate scaling pass over the logits.
+    pub fn softmax_ce_grad_row(row: &mut [f32], target: usize, scale: f32) -> f32 {
+        let logit = row[target];
+        let m = max8(row);
+        let s = exp_shift_sum(row, m, 1.0);
+        let k = scale / s;
+        for x in row.iter_mut() {
+            *x *= k;
+        }
+        row[target] -= scale;
+        -(logit - m - s.ln())
+    }
+}
+
 const GELU_S: f32 = 0.797_884_6;
 
 dispatch! {

@@ -239,21 +239,8 @@ pub(crate) fn forward<F: Float>(
         // row's logits itself).
         return;
     }
-    // logits(N,V) = lnf(N,C) @ wte^T(C,V); wte^T(c, v) = wte[v*C + c].
-    kernels::gemm_strided(
-        n,
-        v,
-        c,
-        &mut acts.logits,
-        v,
-        false,
-        &acts.lnf,
-        c,
-        1,
-        p.wte,
-        1,
-        c,
-    );
+    // logits(N,V) = lnf(N,C) @ wte^T(C,V)
+    kernels::lm_head_forward(&mut acts.logits, &acts.lnf, p.wte, n, v, c);
 }
 
 /// Backward-pass scratch gradients for one (B, T), allocated once.
@@ -506,6 +493,19 @@ impl<F: Float> GptTrainer<F> {
         targets: &[u32],
         dropout: Option<(f32, u64)>,
     ) -> Result<f64, ModelError> {
+        self.loss_grad(model, inputs, targets, dropout, None)
+    }
+
+    /// [`GptTrainer::loss_inner`]; with `grad_scale`, the logits become dlogits of the
+    /// loss times `grad_scale` (the fused training kernel) instead of probabilities.
+    fn loss_grad(
+        &mut self,
+        model: &Gpt<F>,
+        inputs: &[u32],
+        targets: &[u32],
+        dropout: Option<(f32, u64)>,
+        grad_scale: Option<F>,
+    ) -> Result<f64, ModelError> {
         self.check(model, inputs, targets)?;
         forward(
             &self.config,
@@ -516,12 +516,22 @@ impl<F: Float> GptTrainer<F> {
             dropout,
         );
         self.dropped = dropout.is_some_and(|(p, _)| p > 0.0) && !self.acts.drop_emb.is_empty();
-        let loss = kernels::softmax_ce_forward(
-            &mut self.acts.logits,
-            &mut self.acts.losses,
-            targets,
-            self.config.vocab_size,
-        );
+        let v = self.config.vocab_size;
+        let loss = match grad_scale {
+            None => kernels::softmax_ce_forward(
+                &mut self.acts.logits,
+                &mut self.acts.losses,
+                targets,
+                v,
+            ),
+            Some(scale) => kernels::softmax_ce_forward_backward(
+                &mut self.acts.logits,
+                &mut self.acts.losses,
+                targets,
+                v,
+                scale,
+            ),
+        };
         if !loss.is_finite() {
             return Err(ModelError::NonFinite(format!("loss {loss}")));
         }
@@ -544,8 +554,8 @@ impl<F: Float> GptTrainer<F> {
         if !self.shards.is_empty() {
             return self.forward_backward_split(model, inputs, targets, dropout);
         }
-        let loss = self.loss_inner(model, inputs, targets, dropout)? as f32;
         let scale = F::ONE / F::from_usize(self.b * self.t);
+        let loss = self.loss_grad(model, inputs, targets, dropout, Some(scale))? as f32;
         backward(
             &self.config,
             model.params(),
@@ -553,8 +563,6 @@ impl<F: Float> GptTrainer<F> {
             &mut self.scratch,
             &mut self.grads,
             inputs,
-            targets,
-            scale,
             self.dropped,
         );
         Ok(loss)
@@ -576,6 +584,7 @@ impl<F: Float> GptTrainer<F> {
         let (t, v) = (self.t, cfg.vocab_size);
         let params = model.params();
         let rows = |sh: &Shard<F>| sh.b0 * t..(sh.b0 + sh.acts.b) * t;
+        let scale = F::ONE / F::from_usize(self.b * t);
         self.shards.par_iter_mut().for_each(|sh| {
             let r = rows(sh);
             kernels::with_serial_gemm(|| {
@@ -587,11 +596,12 @@ impl<F: Float> GptTrainer<F> {
                     None,
                     dropout,
                 );
-                kernels::softmax_ce_forward(
+                kernels::softmax_ce_forward_backward(
                     &mut sh.acts.logits,
                     &mut sh.acts.losses,
                     &targets[r],
                     v,
+                    scale,
                 );
             })
         });
@@ -611,7 +621,6 @@ impl<F: Float> GptTrainer<F> {
         let dropped =
             dropout.is_some_and(|(p, _)| p > 0.0) && !self.shards[0].acts.drop_emb.is_empty();
         self.dropped = false;
-        let scale = F::ONE / F::from_usize(self.b * t);
         let mut targets_g: Vec<&mut [F]> = Vec::with_capacity(self.shards.len());
         targets_g.push(&mut self.grads);
         for g in self.shard_grads.iter_mut() {
@@ -633,9 +642,7 @@ impl<F: Float> GptTrainer<F> {
                         &mut sh.acts,
                         &mut sh.scratch,
                         g,
-                        &inputs[r.clone()],
-                        &targets[r],
-                        scale,
+                        &inputs[r],
                         dropped,
                     )
                 });
@@ -647,9 +654,8 @@ impl<F: Float> GptTrainer<F> {
     }
 }
 
-/// The backward pass of one forward (`a`) into `grads` (ADDS), with dlogits scaled by
-/// `scale` (1 / rows of the whole batch, for the mean loss).
-#[allow(clippy::too_many_arguments)]
+/// The backward pass of one forward (`a`) into `grads` (ADDS); `a.logits` must already
+/// hold dlogits ([`kernels::softmax_ce_forward_backward`]).
 fn backward<F: Float>(
     cfg: &GptConfig,
     params: &[F],
@@ -657,21 +663,18 @@ fn backward<F: Float>(
     s: &mut Scratch<F>,
     grads: &mut [F],
     inputs: &[u32],
-    targets: &[u32],
-    scale: F,
     dropped: bool,
 ) {
     let (b, t) = (a.b, a.t);
     let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
     let n = b * t;
-    kernels::softmax_ce_backward_inplace(&mut a.logits, targets, v, scale);
     let dlogits = &a.logits;
     let p = parts(params, cfg);
     let g = parts_mut(grads, cfg);
     // logits = lnf @ wte^T: dlnf(N,C) = dlogits(N,V) @ wte(V,C)
     kernels::gemm_strided(n, c, v, &mut s.dln, c, false, dlogits, v, 1, p.wte, c, 1);
     // dwte(V,C) += dlogits^T(V,N) @ lnf(N,C)
-    kernels::gemm_strided(v, c, n, g.wte, c, true, dlogits, 1, v, &a.lnf, c, 1);
+    kernels::lm_head_backward_dwte(g.wte, dlogits, &a.lnf, n, v, c);
     let last = &a.res3[(cfg.n_layer - 1) * n * c..];
     s.dres.fill(F::ZERO);
     kernels::layernorm_backward(

@@ -39,6 +39,9 @@ pub enum WeightFormat {
     Q8,
 }
 
+/// How far ahead (bytes) the AVX-512 kernels prefetch each row stream.
+const PREFETCH: usize = 1024;
+
 /// Q8 block length along the input dimension.
 pub const Q8_BLOCK: usize = 32;
 
@@ -400,7 +403,11 @@ unsafe fn f32_avx512(y: &mut [f32], w: &[f32], x: &[f32]) {
         |k| unsafe { _mm512_loadu_ps(xp.add(k)) },
         |a, b, c| _mm512_fmadd_ps(a, b, c),
         |a| _mm512_reduce_add_ps(a),
-        |r: usize, k| unsafe { _mm512_loadu_ps(wp.add(r * n + k)) },
+        |r: usize, k| unsafe {
+            let p = wp.add(r * n + k);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH / 4) as *const i8);
+            _mm512_loadu_ps(p)
+        },
         |r: usize, from: usize| -> f32 { (from..n).map(|k| w[r * n + k] * x[k]).sum() }
     );
 }
@@ -419,7 +426,11 @@ unsafe fn f32_avx2(y: &mut [f32], w: &[f32], x: &[f32]) {
         |k| unsafe { _mm256_loadu_ps(xp.add(k)) },
         |a, b, c| _mm256_fmadd_ps(a, b, c),
         |a| hsum256(a),
-        |r: usize, k| unsafe { _mm256_loadu_ps(wp.add(r * n + k)) },
+        |r: usize, k| unsafe {
+            let p = wp.add(r * n + k);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH / 4) as *const i8);
+            _mm256_loadu_ps(p)
+        },
         |r: usize, from: usize| -> f32 { (from..n).map(|k| w[r * n + k] * x[k]).sum() }
     );
 }
@@ -440,7 +451,9 @@ unsafe fn f16_avx512(y: &mut [f32], w: &[u16], x: &[f32]) {
         |a, b, c| _mm512_fmadd_ps(a, b, c),
         |a| _mm512_reduce_add_ps(a),
         |r: usize, k| unsafe {
-            _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(r * n + k) as *const __m256i))
+            let p = wp.add(r * n + k);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH / 2) as *const i8);
+            _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
         },
         |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
     );
@@ -462,7 +475,9 @@ unsafe fn f16_avx2(y: &mut [f32], w: &[u16], x: &[f32]) {
         |a, b, c| _mm256_fmadd_ps(a, b, c),
         |a| hsum256(a),
         |r: usize, k| unsafe {
-            _mm256_cvtph_ps(_mm_loadu_si128(wp.add(r * n + k) as *const __m128i))
+            let p = wp.add(r * n + k);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH / 2) as *const i8);
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
         },
         |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
     );
@@ -499,6 +514,7 @@ unsafe fn q8_avx512(y: &mut [f32], q: &[i8], s: &[f32], x: &[f32]) {
             let x1 = _mm512_loadu_ps(xp.add(k + 16));
             for (i, a) in acc.iter_mut().enumerate().take(m) {
                 let row = qp.add((r + i) * n + k);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(PREFETCH));
                 let t = _mm512_mul_ps(ld(row), x0);
                 let t = _mm512_fmadd_ps(ld(row.add(16)), x1, t);
                 *a = _mm512_fmadd_ps(t, _mm512_set1_ps(*s.get_unchecked((r + i) * nb + b)), *a);
@@ -543,6 +559,7 @@ unsafe fn q8_avx2(y: &mut [f32], q: &[i8], s: &[f32], x: &[f32]) {
             ];
             for (i, a) in acc.iter_mut().enumerate().take(m) {
                 let row = qp.add((r + i) * n + k);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(PREFETCH));
                 let mut t = _mm256_mul_ps(ld(row), xs[0]);
                 t = _mm256_fmadd_ps(ld(row.add(8)), xs[1], t);
                 t = _mm256_fmadd_ps(ld(row.add(16)), xs[2], t);
@@ -630,6 +647,9 @@ unsafe fn axpy_rows_avx512(acc: &mut [f32], x: &[f32], w: &[f32]) {
         ];
         let mut j = 0;
         while j < full {
+            for row in rows {
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(j + PREFETCH / 4) as *const i8);
+            }
             let mut a = _mm512_loadu_ps(ap.add(j));
             a = _mm512_fmadd_ps(xs[0], _mm512_loadu_ps(rows[0].add(j)), a);
             a = _mm512_fmadd_ps(xs[1], _mm512_loadu_ps(rows[1].add(j)), a);

@@ -234,6 +234,11 @@ pub(crate) fn forward<F: Float>(
         p.lnf_b,
         c,
     );
+    if acts.logits.is_empty() {
+        // The caller wants only the hidden states (inference prefill computes the last
+        // row's logits itself).
+        return;
+    }
     // logits(N,V) = lnf(N,C) @ wte^T(C,V)
     kernels::lm_head_forward(&mut acts.logits, &acts.lnf, p.wte, n, v, c);
 }

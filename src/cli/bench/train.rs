@@ -26,6 +26,10 @@ pub struct Args {
     /// Python with torch for the reference (default: $ARLM_PEERS_PYTHON, else the peers venv).
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Batch shards of the arlm trainer (default: GptTrainer::new's choice, 2 for models A
+    /// and B; 1 = no batch split, intra-op parallelism only).
+    #[arg(long)]
+    shards: Option<usize>,
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_torch: bool,
@@ -158,6 +162,9 @@ struct Result {
     /// CPU time of all threads per step (arlm only; 0 when unknown).
     #[serde(default)]
     cpu_ms: f64,
+    /// Batch shards of the arlm trainer (arlm only).
+    #[serde(default)]
+    shards: usize,
 }
 
 /// CPU time (user + system, all threads) this process has used, in seconds, from
@@ -198,10 +205,13 @@ fn median(xs: &mut [f64]) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn bench_arlm(spec: &Spec, steps: usize) -> anyhow::Result<Result> {
+fn bench_arlm(spec: &Spec, steps: usize, shards: Option<usize>) -> anyhow::Result<Result> {
     reset_peak_rss();
     let mut model = Gpt::new(spec.config, 1337)?;
-    let mut trainer = GptTrainer::new(&model, spec.b, spec.t);
+    let mut trainer = match shards {
+        Some(s) => GptTrainer::with_shards(&model, spec.b, spec.t, s),
+        None => GptTrainer::new(&model, spec.b, spec.t),
+    };
     let mut opt = AdamW::new(model.num_params(), 0.9, 0.95, 1e-8, 0.1);
     let mask = model.decay_mask();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -236,6 +246,7 @@ fn bench_arlm(spec: &Spec, steps: usize) -> anyhow::Result<Result> {
         peak_rss_mb: peak_rss_mb(),
         gemm_gflops: 0.0,
         cpu_ms,
+        shards: trainer.shards(),
     })
 }
 
@@ -294,7 +305,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "{}L/{}H/{} T={} B={} V={}",
             c.n_layer, c.n_head, c.n_embd, spec.t, spec.b, c.vocab_size
         );
-        let ours = bench_arlm(spec, steps)?;
+        let ours = bench_arlm(spec, steps, args.shards)?;
         let row = |name: &str, r: &Result, ceil: f64| {
             println!(
                 "{:<6} {:<8} {:>10.1} {:>10.0} {:>9.1} {:>8.0}% {:>10.0}",
@@ -308,8 +319,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         };
         println!(
-            "-- model {}: {desc}, {steps} steps",
-            spec.name.to_uppercase()
+            "-- model {}: {desc}, {steps} steps, arlm batch shards: {}",
+            spec.name.to_uppercase(),
+            ours.shards
         );
         row("arlm", &ours, ceiling);
         println!(

@@ -742,11 +742,12 @@ pub fn attention_backward<F: Float>(
 const VOCAB_BLOCK: usize = 2048;
 
 /// Whether the LM-head products split the vocabulary into [`VOCAB_BLOCK`] blocks (large
-/// vocabularies: one GEMM over 50K columns makes `gemm` allocate, page-fault and pack a
-/// whole (C x V) copy of wte per call).
+/// vocabularies: one parallel GEMM over 50K columns makes `gemm` allocate, page-fault and
+/// pack a whole (C x V) copy of wte per call). Depends on V only, never on threads, so
+/// the bits of the result do not either.
 #[inline]
 fn vocab_blocked(v: usize) -> bool {
-    v >= 4 * VOCAB_BLOCK && !SERIAL_GEMM.with(|s| s.get())
+    v >= 4 * VOCAB_BLOCK
 }
 
 /// logits(N,V) = lnf(N,C) @ wte^T(C,V) (overwrites); wte is (V,C). For large V, blocks of
@@ -1414,6 +1415,48 @@ mod tests {
         }
         for (a, b) in ls32.iter().zip(&ls0) {
             assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    /// `gemm` gives the same bits whatever the thread count (its k-blocking does not
+    /// depend on the parallelism), so a batch shard may run its GEMMs serially or in
+    /// parallel without changing the result.
+    #[test]
+    fn gemm_bits_do_not_depend_on_thread_count() {
+        for &(m, n, k) in &[
+            (96, 200, 70),
+            (300, 130, 520),
+            (700, 64, 33),
+            (64, 900, 300),
+        ] {
+            let a: Vec<f32> = rnd(m * k, 51).iter().map(|&x| x as f32).collect();
+            let b: Vec<f32> = rnd(k * n, 52).iter().map(|&x| x as f32).collect();
+            let run = |threads: usize, serial: bool| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut c = vec![0.5f32; m * n];
+                    let go = |c: &mut Vec<f32>| {
+                        gemm_strided(m, n, k, c, n, true, &a, k, 1, &b, n, 1);
+                        gemm_strided(m, n, k, c, n, true, &a, k, 1, &b, 1, k.min(n));
+                    };
+                    if serial {
+                        with_serial_gemm(|| go(&mut c));
+                    } else {
+                        go(&mut c);
+                    }
+                    c
+                })
+            };
+            let want = run(1, false);
+            for (threads, serial) in [(2, false), (4, false), (2, true)] {
+                assert!(
+                    run(threads, serial) == want,
+                    "{m}x{n}x{k}: {threads} threads (serial {serial}) changed the bits"
+                );
+            }
         }
     }
 

@@ -299,25 +299,33 @@ struct Shard<F> {
     scratch: Scratch<F>,
 }
 
-/// Training steps below this many FLOPs (forward + backward) split the batch into
-/// [`SPLIT_SHARDS`] shards that run whole on one thread each (see [`GptTrainer::new`]).
-const SPLIT_MAX_FLOPS: f64 = 16e9;
-
 /// Number of shards of a batch-split step: fixed, not the thread count, so the result of a
 /// step does not depend on how many threads run it.
 pub const SPLIT_SHARDS: usize = 2;
+
+/// Floats of training activations for (B, T): what a batch split leaves unchanged, against
+/// which the extra gradient buffer it costs is weighed.
+fn acts_floats(cfg: &GptConfig, b: usize, t: usize) -> usize {
+    let (c, nh, v, l) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.n_layer);
+    let n = b * t;
+    l * (16 * n * c + b * nh * t * t) + n * v + 2 * n * c
+}
 
 /// Activations and gradients for training at a fixed (B, T), allocated once and reused.
 pub struct GptTrainer<F: Float = f32> {
     config: GptConfig,
     b: usize,
     t: usize,
+    /// Whole-batch activations: always for an unsplit trainer; for a batch-split one only
+    /// once [`GptTrainer::logits`] needs them (empty until then).
     acts: Acts<F>,
+    /// Per-position losses of the last forward pass.
+    losses: Vec<F>,
     grads: Vec<F>,
     scratch: Scratch<F>,
     /// Whether the last forward pass applied dropout.
     dropped: bool,
-    /// Shards of a batch-split [`GptTrainer::forward_backward`] (empty: not split).
+    /// Shards of a batch-split trainer (empty: not split).
     shards: Vec<Shard<F>>,
     /// Gradient buffers of shards 1.. (shard 0 accumulates straight into `grads`).
     shard_grads: Vec<Vec<F>>,
@@ -326,14 +334,17 @@ pub struct GptTrainer<F: Float = f32> {
 impl<F: Float> GptTrainer<F> {
     /// Buffers for batches of `b` sequences of `t` tokens (t <= block_size).
     ///
-    /// Small steps (under 16 GFLOP, e.g. 4L/128 at B*T = 768) are batch-split: their GEMMs
-    /// are too small to share between threads well, so [`GptTrainer::forward_backward`]
-    /// splits the batch into [`SPLIT_SHARDS`] fixed shards that each run forward and
-    /// backward on one thread with single-threaded kernels, then adds the shards' gradients
-    /// in shard order. Larger steps use intra-op parallelism (one shard).
+    /// With b >= 2, and when one more gradient buffer costs no more than the activations
+    /// (true for models A and B of the benchmark), the trainer is batch-split: the batch
+    /// is cut into [`SPLIT_SHARDS`] fixed shards, each shard's forward and backward runs as
+    /// one task with its own activations (GEMMs single-threaded when there are no more
+    /// threads than shards, since the shards are then the parallelism), and the shards'
+    /// gradients are added in shard order. This avoids a fork-join per kernel and the
+    /// poor 2-thread scaling of `gemm` on (B*T x C) products. Otherwise, one shard with
+    /// intra-op parallelism.
     pub fn new(model: &Gpt<F>, b: usize, t: usize) -> GptTrainer<F> {
-        let flops = model.config.train_flops_per_token(t) * (b * t) as f64;
-        let shards = if flops < SPLIT_MAX_FLOPS {
+        let cfg = model.config;
+        let shards = if b >= 2 && model.num_params() <= acts_floats(&cfg, b, t) {
             SPLIT_SHARDS
         } else {
             1
@@ -341,10 +352,10 @@ impl<F: Float> GptTrainer<F> {
         Self::with_shards(model, b, t, shards)
     }
 
-    /// [`GptTrainer::new`] with an explicit number of batch shards for
-    /// [`GptTrainer::forward_backward`] (1 = no split; capped at `b`). The result does not
-    /// depend on the thread count for any shard count, and differs between shard counts by
-    /// float rounding only.
+    /// [`GptTrainer::new`] with an explicit number of batch shards (1 = not split; capped
+    /// at `b`). For any shard count the result does not depend on the thread count
+    /// (`gemm` gives the same bits serial or parallel); shard counts differ by float
+    /// rounding only.
     pub fn with_shards(model: &Gpt<F>, b: usize, t: usize, shards: usize) -> GptTrainer<F> {
         let cfg = model.config;
         let shards = shards.clamp(1, b.max(1));
@@ -367,13 +378,19 @@ impl<F: Float> GptTrainer<F> {
         let shard_grads = (1..split.len())
             .map(|_| vec![F::ZERO; model.num_params()])
             .collect();
+        let (acts, scratch) = if split.is_empty() {
+            (training_acts(&cfg, b, t), Scratch::new(&cfg, b, t))
+        } else {
+            (Acts::new(&cfg, 0, 0, 0), Scratch::new(&cfg, 0, 0))
+        };
         GptTrainer {
             config: cfg,
             b,
             t,
-            acts: training_acts(&cfg, b, t),
+            acts,
+            losses: vec![F::ZERO; b * t],
             grads: vec![F::ZERO; model.num_params()],
-            scratch: Scratch::new(&cfg, b, t),
+            scratch,
             dropped: false,
             shards: split,
             shard_grads,
@@ -390,7 +407,7 @@ impl<F: Float> GptTrainer<F> {
         self.t
     }
 
-    /// Number of batch shards [`GptTrainer::forward_backward`] runs (1: not split).
+    /// Number of batch shards (1: not split).
     pub fn shards(&self) -> usize {
         self.shards.len().max(1)
     }
@@ -412,12 +429,12 @@ impl<F: Float> GptTrainer<F> {
 
     /// Per-position losses of the last forward pass (nats), (B,T).
     pub fn losses(&self) -> &[F] {
-        &self.acts.losses
+        &self.losses
     }
 
-    /// After an unsplit forward pass: the softmax probabilities (B,T,V); after an unsplit
-    /// backward: dlogits. (A batch-split step keeps them per shard; see
-    /// [`GptTrainer::shards`].)
+    /// Unsplit trainer: after a loss, the softmax probabilities (B,T,V); after
+    /// [`GptTrainer::forward_backward`], dlogits. A batch-split trainer keeps these per
+    /// shard and returns what its last [`GptTrainer::logits`] call left (or nothing).
     pub fn probs(&self) -> &[F] {
         &self.acts.logits
     }
@@ -452,6 +469,10 @@ impl<F: Float> GptTrainer<F> {
     /// Runs the forward pass and returns the logits (B,T,V) (no softmax, no loss).
     pub fn logits(&mut self, model: &Gpt<F>, inputs: &[u32]) -> Result<&[F], ModelError> {
         self.check(model, inputs, inputs)?;
+        if self.acts.b != self.b {
+            // A batch-split trainer allocates whole-batch activations only when asked.
+            self.acts = Acts::new(&self.config, self.b, self.t, self.config.n_layer);
+        }
         forward(
             &self.config,
             model.params(),
@@ -507,30 +528,65 @@ impl<F: Float> GptTrainer<F> {
         grad_scale: Option<F>,
     ) -> Result<f64, ModelError> {
         self.check(model, inputs, targets)?;
-        forward(
-            &self.config,
-            model.params(),
-            &mut self.acts,
-            inputs,
-            None,
-            dropout,
-        );
-        self.dropped = dropout.is_some_and(|(p, _)| p > 0.0) && !self.acts.drop_emb.is_empty();
-        let v = self.config.vocab_size;
-        let loss = match grad_scale {
-            None => kernels::softmax_ce_forward(
-                &mut self.acts.logits,
-                &mut self.acts.losses,
-                targets,
-                v,
-            ),
-            Some(scale) => kernels::softmax_ce_forward_backward(
-                &mut self.acts.logits,
-                &mut self.acts.losses,
-                targets,
-                v,
-                scale,
-            ),
+        let cfg = self.config;
+        let v = cfg.vocab_size;
+        let dropout = dropout.filter(|&(p, _)| p > 0.0);
+        let params = model.params();
+        let loss = if self.shards.is_empty() {
+            let a = &mut self.acts;
+            forward(&cfg, params, a, inputs, None, dropout);
+            self.dropped = dropout.is_some() && !a.drop_emb.is_empty();
+            let loss = match grad_scale {
+                None => kernels::softmax_ce_forward(&mut a.logits, &mut a.losses, targets, v),
+                Some(scale) => kernels::softmax_ce_forward_backward(
+                    &mut a.logits,
+                    &mut a.losses,
+                    targets,
+                    v,
+                    scale,
+                ),
+            };
+            self.losses.copy_from_slice(&a.losses);
+            loss
+        } else {
+            let t = self.t;
+            let serial = rayon::current_num_threads() <= self.shards.len();
+            self.shards.par_iter_mut().for_each(|sh| {
+                let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
+                let a = &mut sh.acts;
+                in_shard(serial, || {
+                    forward(&cfg, params, a, &inputs[r.clone()], None, dropout);
+                    match grad_scale {
+                        None => {
+                            kernels::softmax_ce_forward(
+                                &mut a.logits,
+                                &mut a.losses,
+                                &targets[r],
+                                v,
+                            );
+                        }
+                        Some(scale) => {
+                            kernels::softmax_ce_forward_backward(
+                                &mut a.logits,
+                                &mut a.losses,
+                                &targets[r],
+                                v,
+                                scale,
+                            );
+                        }
+                    }
+                })
+            });
+            self.dropped = dropout.is_some() && !self.shards[0].acts.drop_emb.is_empty();
+            // The mean over all rows, summed in row order as the unsplit pass does.
+            let mut sum = 0f64;
+            for sh in &self.shards {
+                self.losses[sh.b0 * t..(sh.b0 + sh.acts.b) * t].copy_from_slice(&sh.acts.losses);
+                for &l in &sh.acts.losses {
+                    sum += l.to_f64();
+                }
+            }
+            sum / (self.b * t) as f64
         };
         if !loss.is_finite() {
             return Err(ModelError::NonFinite(format!("loss {loss}")));
@@ -551,91 +607,40 @@ impl<F: Float> GptTrainer<F> {
         seed: u64,
     ) -> Result<f32, ModelError> {
         let dropout = Some((model.config.dropout, seed));
-        if !self.shards.is_empty() {
-            return self.forward_backward_split(model, inputs, targets, dropout);
-        }
         let scale = F::ONE / F::from_usize(self.b * self.t);
         let loss = self.loss_grad(model, inputs, targets, dropout, Some(scale))? as f32;
-        backward(
-            &self.config,
-            model.params(),
-            &mut self.acts,
-            &mut self.scratch,
-            &mut self.grads,
-            inputs,
-            self.dropped,
-        );
-        Ok(loss)
-    }
-
-    /// The batch-split step: every shard's forward (one task per shard, single-threaded
-    /// GEMMs), the loss over all rows in row order, then every shard's backward into its
-    /// own gradient buffer (shard 0: straight into `grads`), then the shard gradients added
-    /// in shard order.
-    fn forward_backward_split(
-        &mut self,
-        model: &Gpt<F>,
-        inputs: &[u32],
-        targets: &[u32],
-        dropout: Option<(f32, u64)>,
-    ) -> Result<f32, ModelError> {
-        self.check(model, inputs, targets)?;
-        let cfg = self.config;
-        let (t, v) = (self.t, cfg.vocab_size);
+        let (cfg, t, dropped) = (self.config, self.t, self.dropped);
         let params = model.params();
-        let rows = |sh: &Shard<F>| sh.b0 * t..(sh.b0 + sh.acts.b) * t;
-        let scale = F::ONE / F::from_usize(self.b * t);
-        self.shards.par_iter_mut().for_each(|sh| {
-            let r = rows(sh);
-            kernels::with_serial_gemm(|| {
-                forward(
-                    &cfg,
-                    params,
-                    &mut sh.acts,
-                    &inputs[r.clone()],
-                    None,
-                    dropout,
-                );
-                kernels::softmax_ce_forward_backward(
-                    &mut sh.acts.logits,
-                    &mut sh.acts.losses,
-                    &targets[r],
-                    v,
-                    scale,
-                );
-            })
-        });
-        // The mean over all rows, summed in row order as the unsplit step does.
-        let mut sum = 0f64;
-        for sh in &self.shards {
-            let r = rows(sh);
-            self.acts.losses[r].copy_from_slice(&sh.acts.losses);
-            for &l in &sh.acts.losses {
-                sum += l.to_f64();
-            }
+        if self.shards.is_empty() {
+            backward(
+                &cfg,
+                params,
+                &mut self.acts,
+                &mut self.scratch,
+                &mut self.grads,
+                inputs,
+                dropped,
+            );
+            return Ok(loss);
         }
-        let loss = sum / (self.b * t) as f64;
-        if !loss.is_finite() {
-            return Err(ModelError::NonFinite(format!("loss {loss}")));
-        }
-        let dropped =
-            dropout.is_some_and(|(p, _)| p > 0.0) && !self.shards[0].acts.drop_emb.is_empty();
-        self.dropped = false;
-        let mut targets_g: Vec<&mut [F]> = Vec::with_capacity(self.shards.len());
-        targets_g.push(&mut self.grads);
+        // Shard 0 adds straight into `grads`, the others into their zeroed buffers, which
+        // are then added in shard order.
+        let serial = rayon::current_num_threads() <= self.shards.len();
+        let mut dst: Vec<&mut [F]> = Vec::with_capacity(self.shards.len());
+        dst.push(&mut self.grads);
         for g in self.shard_grads.iter_mut() {
-            targets_g.push(g);
+            dst.push(g);
         }
         self.shards
             .par_iter_mut()
-            .zip(targets_g)
+            .zip(dst)
             .enumerate()
             .for_each(|(i, (sh, g))| {
-                let r = rows(sh);
                 if i > 0 {
                     g.fill(F::ZERO);
                 }
-                kernels::with_serial_gemm(|| {
+                let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
+                in_shard(serial, || {
                     backward(
                         &cfg,
                         params,
@@ -650,7 +655,16 @@ impl<F: Float> GptTrainer<F> {
         for g in &self.shard_grads {
             kernels::residual_add(&mut self.grads, g);
         }
-        Ok(loss as f32)
+        Ok(loss)
+    }
+}
+
+/// Runs one shard's work, with single-threaded GEMMs when `serial`.
+fn in_shard<R>(serial: bool, f: impl FnOnce() -> R) -> R {
+    if serial {
+        kernels::with_serial_gemm(f)
+    } else {
+        f()
     }
 }
 
@@ -957,10 +971,32 @@ mod tests {
     }
 
     #[test]
-    fn small_steps_are_split_large_ones_are_not() {
+    fn batches_are_split_unless_the_extra_gradients_cost_more_than_activations() {
         let small = Gpt::<f32>::new(cfg(), 1).unwrap();
         assert_eq!(GptTrainer::new(&small, 4, 6).shards(), SPLIT_SHARDS);
         assert_eq!(GptTrainer::new(&small, 1, 6).shards(), 1);
+        let wide = Gpt::<f32>::new(
+            GptConfig {
+                vocab_size: 5000,
+                ..cfg()
+            },
+            1,
+        )
+        .unwrap();
+        assert_eq!(GptTrainer::new(&wide, 2, 1).shards(), 1);
+        // a split trainer still returns whole-batch logits, equal to an unsplit one's
+        let x = [1u32, 2, 3, 4, 5, 6, 0, 1];
+        let mut split = GptTrainer::with_shards(&small, 2, 4, 2);
+        let mut one = GptTrainer::with_shards(&small, 2, 4, 1);
+        let a = split.logits(&small, &x).unwrap().to_vec();
+        assert_eq!(a, one.logits(&small, &x).unwrap());
+        let la = split.forward_loss_f64(&small, &x, &x).unwrap();
+        let lb = one.forward_loss_f64(&small, &x, &x).unwrap();
+        assert!((la - lb).abs() < 1e-6);
+        assert_eq!(split.losses().len(), 8);
+        for (p, q) in split.losses().iter().zip(one.losses()) {
+            assert!((p - q).abs() < 1e-6);
+        }
     }
 
     #[test]

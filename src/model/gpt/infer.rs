@@ -9,6 +9,29 @@
 //! - parallel: `score_next`, `distributions`, `prefill` and `score_next_batch` run the
 //!   training forward pass (gemm matmuls) over whole sequences; batches of sequences of
 //!   different lengths are right-padded, which causal attention makes harmless.
+//!   `prefill` skips the LM head in the parallel pass and computes logits for the last
+//!   position only (the head is ~20% of the FLOPs of a 64-token GPT-2 124M prefill).
+//! - weights: f32 from the parameter buffer, or a compact f16 / q8 copy
+//!   ([`super::quant`], [`Gpt::with_weight_format`]) that only the step reads; the
+//!   parallel paths use the f32 buffer rounded to the same values, so both paths still
+//!   agree (tested for every format).
+//!
+//! # Performance notes
+//! GPT-2 124M shape, batch 1, 2 threads, Xeon (Sapphire Rapids, AVX-512) VM with 2 cores.
+//! `perf record -e cpu-clock` of the f32 decode step before this work: 56% in the gemv's
+//! axpy loop, 28% in the LM head's dot products, 3% gemm (prefill), the rest sampling,
+//! rayon and page faults: all of it is streaming the 497 MB of f32 weights once per token,
+//! at ~10 GB/s where the machine streams ~29 GB/s on 2 threads. Changes: the gemv
+//! partials live in the state (no allocation per call), the f32 axpy streams 4 input rows
+//! per pass over the accumulator (AVX-512, 4x fewer accumulator loads/stores), the LM
+//! head is a 4-rows-at-a-time dot kernel in 8 chunks instead of 50 chunks of single dot
+//! products, and every kernel prefetches 1 KiB ahead in each row stream (a 42 MB q8
+//! matrix-vector product: 12-13 ms -> 7-8 ms per call under load 7; without the prefetch
+//! the q8 and f16 kernels ran at the same weights/s as f32, i.e. latency-bound, not
+//! bandwidth-bound). The reduced formats cut the matmul + LM head bytes per token: f32 494 MB,
+//! f16 247 MB, q8 139 MB (wpe, biases and LayerNorms stay f32 and are small). Tokens/s are in
+//! docs/parts/gen.md; on this shared machine they move by +-50% between identical runs,
+//! so compare formats within one `arlm bench generate` run.
 
 use super::kernels::{self, SyncPtr};
 use super::quant;

@@ -1,0 +1,81 @@
+//! Quality cost of the reduced-precision decode weights: for a GPT model directory and a
+//! text file, the next-token log-probs under f16 and q8 weights against f32 over windows
+//! of the model's context: max and mean |logprob difference| over the whole vocabulary,
+//! NLL of the text in bits/token, and how often the argmax token agrees.
+//!
+//! `cargo run --release --example weight_formats -- MODEL_DIR TEXT_FILE [MAX_TOKENS]`
+
+use arlm::model::gpt::WeightFormat;
+use arlm::model::load::{load, AnyModel};
+use arlm::model::LanguageModel;
+
+fn main() -> anyhow::Result<()> {
+    let a: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        a.len() >= 3,
+        "usage: weight_formats MODEL_DIR TEXT_FILE [MAX_TOKENS]"
+    );
+    let loaded = load(std::path::Path::new(&a[1]))?;
+    let text = std::fs::read_to_string(&a[2])?;
+    let max_tokens: usize = a.get(3).map_or(Ok(4096), |s| s.parse())?;
+    let AnyModel::Gpt(f32m) = loaded.model else {
+        anyhow::bail!("not a GPT model");
+    };
+    let mut ids = loaded.tokenizer.encode(&text)?;
+    ids.truncate(max_tokens);
+    let ctx = f32m.config.block_size;
+    let v = f32m.config.vocab_size;
+    // Windows of the model's context, each starting with BOS.
+    let windows: Vec<Vec<u32>> = ids
+        .chunks(ctx - 1)
+        .map(|c| {
+            std::iter::once(f32m.bos_token)
+                .chain(c.iter().copied())
+                .collect()
+        })
+        .collect();
+    let reference: Vec<Vec<f32>> = windows
+        .iter()
+        .map(|w| f32m.distributions(w))
+        .collect::<Result<_, _>>()?;
+    println!(
+        "model: {} | {} tokens of {}",
+        f32m.describe(),
+        ids.len(),
+        a[2]
+    );
+    println!("| weights | max abs logprob diff | mean abs logprob diff | NLL bits/token | NLL diff vs f32 | argmax agreement |");
+    println!("|---|---|---|---|---|---|");
+    for format in WeightFormat::ALL {
+        let m = f32m.clone().with_weight_format(format);
+        let (mut worst, mut sum_abs, mut n_abs) = (0f64, 0f64, 0usize);
+        let (mut nll, mut nll_ref, mut agree, mut n) = (0f64, 0f64, 0usize, 0usize);
+        for (w, r) in windows.iter().zip(&reference) {
+            let d = m.distributions(w)?;
+            for (pos, (row, rrow)) in d.chunks(v).zip(r.chunks(v)).enumerate() {
+                for (x, y) in row.iter().zip(rrow) {
+                    let e = (*x as f64 - *y as f64).abs();
+                    worst = worst.max(e);
+                    sum_abs += e;
+                    n_abs += 1;
+                }
+                let argmax = |r: &[f32]| (0..v).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap_or(0);
+                agree += (argmax(row) == argmax(rrow)) as usize;
+                if let Some(&next) = w.get(pos + 1) {
+                    nll -= row[next as usize] as f64;
+                    nll_ref -= rrow[next as usize] as f64;
+                    n += 1;
+                }
+            }
+        }
+        let bits = |x: f64| x / n as f64 / std::f64::consts::LN_2;
+        println!(
+            "| {format} | {worst:.2e} | {:.2e} | {:.5} | {:+.2e} | {:.2}% |",
+            sum_abs / n_abs as f64,
+            bits(nll),
+            bits(nll) - bits(nll_ref),
+            100.0 * agree as f64 / windows.iter().map(|w| w.len()).sum::<usize>() as f64
+        );
+    }
+    Ok(())
+}

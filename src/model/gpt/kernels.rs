@@ -787,7 +787,7 @@ fn vocab_blocked(v: usize) -> bool {
 
 /// logits(N,V) = lnf(N,C) @ wte^T(C,V) (overwrites); wte is (V,C). For large V, blocks of
 /// vocabulary columns run in parallel as single-threaded GEMMs; the plain single
-/// [`gemm_strided`] call is the reference (same sums, tested to agree).
+/// `gemm_strided` call is the reference (same sums, tested to agree).
 pub fn lm_head_forward<F: Float>(
     logits: &mut [F],
     lnf: &[F],
@@ -829,7 +829,7 @@ pub fn lm_head_forward<F: Float>(
 }
 
 /// dwte(V,C) += dlogits^T(V,N) @ lnf(N,C): the LM head's weight gradient, in blocks of
-/// vocabulary rows for large V (reference: the single [`gemm_strided`] call).
+/// vocabulary rows for large V (reference: the single `gemm_strided` call).
 pub fn lm_head_backward_dwte<F: Float>(
     dwte: &mut [F],
     dlogits: &[F],

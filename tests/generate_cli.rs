@@ -197,3 +197,69 @@ fn bad_parameters_are_clear_errors() {
         assert!(!err.contains("panicked"), "{extra:?}: {err}");
     }
 }
+
+/// `--weights f16|q8` on a GPT: the CLI picks exactly the tokens the library's greedy chain
+/// picks with the same weight format, and reports the format.
+#[test]
+fn gpt_reduced_precision_weights_from_the_cli() {
+    use arlm::generate::{sample_tokens, Sampler, SamplerConfig};
+    use arlm::model::gpt::{Gpt, GptConfig, WeightFormat};
+    use arlm::model::LanguageModel;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GptConfig {
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 64,
+        block_size: 32,
+        vocab_size: 257,
+        dropout: 0.0,
+    };
+    let mut gpt = Gpt::new(cfg, 11).unwrap();
+    for p in gpt.params_mut() {
+        *p *= 6.0;
+    }
+    gpt.save(dir.path()).unwrap();
+    let tok = arlm::tokenizer::bytes::ByteTokenizer;
+    arlm::tokenizer::save(&tok, &dir.path().join("tokenizer.json")).unwrap();
+    let m = dir.path().to_str().unwrap();
+    for format in [WeightFormat::F16, WeightFormat::Q8] {
+        let name = format.to_string();
+        let args = [
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "ab",
+            "--greedy",
+            "--max-tokens",
+            "12",
+            "--ignore-eot",
+            "--json",
+            "--weights",
+            &name,
+        ];
+        let out = common::arlm(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains(&format!("{name} weights")), "{err}");
+        let o = &json_lines(&String::from_utf8_lossy(&out.stdout))[0];
+        let got: Vec<u64> = o["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_u64().unwrap())
+            .collect();
+        let mut loaded = arlm::model::load::load(dir.path()).unwrap();
+        loaded.set_weight_format(format).unwrap();
+        let arlm::model::load::AnyModel::Gpt(g) = &loaded.model else {
+            panic!("not a GPT")
+        };
+        let mut s = Sampler::new(SamplerConfig::greedy(), g.vocab_size()).unwrap();
+        let want: Vec<u64> = sample_tokens(g, &[97, 98], &mut s, 12, None)
+            .unwrap()
+            .iter()
+            .map(|c| c.token as u64)
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
+}

@@ -19,26 +19,44 @@
 //!   `distributions`, `prefill` and `score_next_batch` are parallel passes.
 //!
 //! # Performance notes
-//! Measured with `arlm bench train` (release build, 2 rayon threads, one full step =
-//! forward + backward + AdamW, median over 20 (A) / 5 (B) steps) on the shared 2-core
-//! machine with load average 8-9 (other sessions compiling), PyTorch 2 eager with
-//! `torch.set_num_threads(2)` measured in the same run by tools/bench_train_torch.py:
+//! Training step = forward + backward + AdamW, `arlm bench train` (release, 2 rayon
+//! threads, median over 20 (A) / 5 (B) steps), PyTorch 2 eager with
+//! `torch.set_num_threads(2)` in the same run (tools/bench_train_torch.py). The machine is
+//! a shared 2-core VM (load 4-7 from other sessions), so the numbers of stop 9 were taken
+//! under `chrt -f 10` (SCHED_FIFO: the benchmark, PyTorch included, owns both cores; the
+//! GEMM ceiling then reads 230-275 GFLOP/s instead of ~90 under load):
 //!
-//! | model | arlm ms/step | PyTorch ms/step | speedup | arlm GFLOP/s (% of gemm 2048^3 ceiling) | peak RSS arlm / PyTorch |
+//! | model | arlm ms/step | PyTorch ms/step | speedup | arlm GFLOP/s (% ceiling) | peak RSS arlm / PyTorch |
 //! |---|---|---|---|---|---|
-//! | A 4L/4H/128 T=64 B=12 V=65 | 80.0 | 351.8 | 4.40x | 47.7 (52%) | 55 / 808 MB |
-//! | B 6L/6H/384 T=256 B=4 V=50304 | 2579 | 5637 | 2.19x | 72.7 (79%) | 1000 / 1866 MB |
+//! | A 4L/4H/128 T=64 B=12 V=65 | 24.6 (24.4-30.9 over 4 runs) | 37.5 (34-48) | 1.52x (1.16-1.52x) | 154.8 (60%) | 59 / 813 MB |
+//! | B 6L/6H/384 T=256 B=4 V=50304 | 1042 (945-1042) | 1573 (1394-1665) | 1.51x (1.46-1.76x) | 180.0 (69%) | 1021 / 1862 MB |
 //!
-//! (GEMM ceiling in that run: 91.7 GFLOP/s; ~205 on a quiet machine, so absolute times
-//! are ~2x pessimistic, ratios are what to compare.) History on model A: plain-loop
-//! attention and libm exp/tanh took 189 ms/step; attention as per-(b,h) GEMMs plus the
-//! vectorized f32 exp/tanh ([`simd`]) brought it to 63-80 ms.
+//! Before stop 9 the same binary-vs-binary comparison (old vs new, interleaved, SCHED_FIFO)
+//! gave A 42.5-43.6 -> 31.5 ms (batch split) -> 24.4 ms (AVX2 loops), and B 1245-1392 ->
+//! 1057 ms. What mattered, in order:
+//! - **Batch split** ([`GptTrainer::new`]): the batch is cut into 2 fixed shards (not the
+//!   thread count, so the bits do not depend on threads), each shard's forward+backward is
+//!   one task with single-threaded GEMMs, and the shard gradients are added in shard order.
+//!   Model A's (768 x 128) products were too small to share between 2 threads (fork-join
+//!   per kernel, gemm's threading): wall time went from ~1.1 cores to ~2 cores of work.
+//!   B gains too (its CPU time per step was ~1.8 s single-threaded but 1.55 s wall on 2).
+//!   Cost: one more gradient buffer (done only when it is no bigger than the activations).
+//! - **LM head in vocabulary blocks** ([`kernels::lm_head_forward`]): one parallel GEMM
+//!   over 50304 columns made `gemm` allocate, page-fault (25K faults per step) and pack a
+//!   77 MB copy of wte per call; blocks of 2048 columns do not (and peak RSS fell 97 MB).
+//! - **Baseline-SSE2 loops**: the generic kernels (layernorm, residual, bias gradient,
+//!   attention softmax backward) compiled to scalar SSE2 (`perf annotate`: `mulss`); run
+//!   under an `avx2,fma` function ([`kernels`]'s `avx2` helper), A went 26.3 -> 24.4 ms.
+//!   LayerNorm sums use 8 partial sums. GELU/softmax got AVX-512 variants ([`simd`]).
+//! - Fused softmax + cross-entropy + gradient (one pass fewer over B's 206 MB of logits);
+//!   AdamW scales clipped gradients on the fly (no scaled copy: 120 MB less at B).
 //!
-//! `perf record` on model B (2 steps, including model init): 57% of samples in gemm's
-//! AVX-512 microkernel (x4x6), 7% gemm packing, 2.4% the fused softmax + cross-entropy
-//! row, ~1% GELU forward+backward, ~4% rayon elementwise loops, the rest init (Box-Muller
-//! cos/log, ChaCha) and page faults of first-touch allocation. So the step is GEMM-bound;
-//! the LM head (N x 50304 x 384, three times per step) is 62% of B's FLOPs.
+//! Profile now (`perf record -e cpu-clock`, model A, 200 steps): 56% gemm microkernels,
+//! 7% gemm packing, 7% GELU fwd+bwd, 3% bias-row copies, 2% attention softmax, the rest
+//! small loops; CPU time 48-54 ms/step on 2 threads, so A is GEMM-bound at ~85% of the
+//! microkernel's peak on these shapes. B: ~60% microkernel, the LM head is 62% of its
+//! FLOPs. Left: attention computes the masked half of every T x T product (~4% of A's
+//! FLOPs), gemm repacks the weights on every call, AdamW on B is memory-bound (~30 ms).
 //!
 //! Inference, `arlm bench train --infer` (GPT-2 124M shape, random init, same loaded
 //! machine, one run): KV-cache decode step 189 ms/token vs transformers 1620 ms/token

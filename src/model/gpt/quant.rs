@@ -201,7 +201,7 @@ impl QMat {
                         let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
                         scales.push(s);
                         for c in cs {
-                            let qi = (at(r, c) * inv).round().clamp(-127.0, 127.0) as i8;
+                            let qi = (at(r, c) * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
                             q.push(qi);
                             put(r, c, qi as f32 * s);
                         }
@@ -693,25 +693,45 @@ impl InferWeights {
     /// overwrites them in `params` with the values the encoding represents.
     pub fn encode(params: &mut [f32], cfg: &super::GptConfig, format: WeightFormat) -> Self {
         let c = cfg.n_embd;
-        let p = super::parts_mut(params, cfg);
-        let (wte, rounded) = QMat::encode(p.wte, cfg.vocab_size, c, false, format);
-        p.wte.copy_from_slice(&rounded);
-        let layers = (0..cfg.n_layer)
-            .map(|l| {
-                let w = super::layer_mut(p.layers, cfg, l);
-                let enc = |m: &mut [f32], ic: usize, oc: usize| {
-                    let (q, r) = QMat::encode(m, oc, ic, true, format);
-                    m.copy_from_slice(&r);
-                    q
-                };
-                LayerMats {
-                    qkv: enc(w.qkv_w, c, 3 * c),
-                    attn_proj: enc(w.attn_proj_w, c, c),
-                    fc: enc(w.fc_w, c, 4 * c),
-                    proj: enc(w.proj_w, 4 * c, c),
-                }
-            })
+        // (offset in params, in, out, transposed) of every matrix: wte (V, C) first, then
+        // each block's four Conv1D (in, out) weights. Encoded in parallel (load time).
+        let mut jobs = Vec::new();
+        {
+            let p = super::parts(params, cfg);
+            let base = p.wte.as_ptr() as usize;
+            let off = |s: &[f32]| (s.as_ptr() as usize - base) / 4;
+            jobs.push((off(p.wte), c, cfg.vocab_size, false));
+            for l in 0..cfg.n_layer {
+                let w = super::layer(p.layers, cfg, l);
+                jobs.push((off(w.qkv_w), c, 3 * c, true));
+                jobs.push((off(w.attn_proj_w), c, c, true));
+                jobs.push((off(w.fc_w), c, 4 * c, true));
+                jobs.push((off(w.proj_w), 4 * c, c, true));
+            }
+        }
+        let src: &[f32] = params;
+        let encoded: Vec<(QMat, Vec<f32>)> = jobs
+            .par_iter()
+            .map(|&(o, ic, oc, tr)| QMat::encode(&src[o..o + ic * oc], oc, ic, tr, format))
             .collect();
+        let mut mats = Vec::with_capacity(encoded.len());
+        for (&(o, ic, oc, _), (q, rounded)) in jobs.iter().zip(encoded) {
+            params[o..o + ic * oc].copy_from_slice(&rounded);
+            mats.push(q);
+        }
+        let mut it = mats.into_iter();
+        let wte = it.next().expect("wte is always encoded");
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        while let (Some(qkv), Some(attn_proj), Some(fc), Some(proj)) =
+            (it.next(), it.next(), it.next(), it.next())
+        {
+            layers.push(LayerMats {
+                qkv,
+                attn_proj,
+                fc,
+                proj,
+            });
+        }
         InferWeights {
             format,
             layers,

@@ -57,6 +57,34 @@ macro_rules! dispatch {
     };
 }
 
+/// [`dispatch!`] plus an AVX-512 variant (16-wide vectors), for the elementwise loops of
+/// training (GELU, softmax): same IEEE operations, so the same bits as the AVX2 variant.
+macro_rules! dispatch512 {
+    ($(#[$m:meta])* pub fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn inner($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features avx512() was compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features avx2() was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            inner($($arg),*)
+        }
+    };
+}
+
 #[inline(always)]
 fn max8(x: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; 8];
@@ -95,7 +123,7 @@ fn exp_shift_sum(x: &mut [f32], shift: f32, scale: f32) -> f32 {
     acc.iter().sum::<f32>() + s
 }
 
-dispatch! {
+dispatch512! {
     /// row <- softmax(row * scale).
     pub fn softmax_scaled(row: &mut [f32], scale: f32) {
         let m = max8(row);
@@ -107,7 +135,7 @@ dispatch! {
     }
 }
 
-dispatch! {
+dispatch512! {
     /// Fused softmax + cross-entropy of one row: row <- softmax(row); returns
     /// -log p[target] computed from the logit (exact even when p underflows).
     pub fn softmax_ce_row(row: &mut [f32], target: usize) -> f32 {
@@ -122,7 +150,7 @@ dispatch! {
     }
 }
 
-dispatch! {
+dispatch512! {
     /// Fused softmax + cross-entropy + its gradient for one row of a mean loss: row <-
     /// (softmax(row) - onehot(target)) * scale; returns -log p[target] (as
     /// [`softmax_ce_row`]). Saves the separate scaling pass over the logits.
@@ -141,7 +169,7 @@ dispatch! {
 
 const GELU_S: f32 = 0.797_884_6;
 
-dispatch! {
+dispatch512! {
     /// out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
     pub fn gelu(out: &mut [f32], inp: &[f32]) {
         for (o, &x) in out.iter_mut().zip(inp) {
@@ -150,7 +178,7 @@ dispatch! {
     }
 }
 
-dispatch! {
+dispatch512! {
     /// d <- d * gelu'(inp).
     pub fn gelu_backward(d: &mut [f32], inp: &[f32]) {
         for (dd, &x) in d.iter_mut().zip(inp) {

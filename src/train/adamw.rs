@@ -86,21 +86,71 @@ impl AdamW {
             .zip(self.m.par_chunks_mut(CHUNK))
             .zip(self.v.par_chunks_mut(CHUNK))
             .for_each(|((((p, g), d), m), v)| {
-                for i in 0..p.len() {
-                    let mut pi = p[i];
-                    if d[i] {
-                        pi *= shrink;
-                    }
-                    let gi = g[i] * grad_scale;
-                    let mi = b1 * m[i] + (1.0 - b1) * gi;
-                    let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    m[i] = mi;
-                    v[i] = vi;
-                    let denom = vi.sqrt() / bc2_sqrt + eps;
-                    p[i] = pi - step_size * (mi / denom);
-                }
+                let k = Consts {
+                    b1,
+                    b2,
+                    eps,
+                    grad_scale,
+                    shrink,
+                    step_size,
+                    bc2_sqrt,
+                };
+                update(p, g, d, m, v, &k)
             });
     }
+}
+
+/// The per-step constants of [`AdamW::step_scaled`].
+struct Consts {
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    grad_scale: f32,
+    shrink: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+}
+
+/// One chunk of the update, compiled for AVX2+FMA when the CPU has them (8-wide sqrt and
+/// divide; IEEE-exact like the scalar ones and no FMA contraction, so the same bits).
+fn update(p: &mut [f32], g: &[f32], d: &[bool], m: &mut [f32], v: &mut [f32], k: &Consts) {
+    #[inline(always)]
+    fn plain(p: &mut [f32], g: &[f32], d: &[bool], m: &mut [f32], v: &mut [f32], k: &Consts) {
+        let n = p.len();
+        let (g, d, m, v) = (&g[..n], &d[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            let mut pi = p[i];
+            if d[i] {
+                pi *= k.shrink;
+            }
+            let gi = g[i] * k.grad_scale;
+            let mi = k.b1 * m[i] + (1.0 - k.b1) * gi;
+            let vi = k.b2 * v[i] + (1.0 - k.b2) * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            let denom = vi.sqrt() / k.bc2_sqrt + k.eps;
+            p[i] = pi - k.step_size * (mi / denom);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(
+            p: &mut [f32],
+            g: &[f32],
+            d: &[bool],
+            m: &mut [f32],
+            v: &mut [f32],
+            k: &Consts,
+        ) {
+            plain(p, g, d, m, v, k)
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features avx2() was compiled for.
+            return unsafe { avx2(p, g, d, m, v, k) };
+        }
+    }
+    plain(p, g, d, m, v, k)
 }
 
 #[cfg(test)]

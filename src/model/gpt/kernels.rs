@@ -198,25 +198,68 @@ pub fn layernorm_forward<F: Float>(
         .zip(mean.par_chunks_mut(rpt))
         .zip(rstd.par_chunks_mut(rpt))
         .zip(inp.par_chunks(c * rpt))
-        .for_each(|(((o, mu), rs), x)| {
-            avx2(|| {
-                for r in 0..mu.len() {
-                    let xr = &x[r * c..][..c];
-                    let or = &mut o[r * c..][..c];
-                    let m = sum_lanes(c, |j| xr[j]) / F::from_usize(c);
-                    let var = sum_lanes(c, |j| {
-                        let d = xr[j] - m;
-                        d * d
-                    }) / F::from_usize(c);
-                    let s = F::ONE / (var + F::from_f64(LN_EPS)).sqrt();
-                    for j in 0..c {
-                        or[j] = (xr[j] - m) * s * w[j] + b[j];
-                    }
-                    mu[r] = m;
-                    rs[r] = s;
-                }
-            })
-        });
+        .for_each(|(((o, mu), rs), x)| ln_forward_rows(o, mu, rs, x, w, b, c));
+}
+
+/// Rows of [`layernorm_forward`]; dispatched to an AVX2+FMA build of the same loops
+/// (baseline x86-64 would be scalar SSE2).
+#[allow(clippy::too_many_arguments)]
+fn ln_forward_rows<F: Float>(
+    o: &mut [F],
+    mu: &mut [F],
+    rs: &mut [F],
+    x: &[F],
+    w: &[F],
+    b: &[F],
+    c: usize,
+) {
+    #[inline(always)]
+    fn plain<F: Float>(
+        o: &mut [F],
+        mu: &mut [F],
+        rs: &mut [F],
+        x: &[F],
+        w: &[F],
+        b: &[F],
+        c: usize,
+    ) {
+        for r in 0..mu.len() {
+            let xr = &x[r * c..][..c];
+            let or = &mut o[r * c..][..c];
+            let m = sum_lanes(c, |j| xr[j]) / F::from_usize(c);
+            let var = sum_lanes(c, |j| {
+                let d = xr[j] - m;
+                d * d
+            }) / F::from_usize(c);
+            let s = F::ONE / (var + F::from_f64(LN_EPS)).sqrt();
+            let (w, b) = (&w[..c], &b[..c]);
+            for j in 0..c {
+                or[j] = (xr[j] - m) * s * w[j] + b[j];
+            }
+            mu[r] = m;
+            rs[r] = s;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn go<F: Float>(
+            o: &mut [F],
+            mu: &mut [F],
+            rs: &mut [F],
+            x: &[F],
+            w: &[F],
+            b: &[F],
+            c: usize,
+        ) {
+            plain(o, mu, rs, x, w, b, c)
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features go() was compiled for.
+            return unsafe { go(o, mu, rs, x, w, b, c) };
+        }
+    }
+    plain(o, mu, rs, x, w, b, c)
 }
 
 /// Runs `f` compiled for AVX2+FMA when the CPU has them (the closure is inlined into an
@@ -287,25 +330,15 @@ pub fn layernorm_backward<F: Float>(
         .for_each(|(blk, (part, di))| {
             let (pw, pb) = part.split_at_mut(c);
             let r0 = blk * rpb;
-            avx2(|| {
-                for r in 0..di.len() / c {
-                    let row = r0 + r;
-                    let x = &inp[row * c..][..c];
-                    let d = &dout[row * c..][..c];
-                    let dx = &mut di[r * c..][..c];
-                    let (m, s) = (mean[row], rstd[row]);
-                    let dnorm_mean = sum_lanes(c, |j| w[j] * d[j]) / F::from_usize(c);
-                    let dnorm_norm_mean =
-                        sum_lanes(c, |j| w[j] * d[j] * ((x[j] - m) * s)) / F::from_usize(c);
-                    for j in 0..c {
-                        let norm = (x[j] - m) * s;
-                        let dnorm = w[j] * d[j];
-                        pb[j] += d[j];
-                        pw[j] += norm * d[j];
-                        dx[j] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
-                    }
-                }
-            })
+            let rows = LnRows {
+                inp,
+                dout,
+                w,
+                mean,
+                rstd,
+                c,
+            };
+            ln_backward_rows(&rows, r0, pw, pb, di)
         });
     for part in scratch.chunks(2 * c) {
         for j in 0..c {
@@ -313,6 +346,67 @@ pub fn layernorm_backward<F: Float>(
             db[j] += part[c + j];
         }
     }
+}
+
+/// The read-only inputs of [`layernorm_backward`]'s row loop.
+struct LnRows<'a, F> {
+    inp: &'a [F],
+    dout: &'a [F],
+    w: &'a [F],
+    mean: &'a [F],
+    rstd: &'a [F],
+    c: usize,
+}
+
+/// Rows r0.. of [`layernorm_backward`] into this block's partial dw/db and dx; dispatched
+/// to an AVX2+FMA build of the same loops.
+fn ln_backward_rows<F: Float>(
+    k: &LnRows<'_, F>,
+    r0: usize,
+    pw: &mut [F],
+    pb: &mut [F],
+    di: &mut [F],
+) {
+    #[inline(always)]
+    fn plain<F: Float>(k: &LnRows<'_, F>, r0: usize, pw: &mut [F], pb: &mut [F], di: &mut [F]) {
+        let c = k.c;
+        let (w, pw, pb) = (&k.w[..c], &mut pw[..c], &mut pb[..c]);
+        for r in 0..di.len() / c {
+            let row = r0 + r;
+            let x = &k.inp[row * c..][..c];
+            let d = &k.dout[row * c..][..c];
+            let dx = &mut di[r * c..][..c];
+            let (m, s) = (k.mean[row], k.rstd[row]);
+            let dnorm_mean = sum_lanes(c, |j| w[j] * d[j]) / F::from_usize(c);
+            let dnorm_norm_mean =
+                sum_lanes(c, |j| w[j] * d[j] * ((x[j] - m) * s)) / F::from_usize(c);
+            for j in 0..c {
+                let norm = (x[j] - m) * s;
+                let dnorm = w[j] * d[j];
+                pb[j] += d[j];
+                pw[j] += norm * d[j];
+                dx[j] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn go<F: Float>(
+            k: &LnRows<'_, F>,
+            r0: usize,
+            pw: &mut [F],
+            pb: &mut [F],
+            di: &mut [F],
+        ) {
+            plain(k, r0, pw, pb, di)
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features go() was compiled for.
+            return unsafe { go(k, r0, pw, pb, di) };
+        }
+    }
+    plain(k, r0, pw, pb, di)
 }
 
 // ---------------------------------------------------------------- matmul

@@ -33,6 +33,9 @@
 //! docs/parts/gen.md; on this shared machine they move by +-50% between identical runs,
 //! so compare formats within one `arlm bench generate` run. f32 step before/after the
 //! rewrite, interleaved A B A B A B at load 4: 19.42 -> 23.58 tok/s greedy decode (medians).
+//! Under SCHED_FIFO (`chrt -f 10 arlm bench generate`, one run): greedy decode f32 42.0,
+//! f16 53.6, q8 81.1 tok/s vs transformers float32 25.1 (q8 3.23x); prefill 451 / 422 /
+//! 521 vs 549 tok/s.
 
 use super::kernels::{self, SyncPtr};
 use super::quant;

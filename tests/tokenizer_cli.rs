@@ -144,7 +144,19 @@ fn bad_input_gives_clear_errors() {
         out,
     ]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/file"));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("/no/such/file"), "{err}");
+
+    // One line, each cause said once (the library's I/O errors name their cause in their
+    // own message and also chain it as the source; it used to come out twice).
+    let missing = arlm(&["tokenizer", "info", "--tokenizer", "/no/such/tok.json"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    let parts: Vec<&str> = err.trim().split(": ").collect();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for (i, a) in parts.iter().enumerate() {
+        assert!(!parts[i + 1..].contains(a), "repeated cause in: {err}");
+    }
 
     let bad = dir.path().join("bad.txt");
     std::fs::write(&bad, b"ok\xffno").unwrap();

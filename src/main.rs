@@ -55,7 +55,7 @@ fn main() {
         if cli::is_broken_pipe(&err) {
             std::process::exit(0);
         }
-        eprintln!("arlm: error: {}", cli::error_message(&err));
+        eprintln!("arlm: error: {err:#}");
         std::process::exit(2);
     }
 }

@@ -21,7 +21,7 @@ pub const DEFAULT_BYTES: usize = 1_000_000;
 /// Errors from the corpus commands.
 #[derive(Debug, thiserror::Error)]
 pub enum CorpusError {
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -135,7 +135,7 @@ pub fn save_model_dir(dir: &Path, meta: Option<&SynthMeta>) -> Result<(), Corpus
     )
     .map_err(|e| CorpusError::Io {
         path: dir.join("tokenizer.json"),
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other(crate::error_chain(&e)),
     })
 }
 

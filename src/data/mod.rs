@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// Errors reading or writing token data.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("cannot read or write {path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -54,7 +54,7 @@ pub enum EvalError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Data(#[from] DataError),
-    #[error("cannot read or write {path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

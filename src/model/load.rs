@@ -109,7 +109,7 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
     let tokenizer =
         tokenizer::load(&path.join("tokenizer.json")).map_err(|e| ModelError::Format {
             path: path.join("tokenizer.json"),
-            message: e.to_string(),
+            message: crate::error_chain(&e),
         })?;
     let model_type = config
         .get("model_type")
@@ -180,7 +180,7 @@ pub fn save_uniform(dir: &Path, tok: &dyn Tokenizer) -> Result<(), ModelError> {
         .map_err(io)?;
     tokenizer::save(tok, &dir.join("tokenizer.json")).map_err(|e| ModelError::Format {
         path: dir.to_path_buf(),
-        message: e.to_string(),
+        message: crate::error_chain(&e),
     })
 }
 

@@ -30,7 +30,7 @@ pub enum ModelError {
     EmptyInput,
     #[error("invalid model configuration: {0}")]
     InvalidConfig(String),
-    #[error("cannot read or write {path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -21,7 +21,7 @@ pub enum TokenizerError {
     UnknownId { id: u32, vocab_size: usize },
     #[error("character {ch:?} at byte offset {offset} is not in the vocabulary")]
     UnknownChar { ch: char, offset: usize },
-    #[error("cannot read or write {path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

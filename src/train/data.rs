@@ -216,8 +216,9 @@ pub fn make_tokenizer(
             crate::tokenizer::load(&dir).map_err(|e| {
                 TrainError::Data(format!(
                     "the gpt2 tokenizer needs {}/encoder.json and vocab.bpe (set \
-                     ARLM_SHARED_DATA or pass --tokenizer PATH): {e}",
-                    dir.display()
+                     ARLM_SHARED_DATA or pass --tokenizer PATH): {}",
+                    dir.display(),
+                    crate::error_chain(&e)
                 ))
             })?
         }

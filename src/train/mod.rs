@@ -67,7 +67,7 @@ pub enum TrainError {
     Checkpoint(String),
     #[error("cannot resume: {0}")]
     Resume(String),
-    #[error("cannot read or write {path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -467,21 +467,26 @@ mod tests {
     use super::*;
     use crate::model::gpt::GptConfig;
 
-    fn model() -> Gpt {
+    /// A 2-layer, 4-head GPT with context 12 and weights `scale` times GPT-2's init, so
+    /// the distributions are far from uniform.
+    fn scaled_model(n_embd: usize, vocab_size: usize, seed: u64, scale: f32) -> Gpt {
         let cfg = GptConfig {
             n_layer: 2,
             n_head: 4,
-            n_embd: 16,
+            n_embd,
             block_size: 12,
-            vocab_size: 13,
+            vocab_size,
             dropout: 0.0,
         };
-        let mut m = Gpt::new(cfg, 7).unwrap();
-        // Larger weights than GPT-2 init so the distributions are far from uniform.
+        let mut m = Gpt::new(cfg, seed).unwrap();
         for x in m.params_mut().iter_mut() {
-            *x *= 8.0;
+            *x *= scale;
         }
         m
+    }
+
+    fn model() -> Gpt {
+        scaled_model(16, 13, 7, 8.0)
     }
 
     #[test]
@@ -493,19 +498,7 @@ mod tests {
 
     /// Wide enough (C = 64) that q8 rows have full 32-blocks and the SIMD kernels run.
     fn wide_model() -> Gpt {
-        let cfg = GptConfig {
-            n_layer: 2,
-            n_head: 4,
-            n_embd: 64,
-            block_size: 12,
-            vocab_size: 37,
-            dropout: 0.0,
-        };
-        let mut m = Gpt::new(cfg, 3).unwrap();
-        for x in m.params_mut().iter_mut() {
-            *x *= 6.0;
-        }
-        m
+        scaled_model(64, 37, 3, 6.0)
     }
 
     /// Max |logprob difference| between two models along `seq` (KV-cache path).

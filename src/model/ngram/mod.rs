@@ -36,7 +36,7 @@ pub const MAX_ORDER: usize = 12;
 /// Errors from estimating, reading or writing n-gram models.
 #[derive(Debug, thiserror::Error)]
 pub enum NgramError {
-    #[error("cannot read or write {path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -98,6 +98,7 @@ fn fill_dropout_mask<F: Float>(
     let thresh = (p as f64 * (1u64 << 53) as f64) as u64;
     mask.par_chunks_mut(1 << 14)
         .enumerate()
+        .with_min_len(kernels::min_len())
         .for_each(|(ci, ch)| {
             for (i, m) in ch.iter_mut().enumerate() {
                 let li = (ci << 14) + i;
@@ -117,6 +118,7 @@ fn fill_dropout_mask<F: Float>(
 fn apply_mask<F: Float>(x: &mut [F], mask: &[F]) {
     x.par_chunks_mut(1 << 14)
         .zip(mask.par_chunks(1 << 14))
+        .with_min_len(kernels::min_len())
         .for_each(|(x, m)| {
             for (a, &b) in x.iter_mut().zip(m) {
                 *a *= b;
@@ -128,6 +130,7 @@ fn apply_mask<F: Float>(x: &mut [F], mask: &[F]) {
 fn masked_copy<F: Float>(out: &mut [F], x: &[F], mask: &[F]) {
     out.par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14).zip(mask.par_chunks(1 << 14)))
+        .with_min_len(kernels::min_len())
         .for_each(|(o, (x, m))| {
             for ((a, &b), &c) in o.iter_mut().zip(x).zip(m) {
                 *a = b * c;

@@ -37,22 +37,27 @@
 //! f16 53.6, q8 81.1 tok/s vs transformers float32 25.1 (q8 3.23x); prefill 451 / 422 /
 //! 521 vs 549 tok/s.
 
-use super::kernels::{self, SyncPtr};
-use super::quant;
+use super::kernels;
+use super::quant::{self, Isa, QMat};
 use super::simd;
+use super::team::{self, Team};
 use super::trainer::{forward, Acts};
 use super::{layer, parts, Gpt, WeightFormat};
 use crate::model::{check_token, log_softmax_in_place, LanguageModel, ModelError};
 use rayon::prelude::*;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
 
 /// The KV cache of one sequence: keys and values of every block for every fed position.
 #[derive(Debug, Clone)]
 pub struct GptState {
     pos: usize,
-    /// Per layer, (pos, C) keys and values.
+    /// Per (layer, head) (index `l * n_head + h`), (pos, head size) keys and values: head
+    /// major, so the step's attention streams one contiguous block per head.
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
-    /// Scratch: residual x (C), normed (C), qkv (3C), atty (C), tmp (C), fch (4C), scores (T).
+    /// Scratch: residual x (C), normed (C), qkv (3C), atty (C), tmp (C), fch (4C),
+    /// scores (n_head * context).
     x: Vec<f32>,
     ln: Vec<f32>,
     qkv: Vec<f32>,
@@ -76,35 +81,182 @@ impl GptState {
     }
 }
 
-/// Row blocks of a large [`gemv`]: fixed (not the thread count), so results do not depend on
-/// how many threads run; 4 keeps 2 cores balanced.
+/// Row blocks of the f32 [`matvec_phase`]: fixed (not the thread count), so results do not
+/// depend on how many threads run; 4 keeps 2 cores balanced.
 const GEMV_ROW_BLOCKS: usize = 4;
 
-/// y(OC) = x(IC) @ w(IC,OC) + b for the f32 weights in the parameter buffer's Conv1D
-/// layout. The decode step is memory-bound (every weight is read once per token), so large
-/// matrices are split into row blocks that each stream a contiguous part of `w` into a
-/// private partial sum (`part`, GEMV_ROW_BLOCKS * OC scratch), then the partials are added
-/// in block order. (Splitting by 256-column blocks instead gave 3 strided tasks for the
-/// 768-column matrices: 1.5 rounds on 2 threads.)
-fn gemv(y: &mut [f32], part: &mut [f32], x: &[f32], w: &[f32], b: &[f32], ic: usize, oc: usize) {
-    y[..oc].copy_from_slice(&b[..oc]);
-    if ic * oc < 1 << 16 {
-        quant::axpy_rows(&mut y[..oc], &x[..ic], w);
-        return;
+/// A raw pointer shared by the team's chunks, which write disjoint elements (Copy for
+/// any T, unlike a derived impl).
+struct Shared<T>(*mut T);
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
     }
-    let per = ic.div_ceil(GEMV_ROW_BLOCKS);
-    part[..GEMV_ROW_BLOCKS * oc]
-        .par_chunks_mut(oc)
-        .enumerate()
-        .for_each(|(blk, acc)| {
-            acc.fill(0.0);
-            let r = blk * per..((blk + 1) * per).min(ic);
-            quant::axpy_rows(acc, &x[r.clone()], &w[r.start * oc..r.end * oc]);
-        });
-    for acc in part[..GEMV_ROW_BLOCKS * oc].chunks(oc) {
-        for (yj, pj) in y.iter_mut().zip(acc) {
-            *yj += pj;
+}
+impl<T> Copy for Shared<T> {}
+// SAFETY: only used to hand disjoint parts of one buffer to the team's threads.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+impl<T> Shared<T> {
+    #[inline(always)]
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// `len` elements from `p + start` as a mutable slice.
+///
+/// # Safety
+/// The range must be in bounds of one live allocation that no one else accesses while the
+/// slice lives (the team's chunks write disjoint ranges).
+#[inline(always)]
+unsafe fn chunk_mut<'a>(p: Shared<f32>, start: usize, len: usize) -> &'a mut [f32] {
+    unsafe { std::slice::from_raw_parts_mut(p.get().add(start), len) }
+}
+
+/// Rows per chunk of a (rows, cols) matvec phase: ~128K weights (at least 16 chunks, so 2
+/// threads stay balanced), a multiple of 4 rows (the kernels' row blocking). Depends on the
+/// shape only, and each row's result does not depend on its chunk anyway.
+fn chunk_rows(rows: usize, cols: usize) -> usize {
+    let chunks = ((rows * cols) >> 17).clamp(16, team::MAX_CHUNKS);
+    rows.div_ceil(chunks).next_multiple_of(4).max(4)
+}
+
+/// y(OC) = x(IC) @ W + b, then GELU if `gelu`, as one team phase. W is the compact (out,
+/// in) matrix `q` if given, else the f32 Conv1D (in, out) matrix `w` of the parameter
+/// buffer. Compact: chunks of output rows, one dot product per row. f32: the step is
+/// memory-bound (every weight is read once per token), so W is split into
+/// GEMV_ROW_BLOCKS row blocks that each stream a contiguous part of `w` into a private
+/// partial sum (`part`), and the partials are added in block order. (Splitting by
+/// 256-column blocks instead gave 3 strided tasks for the 768-column matrices.)
+#[allow(clippy::too_many_arguments)]
+fn matvec_phase(
+    team: &Team,
+    isa: Isa,
+    q: Option<&QMat>,
+    w: &[f32],
+    b: &[f32],
+    x: &[f32],
+    y: &mut [f32],
+    part: &mut [f32],
+    gelu: bool,
+) {
+    let (ic, oc) = (x.len(), y.len());
+    match q {
+        Some(q) => {
+            let per = chunk_rows(oc, ic);
+            let yp = Shared(y.as_mut_ptr());
+            team.run(oc.div_ceil(per), &|i| {
+                let r0 = i * per;
+                // SAFETY: chunk i owns rows r0..r0 + len of y.
+                let yc = unsafe { chunk_mut(yp, r0, per.min(oc - r0)) };
+                q.rows_range(yc, r0, x, isa);
+                for (yj, bj) in yc.iter_mut().zip(&b[r0..]) {
+                    *yj += bj;
+                }
+                if gelu {
+                    kernels::gelu_inplace(yc);
+                }
+            });
         }
+        None => {
+            let per = ic.div_ceil(GEMV_ROW_BLOCKS);
+            let pp = Shared(part.as_mut_ptr());
+            team.run(GEMV_ROW_BLOCKS, &|blk| {
+                // SAFETY: block blk owns part[blk * oc..(blk + 1) * oc].
+                let acc = unsafe { chunk_mut(pp, blk * oc, oc) };
+                acc.fill(0.0);
+                let (r0, r1) = ((blk * per).min(ic), ((blk + 1) * per).min(ic));
+                quant::axpy_rows_isa(acc, &x[r0..r1], &w[r0 * oc..r1 * oc], isa);
+            });
+            y.copy_from_slice(&b[..oc]);
+            for acc in part[..GEMV_ROW_BLOCKS * oc].chunks(oc) {
+                for (yj, pj) in y.iter_mut().zip(acc) {
+                    *yj += pj;
+                }
+            }
+            if gelu {
+                kernels::gelu_inplace(y);
+            }
+        }
+    }
+}
+
+/// y(hs) = softmax(scale * K q) V for one head over `scores.len()` cached positions, K and
+/// V (positions, hs) row-major: scores, softmax, weighted sum in one call per head.
+fn attend(
+    y: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: f32,
+    scores: &mut [f32],
+    isa: Isa,
+) {
+    let hs = q.len();
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the Isa came from feature detection (or a test that checked it); the
+        // kernel reads scores.len() rows of hs from k and v (asserted).
+        unsafe {
+            match hs {
+                16 => return attend_avx512::<1>(y, q, k, v, scale, scores),
+                32 => return attend_avx512::<2>(y, q, k, v, scale, scores),
+                64 => return attend_avx512::<4>(y, q, k, v, scale, scores),
+                128 => return attend_avx512::<8>(y, q, k, v, scale, scores),
+                _ => {}
+            }
+        }
+    }
+    let _ = isa;
+    for (t, s) in scores.iter_mut().enumerate() {
+        *s = simd::dot(q, &k[t * hs..][..hs]);
+    }
+    simd::softmax_scaled(scores, scale);
+    y.fill(0.0);
+    for (t, &s) in scores.iter().enumerate() {
+        simd::axpy(y, s, &v[t * hs..][..hs]);
+    }
+}
+
+/// [`attend`] for hs = 16 * NV: q and the output accumulators stay in NV registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn attend_avx512<const NV: usize>(
+    y: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let hs = 16 * NV;
+    let n = scores.len();
+    assert!(q.len() == hs && y.len() == hs && k.len() >= n * hs && v.len() >= n * hs);
+    let (kp, vp) = (k.as_ptr(), v.as_ptr());
+    let mut qv = [_mm512_setzero_ps(); NV];
+    for (j, qj) in qv.iter_mut().enumerate() {
+        *qj = unsafe { _mm512_loadu_ps(q.as_ptr().add(16 * j)) };
+    }
+    for (t, s) in scores.iter_mut().enumerate() {
+        let row = unsafe { kp.add(t * hs) };
+        let mut a = _mm512_mul_ps(qv[0], unsafe { _mm512_loadu_ps(row) });
+        for (j, &qj) in qv.iter().enumerate().skip(1) {
+            a = _mm512_fmadd_ps(qj, unsafe { _mm512_loadu_ps(row.add(16 * j)) }, a);
+        }
+        *s = _mm512_reduce_add_ps(a);
+    }
+    simd::softmax_scaled(scores, scale);
+    let mut acc = [_mm512_setzero_ps(); NV];
+    for (t, &s) in scores.iter().enumerate() {
+        let p = _mm512_set1_ps(s);
+        let row = unsafe { vp.add(t * hs) };
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(p, unsafe { _mm512_loadu_ps(row.add(16 * j)) }, *a);
+        }
+    }
+    for (j, a) in acc.iter().enumerate() {
+        unsafe { _mm512_storeu_ps(y.as_mut_ptr().add(16 * j), *a) };
     }
 }
 
@@ -149,11 +301,14 @@ impl Gpt<f32> {
         }
         match state {
             Some(st) => {
-                let c = cfg.n_embd;
+                let (c, nh) = (cfg.n_embd, cfg.n_head);
+                let hs = c / nh;
                 let mut hook = |l: usize, qkv: &[f32]| {
                     for row in qkv.chunks(3 * c) {
-                        st.k[l].extend_from_slice(&row[c..2 * c]);
-                        st.v[l].extend_from_slice(&row[2 * c..]);
+                        for h in 0..nh {
+                            st.k[l * nh + h].extend_from_slice(&row[c + h * hs..][..hs]);
+                            st.v[l * nh + h].extend_from_slice(&row[2 * c + h * hs..][..hs]);
+                        }
                     }
                 };
                 forward(cfg, &self.params, &mut acts, tokens, Some(&mut hook), None);
@@ -179,11 +334,19 @@ impl Gpt<f32> {
         Ok(())
     }
 
-    /// The incremental step: append `token` to the cache, logits into `out`.
+    /// The incremental step: append `token` to the cache, logits into `out`. One team
+    /// of threads ([`team::with_team`]) for the whole step; every parallel phase splits
+    /// its outputs into chunks whose arithmetic does not depend on the thread that runs
+    /// them, so the logits are bit-identical for any thread count (tested).
     fn step(&self, st: &mut GptState, token: u32, out: &mut [f32]) {
+        team::with_team(|team| self.step_on(team, st, token, out));
+    }
+
+    fn step_on(&self, team: &Team, st: &mut GptState, token: u32, out: &mut [f32]) {
         let cfg = &self.config;
         let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
         let hs = c / nh;
+        let isa = Isa::detect();
         let p = parts(&self.params, cfg);
         let pos = st.pos;
         let we = &p.wte[token as usize * c..][..c];
@@ -193,99 +356,105 @@ impl Gpt<f32> {
         }
         let scale = 1.0 / (hs as f32).sqrt();
         let n_ctx = pos + 1;
+        let max_ctx = cfg.block_size;
         let qw = self.infer_weights.as_deref();
         for l in 0..cfg.n_layer {
             let w = layer(p.layers, cfg, l);
             let ql = qw.map(|q| &q.layers[l]);
             layernorm_row(&mut st.ln, &st.x, w.ln1_w, w.ln1_b);
-            match ql {
-                Some(q) => q.qkv.matvec(&mut st.qkv, &st.ln, Some(w.qkv_b)),
-                None => gemv(
-                    &mut st.qkv,
-                    &mut st.part,
-                    &st.ln,
-                    w.qkv_w,
-                    w.qkv_b,
-                    c,
-                    3 * c,
-                ),
+            let qkv_q = ql.map(|q| &q.qkv);
+            matvec_phase(
+                team,
+                isa,
+                qkv_q,
+                w.qkv_w,
+                w.qkv_b,
+                &st.ln,
+                &mut st.qkv,
+                &mut st.part,
+                false,
+            );
+            // Attention, one chunk per head: append this position's key and value to the
+            // head's cache, then attend over it.
+            {
+                let kp = Shared(st.k[l * nh..(l + 1) * nh].as_mut_ptr());
+                let vp = Shared(st.v[l * nh..(l + 1) * nh].as_mut_ptr());
+                let (yp, sp) = (Shared(st.atty.as_mut_ptr()), Shared(st.scores.as_mut_ptr()));
+                let qkv = &st.qkv;
+                team.run(nh, &|h| {
+                    // SAFETY: head h owns its key/value caches, y[h*hs..][..hs] and its
+                    // max_ctx-long region of the scores scratch.
+                    let (kh, vh, yh, sc) = unsafe {
+                        (
+                            &mut *kp.get().add(h),
+                            &mut *vp.get().add(h),
+                            chunk_mut(yp, h * hs, hs),
+                            chunk_mut(sp, h * max_ctx, n_ctx),
+                        )
+                    };
+                    kh.extend_from_slice(&qkv[c + h * hs..][..hs]);
+                    vh.extend_from_slice(&qkv[2 * c + h * hs..][..hs]);
+                    attend(yh, &qkv[h * hs..][..hs], kh, vh, scale, sc, isa);
+                });
             }
-            st.k[l].extend_from_slice(&st.qkv[c..2 * c]);
-            st.v[l].extend_from_slice(&st.qkv[2 * c..]);
-            let (kc, vc, q) = (&st.k[l], &st.v[l], &st.qkv[..c]);
-            let scores_p = SyncPtr(st.scores.as_mut_ptr());
-            let head = |h: usize, yh: &mut [f32]| {
-                // SAFETY: each head uses its own n_ctx-long region of the scores scratch.
-                let sc =
-                    unsafe { std::slice::from_raw_parts_mut(scores_p.get().add(h * n_ctx), n_ctx) };
-                let qh = &q[h * hs..(h + 1) * hs];
-                let mut maxv = f32::NEG_INFINITY;
-                for (t2, s) in sc.iter_mut().enumerate() {
-                    let kh = &kc[t2 * c + h * hs..][..hs];
-                    let d = simd::dot(qh, kh) * scale;
-                    *s = d;
-                    maxv = maxv.max(d);
-                }
-                let mut sum = 0.0;
-                for s in sc.iter_mut() {
-                    *s = (*s - maxv).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                yh.fill(0.0);
-                for (t2, &s) in sc.iter().enumerate() {
-                    simd::axpy(yh, s * inv, &vc[t2 * c + h * hs..][..hs]);
-                }
-            };
-            if n_ctx * c >= 1 << 15 {
-                st.atty
-                    .par_chunks_mut(hs)
-                    .enumerate()
-                    .for_each(|(h, yh)| head(h, yh));
-            } else {
-                for (h, yh) in st.atty.chunks_mut(hs).enumerate() {
-                    head(h, yh);
-                }
-            }
-            match ql {
-                Some(q) => q
-                    .attn_proj
-                    .matvec(&mut st.tmp, &st.atty, Some(w.attn_proj_b)),
-                None => {
-                    let (t, pa) = (&mut st.tmp, &mut st.part);
-                    gemv(t, pa, &st.atty, w.attn_proj_w, w.attn_proj_b, c, c)
-                }
-            }
+            let ap = ql.map(|q| &q.attn_proj);
+            matvec_phase(
+                team,
+                isa,
+                ap,
+                w.attn_proj_w,
+                w.attn_proj_b,
+                &st.atty,
+                &mut st.tmp,
+                &mut st.part,
+                false,
+            );
             for j in 0..c {
                 st.x[j] += st.tmp[j];
             }
             layernorm_row(&mut st.ln, &st.x, w.ln2_w, w.ln2_b);
-            match ql {
-                Some(q) => q.fc.matvec(&mut st.fch, &st.ln, Some(w.fc_b)),
-                None => gemv(&mut st.fch, &mut st.part, &st.ln, w.fc_w, w.fc_b, c, 4 * c),
-            }
-            kernels::gelu_inplace(&mut st.fch);
-            match ql {
-                Some(q) => q.proj.matvec(&mut st.tmp, &st.fch, Some(w.proj_b)),
-                None => gemv(
-                    &mut st.tmp,
-                    &mut st.part,
-                    &st.fch,
-                    w.proj_w,
-                    w.proj_b,
-                    4 * c,
-                    c,
-                ),
-            }
+            let fc = ql.map(|q| &q.fc);
+            matvec_phase(
+                team,
+                isa,
+                fc,
+                w.fc_w,
+                w.fc_b,
+                &st.ln,
+                &mut st.fch,
+                &mut st.part,
+                true,
+            );
+            let pr = ql.map(|q| &q.proj);
+            matvec_phase(
+                team,
+                isa,
+                pr,
+                w.proj_w,
+                w.proj_b,
+                &st.fch,
+                &mut st.tmp,
+                &mut st.part,
+                false,
+            );
             for j in 0..c {
                 st.x[j] += st.tmp[j];
             }
         }
         layernorm_row(&mut st.ln, &st.x, p.lnf_w, p.lnf_b);
-        match qw {
-            Some(q) => q.wte.matvec(&mut out[..v], &st.ln, None),
-            None => quant::dot_rows(&mut out[..v], &p.wte[..v * c], &st.ln),
-        }
+        // The tied LM head (V, C), chunks of rows.
+        let per = chunk_rows(v, c);
+        let op = Shared(out.as_mut_ptr());
+        let (ln, wte) = (&st.ln, &p.wte[..v * c]);
+        team.run(v.div_ceil(per), &|i| {
+            let r0 = i * per;
+            // SAFETY: chunk i owns rows r0..r0 + len of out.
+            let yc = unsafe { chunk_mut(op, r0, per.min(v - r0)) };
+            match qw {
+                Some(q) => q.wte.rows_range(yc, r0, ln, isa),
+                None => quant::dot_rows_range(yc, r0, wte, ln, isa),
+            }
+        });
         st.pos += 1;
     }
 }
@@ -326,8 +495,8 @@ impl LanguageModel for Gpt<f32> {
         let e = c.n_embd;
         GptState {
             pos: 0,
-            k: vec![Vec::new(); c.n_layer],
-            v: vec![Vec::new(); c.n_layer],
+            k: vec![Vec::new(); c.n_layer * c.n_head],
+            v: vec![Vec::new(); c.n_layer * c.n_head],
             x: vec![0.0; e],
             ln: vec![0.0; e],
             qkv: vec![0.0; 3 * e],
@@ -539,6 +708,86 @@ mod tests {
         let mut m = wide_model().with_weight_format(WeightFormat::Q8);
         m.params_mut();
         assert_eq!(m.weight_format(), WeightFormat::F32);
+    }
+
+    /// Logits of every step along `seq` (KV-cache path), in a pool of `threads` threads.
+    fn step_logits(m: &Gpt, seq: &[u32], threads: usize) -> Vec<Vec<f32>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut st = m.new_state();
+            seq.iter()
+                .map(|&t| {
+                    let mut row = vec![0.0; m.config.vocab_size];
+                    m.feed(&mut st, t, &mut row).unwrap();
+                    row
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn step_is_bit_identical_for_any_thread_count() {
+        let seq = [36u32, 3, 5, 7, 0, 1, 1, 11, 4, 2, 30, 17];
+        for format in WeightFormat::ALL {
+            let m = wide_model().with_weight_format(format);
+            let one = step_logits(&m, &seq, 1);
+            for threads in [2, 3] {
+                let many = step_logits(&m, &seq, threads);
+                for (a, b) in one.iter().zip(&many) {
+                    let (a, b): (Vec<u32>, Vec<u32>) = (
+                        a.iter().map(|x| x.to_bits()).collect(),
+                        b.iter().map(|x| x.to_bits()).collect(),
+                    );
+                    assert_eq!(a, b, "{format}, {threads} threads");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_attention_matches_plain_softmax_attention() {
+        let data = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                    (h % 2001) as f32 / 500.0 - 2.0
+                })
+                .collect()
+        };
+        for hs in [16, 24, 64, 128] {
+            for n in [1, 5, 33] {
+                let (q, k, v) = (data(hs, 1), data(n * hs, 2), data(n * hs, 3));
+                let scale = 1.0 / (hs as f64).sqrt();
+                // f64 reference: softmax(scale * K q) V.
+                let s: Vec<f64> = (0..n)
+                    .map(|t| {
+                        scale
+                            * (0..hs)
+                                .map(|j| q[j] as f64 * k[t * hs + j] as f64)
+                                .sum::<f64>()
+                    })
+                    .collect();
+                let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for isa in Isa::available() {
+                    let mut y = vec![f32::NAN; hs];
+                    let mut sc = vec![0.0; n];
+                    attend(&mut y, &q, &k, &v, scale as f32, &mut sc, isa);
+                    for j in 0..hs {
+                        let want: f64 = (0..n).map(|t| e[t] / z * v[t * hs + j] as f64).sum();
+                        assert!(
+                            (y[j] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+                            "hs {hs} n {n} {isa:?} [{j}]: {} vs {want}",
+                            y[j]
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

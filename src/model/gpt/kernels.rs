@@ -34,13 +34,28 @@ fn rows_per_task(n: usize, c: usize) -> usize {
 }
 
 thread_local! {
-    /// Set while this thread runs one shard of a batch-split training step: GEMMs stay on
-    /// this thread (the shards themselves are the parallelism).
+    /// Set while this thread runs one shard of a batch-split training step: GEMMs and the
+    /// rayon loops of the kernels stay on this thread (the shards themselves are the
+    /// parallelism).
     static SERIAL_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with every [`gemm_strided`] call made on this thread single-threaded
-/// (restores the previous setting afterwards, also on unwind).
+/// Minimum items per rayon task of the kernels' parallel loops: 1 normally, unlimited
+/// inside [`with_serial_gemm`], where the loop then runs inline on the calling thread
+/// without splitting (no jobs pushed, no sleeping worker woken, no stealing of another
+/// shard's chunks). The chunking, and so the bits of every result, stay the same.
+#[inline]
+pub(crate) fn min_len() -> usize {
+    if SERIAL_GEMM.with(|s| s.get()) {
+        usize::MAX
+    } else {
+        1
+    }
+}
+
+/// Runs `f` with every [`gemm_strided`] call made on this thread single-threaded and the
+/// kernels' rayon loops inline ([`min_len`]) (restores the previous setting afterwards,
+/// also on unwind).
 pub(crate) fn with_serial_gemm<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
@@ -143,6 +158,7 @@ pub fn encoder_forward<F: Float>(
     out.par_chunks_mut(c)
         .zip(tokens.par_iter())
         .enumerate()
+        .with_min_len(min_len())
         .for_each(|(i, (o, &tok))| {
             let t = i % t_len;
             let we = &wte[tok as usize * c..][..c];
@@ -198,6 +214,7 @@ pub fn layernorm_forward<F: Float>(
         .zip(mean.par_chunks_mut(rpt))
         .zip(rstd.par_chunks_mut(rpt))
         .zip(inp.par_chunks(c * rpt))
+        .with_min_len(min_len())
         .for_each(|(((o, mu), rs), x)| ln_forward_rows(o, mu, rs, x, w, b, c));
 }
 
@@ -327,6 +344,7 @@ pub fn layernorm_backward<F: Float>(
         .par_chunks_mut(2 * c)
         .zip(dinp.par_chunks_mut(rpb * c))
         .enumerate()
+        .with_min_len(min_len())
         .for_each(|(blk, (part, di))| {
             let (pw, pb) = part.split_at_mut(c);
             let r0 = blk * rpb;
@@ -424,11 +442,13 @@ pub fn matmul_forward<F: Float>(
     let out = &mut out[..n * oc];
     match bias {
         Some(b) => {
-            out.par_chunks_mut(oc * rows_per_task(n, oc)).for_each(|o| {
-                for row in o.chunks_mut(oc) {
-                    row.copy_from_slice(b);
-                }
-            });
+            out.par_chunks_mut(oc * rows_per_task(n, oc))
+                .with_min_len(min_len())
+                .for_each(|o| {
+                    for row in o.chunks_mut(oc) {
+                        row.copy_from_slice(b);
+                    }
+                });
             gemm_strided(n, oc, ic, out, oc, true, inp, ic, 1, w, oc, 1);
         }
         None => gemm_strided(n, oc, ic, out, oc, false, inp, ic, 1, w, oc, 1),
@@ -461,17 +481,20 @@ pub fn matmul_backward<F: Float>(
 /// db(OC) += sum over rows of dout(N,OC), parallel over column blocks.
 pub fn bias_backward<F: Float>(db: &mut [F], dout: &[F], n: usize, oc: usize) {
     let cb = 256.min(oc).max(1);
-    db.par_chunks_mut(cb).enumerate().for_each(|(bi, dbc)| {
-        let o0 = bi * cb;
-        avx2(|| {
-            for r in 0..n {
-                let d = &dout[r * oc + o0..][..dbc.len()];
-                for (a, b) in dbc.iter_mut().zip(d) {
-                    *a += *b;
+    db.par_chunks_mut(cb)
+        .enumerate()
+        .with_min_len(min_len())
+        .for_each(|(bi, dbc)| {
+            let o0 = bi * cb;
+            avx2(|| {
+                for r in 0..n {
+                    let d = &dout[r * oc + o0..][..dbc.len()];
+                    for (a, b) in dbc.iter_mut().zip(d) {
+                        *a += *b;
+                    }
                 }
-            }
-        })
-    });
+            })
+        });
 }
 
 // ---------------------------------------------------------------- attention
@@ -494,6 +517,7 @@ pub fn attention_forward_loops<F: Float>(
     let out_p = SyncPtr(out.as_mut_ptr());
     att.par_chunks_mut(t_len * t_len)
         .enumerate()
+        .with_min_len(min_len())
         .for_each(|(bh, att_bh)| {
             let (bi, h) = (bh / nh, bh % nh);
             let base = bi * t_len * 3 * c;
@@ -562,6 +586,7 @@ pub fn attention_backward_loops<F: Float>(
     let dq_p = SyncPtr(dqkv.as_mut_ptr());
     datt.par_chunks_mut(t_len * t_len)
         .enumerate()
+        .with_min_len(min_len())
         .for_each(|(bh, datt_bh)| {
             let (bi, h) = (bh / nh, bh % nh);
             let base = bi * t_len * 3 * c;
@@ -677,6 +702,7 @@ pub fn attention_forward<F: Float>(
     att[..b * nh * t_len * t_len]
         .par_chunks_mut(t_len * t_len)
         .enumerate()
+        .with_min_len(min_len())
         .for_each(|(bh, s)| {
             let (bi, h) = (bh / nh, bh % nh);
             let q = qkv[bi * t_len * 3 * c + h * hs..].as_ptr();
@@ -774,6 +800,7 @@ pub fn attention_backward<F: Float>(
     datt[..b * nh * tt]
         .par_chunks_mut(tt)
         .enumerate()
+        .with_min_len(min_len())
         .for_each(|(bh, ds)| {
             let (bi, h) = (bh / nh, bh % nh);
             let p = &att[bh * tt..(bh + 1) * tt];
@@ -898,6 +925,7 @@ pub fn lm_head_forward<F: Float>(
     let dst = SyncPtr(logits.as_mut_ptr());
     (0..v.div_ceil(VOCAB_BLOCK))
         .into_par_iter()
+        .with_min_len(min_len())
         .for_each(|blk| {
             let j0 = blk * VOCAB_BLOCK;
             let nb = VOCAB_BLOCK.min(v - j0);
@@ -940,6 +968,7 @@ pub fn lm_head_backward_dwte<F: Float>(
     dwte[..v * c]
         .par_chunks_mut(VOCAB_BLOCK * c)
         .enumerate()
+        .with_min_len(min_len())
         .for_each(|(blk, dw)| {
             let j0 = blk * VOCAB_BLOCK;
             let nb = dw.len() / c;
@@ -995,6 +1024,7 @@ pub fn gelu_forward<F: Float>(out: &mut [F], inp: &[F]) {
     if let (Some(o), Some(x)) = (as_f32_mut(out), as_f32(inp)) {
         o.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14))
+            .with_min_len(min_len())
             .for_each(|(o, x)| simd::gelu(o, x));
         return;
     }
@@ -1003,6 +1033,7 @@ pub fn gelu_forward<F: Float>(out: &mut [F], inp: &[F]) {
     let half = F::from_f64(0.5);
     out.par_chunks_mut(1 << 14)
         .zip(inp.par_chunks(1 << 14))
+        .with_min_len(min_len())
         .for_each(|(o, x)| {
             for i in 0..o.len() {
                 let xi = x[i];
@@ -1029,11 +1060,39 @@ pub fn gelu_inplace<F: Float>(x: &mut [F]) {
     }
 }
 
+/// inp(N,OC) += bias per row, then out = GELU(inp): the bias of the matmul before the
+/// GELU fused into the GELU pass (that matmul then runs without bias, so no separate pass
+/// writes bias rows into its output). Same bits as [`matmul_forward`] with the bias
+/// followed by [`gelu_forward`] (float addition commutes).
+pub fn bias_gelu_forward<F: Float>(out: &mut [F], inp: &mut [F], bias: &[F], oc: usize) {
+    let n = inp.len() / oc;
+    let rpt = rows_per_task(n, oc);
+    let bias = &bias[..oc];
+    out[..n * oc]
+        .par_chunks_mut(rpt * oc)
+        .zip(inp[..n * oc].par_chunks_mut(rpt * oc))
+        .with_min_len(min_len())
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_mut(oc).zip(x.chunks_mut(oc)) {
+                avx2(|| {
+                    for (a, &b) in x.iter_mut().zip(bias) {
+                        *a += b;
+                    }
+                });
+                match (as_f32_mut(o), as_f32(x)) {
+                    (Some(o), Some(x)) => simd::gelu(o, x),
+                    _ => gelu_forward(o, x),
+                }
+            }
+        });
+}
+
 /// Backward of [`gelu_forward`], in place: d (holding dout) becomes dinp.
 pub fn gelu_backward_inplace<F: Float>(d: &mut [F], inp: &[F]) {
     if let (Some(d), Some(x)) = (as_f32_mut(d), as_f32(inp)) {
         d.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14))
+            .with_min_len(min_len())
             .for_each(|(d, x)| simd::gelu_backward(d, x));
         return;
     }
@@ -1043,6 +1102,7 @@ pub fn gelu_backward_inplace<F: Float>(d: &mut [F], inp: &[F]) {
     let three_a = F::from_f64(3.0 * 0.044715);
     d.par_chunks_mut(1 << 14)
         .zip(inp.par_chunks(1 << 14))
+        .with_min_len(min_len())
         .for_each(|(dd, x)| {
             for i in 0..dd.len() {
                 let xi = x[i];
@@ -1061,10 +1121,31 @@ pub fn gelu_backward_inplace<F: Float>(d: &mut [F], inp: &[F]) {
 pub fn residual_add<F: Float>(out: &mut [F], inp: &[F]) {
     out.par_chunks_mut(1 << 14)
         .zip(inp.par_chunks(1 << 14))
+        .with_min_len(min_len())
         .for_each(|(o, x)| {
             avx2(|| {
                 for (a, b) in o.iter_mut().zip(x) {
                     *a += *b;
+                }
+            })
+        });
+}
+
+/// out += inp + bias per row of C: the residual connection with the bias of the branch's
+/// output projection fused in (the projection then runs without bias). Same bits as
+/// [`matmul_forward`] with the bias followed by [`residual_add`].
+pub fn residual_bias_add<F: Float>(out: &mut [F], inp: &[F], bias: &[F], c: usize) {
+    let rpt = rows_per_task(out.len() / c, c);
+    let bias = &bias[..c];
+    out.par_chunks_mut(rpt * c)
+        .zip(inp.par_chunks(rpt * c))
+        .with_min_len(min_len())
+        .for_each(|(o, x)| {
+            avx2(|| {
+                for (o, x) in o.chunks_mut(c).zip(x.chunks(c)) {
+                    for ((a, &xi), &b) in o.iter_mut().zip(x).zip(bias) {
+                        *a = (*a + b) + xi;
+                    }
                 }
             })
         });
@@ -1084,6 +1165,7 @@ pub fn softmax_ce_forward<F: Float>(
         lg.par_chunks_mut(v)
             .zip(ls.par_iter_mut())
             .zip(targets.par_iter())
+            .with_min_len(min_len())
             .for_each(|((row, loss), &tgt)| *loss = simd::softmax_ce_row(row, tgt as usize));
         return ls.iter().map(|&l| l as f64).sum::<f64>() / ls.len().max(1) as f64;
     }
@@ -1091,6 +1173,7 @@ pub fn softmax_ce_forward<F: Float>(
         .par_chunks_mut(v)
         .zip(losses.par_iter_mut())
         .zip(targets.par_iter())
+        .with_min_len(min_len())
         .for_each(|((row, loss), &tgt)| {
             let maxv = row
                 .iter()
@@ -1130,6 +1213,7 @@ pub fn softmax_ce_forward_backward<F: Float>(
         lg.par_chunks_mut(v)
             .zip(ls.par_iter_mut())
             .zip(targets.par_iter())
+            .with_min_len(min_len())
             .for_each(|((row, loss), &tgt)| {
                 *loss = simd::softmax_ce_grad_row(row, tgt as usize, sc)
             });
@@ -1146,6 +1230,7 @@ pub fn softmax_ce_backward_inplace<F: Float>(probs: &mut [F], targets: &[u32], v
     probs
         .par_chunks_mut(v)
         .zip(targets.par_iter())
+        .with_min_len(min_len())
         .for_each(|(row, &tgt)| {
             for x in row.iter_mut() {
                 *x *= scale;
@@ -1477,6 +1562,36 @@ mod tests {
         close(&up(&y), &y64, 1e-6, "gelu in place f32");
     }
 
+    /// The bias fused into the GELU pass and into the residual pass gives the bits of the
+    /// matmul with its bias followed by the plain GELU / residual add (f32 and f64).
+    #[test]
+    fn fused_bias_passes_give_the_unfused_bits() {
+        fn check<F: Float>(cast: impl Fn(f64) -> F) {
+            let (n, ic, oc) = (37, 24, 40);
+            let v = |len: usize, seed: u64| rnd(len, seed).into_iter().map(&cast).collect();
+            let (x, w, b, res): (Vec<F>, Vec<F>, Vec<F>, Vec<F>) =
+                (v(n * ic, 71), v(ic * oc, 72), v(oc, 73), v(n * oc, 74));
+            let mut with_bias = vec![F::ZERO; n * oc];
+            matmul_forward(&mut with_bias, &x, &w, Some(&b), n, ic, oc);
+            let mut no_bias = vec![F::ZERO; n * oc];
+            matmul_forward(&mut no_bias, &x, &w, None, n, ic, oc);
+            // GELU
+            let mut want = vec![F::ZERO; n * oc];
+            gelu_forward(&mut want, &with_bias);
+            let (mut got, mut pre) = (vec![F::ZERO; n * oc], no_bias.clone());
+            bias_gelu_forward(&mut got, &mut pre, &b, oc);
+            assert!(pre == with_bias && got == want, "bias + GELU");
+            // residual
+            let mut want = with_bias.clone();
+            residual_add(&mut want, &res);
+            let mut got = no_bias.clone();
+            residual_bias_add(&mut got, &res, &b, oc);
+            assert!(got == want, "bias + residual");
+        }
+        check::<f32>(|x| x as f32);
+        check::<f64>(|x| x);
+    }
+
     #[test]
     fn gelu_and_softmax_ce_match_fd() {
         let x: Vec<f64> = rnd(50, 11).iter().map(|v| v * 4.0).collect();
@@ -1620,6 +1735,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Inside a serial shard the kernels' loops run inline (no splitting), with the same
+    /// chunking, so the same bits as the parallel loops.
+    #[test]
+    fn serial_shard_loops_give_the_parallel_bits() {
+        assert_eq!(min_len(), 1);
+        assert_eq!(with_serial_gemm(min_len), usize::MAX);
+        assert_eq!(min_len(), 1, "the flag is restored");
+        let (n, c) = (300, 96);
+        let x: Vec<f32> = rnd(n * c, 61).iter().map(|&v| v as f32).collect();
+        let d: Vec<f32> = rnd(n * c, 62).iter().map(|&v| v as f32).collect();
+        let w: Vec<f32> = rnd(c, 63).iter().map(|&v| 1.0 + v as f32).collect();
+        let run = |serial: bool| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(4)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let go = || {
+                    let (mut o, mut mu, mut rs) = (vec![0f32; n * c], vec![0f32; n], vec![0f32; n]);
+                    layernorm_forward(&mut o, &mut mu, &mut rs, &x, &w, &w, c);
+                    let (mut dx, mut dw, mut db) = (d.clone(), vec![0f32; c], vec![0f32; c]);
+                    let mut scratch = vec![0f32; LN_BLOCKS * 2 * c];
+                    layernorm_backward(
+                        &mut dx,
+                        &mut dw,
+                        &mut db,
+                        &mut scratch,
+                        &d,
+                        &x,
+                        &w,
+                        &mu,
+                        &rs,
+                        c,
+                    );
+                    let mut g = vec![0f32; n * c];
+                    gelu_forward(&mut g, &o);
+                    gelu_backward_inplace(&mut dx, &o);
+                    bias_backward(&mut db, &g, n, c);
+                    (o, dx, dw, db, g)
+                };
+                if serial {
+                    with_serial_gemm(go)
+                } else {
+                    go()
+                }
+            })
+        };
+        assert!(run(true) == run(false));
     }
 
     #[test]

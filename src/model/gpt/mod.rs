@@ -88,6 +88,7 @@ pub mod infer;
 pub mod kernels;
 pub mod quant;
 pub mod simd;
+mod team;
 pub mod trainer;
 
 pub use float::Float;

@@ -236,6 +236,11 @@ impl QMat {
         self.rows
     }
 
+    /// Input count.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// y = W x (+ bias), rows in parallel when the matrix is large.
     pub fn matvec(&self, y: &mut [f32], x: &[f32], bias: Option<&[f32]>) {
         self.matvec_isa(y, x, bias, Isa::detect());
@@ -262,8 +267,9 @@ impl QMat {
         }
     }
 
-    /// y[i] = row (r0 + i) . x.
-    fn rows_range(&self, y: &mut [f32], r0: usize, x: &[f32], isa: Isa) {
+    /// y[i] = row (r0 + i) . x on the calling thread (one chunk of a decode-step phase);
+    /// a row's result does not depend on how the rows are chunked.
+    pub(crate) fn rows_range(&self, y: &mut [f32], r0: usize, x: &[f32], isa: Isa) {
         let n = self.cols;
         match &self.data {
             Data::F32(d) => {
@@ -580,19 +586,23 @@ pub(crate) fn dot_rows(y: &mut [f32], w: &[f32], x: &[f32]) {
     dot_rows_isa(y, w, x, Isa::detect());
 }
 
+/// y[i] = w[(r0 + i)*n..] . x on the calling thread (one chunk of [`dot_rows`]).
+pub(crate) fn dot_rows_range(y: &mut [f32], r0: usize, w: &[f32], x: &[f32], isa: Isa) {
+    let n = x.len();
+    let wc = &w[r0 * n..(r0 + y.len()) * n];
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the Isa came from feature detection (or a test that checked it).
+        Isa::Avx512 => unsafe { f32_avx512(y, wc, x) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { f32_avx2(y, wc, x) },
+        _ => f32_scalar(y, wc, x),
+    }
+}
+
 pub(crate) fn dot_rows_isa(y: &mut [f32], w: &[f32], x: &[f32], isa: Isa) {
     let n = x.len();
-    let run = |yc: &mut [f32], r0: usize| {
-        let wc = &w[r0 * n..(r0 + yc.len()) * n];
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the Isa came from feature detection (or a test that checked it).
-            Isa::Avx512 => unsafe { f32_avx512(yc, wc, x) },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { f32_avx2(yc, wc, x) },
-            _ => f32_scalar(yc, wc, x),
-        }
-    };
+    let run = |yc: &mut [f32], r0: usize| dot_rows_range(yc, r0, w, x, isa);
     if y.len() * n < 1 << 16 {
         run(y, 0);
         return;
@@ -606,10 +616,6 @@ pub(crate) fn dot_rows_isa(y: &mut [f32], w: &[f32], x: &[f32], isa: Isa) {
 
 /// acc += sum_i x[i] * w[i*m..(i+1)*m] (m = acc.len()): rows of an f32 (in, out) matrix
 /// streamed in order, four at a time so acc is loaded and stored once per four rows.
-pub(crate) fn axpy_rows(acc: &mut [f32], x: &[f32], w: &[f32]) {
-    axpy_rows_isa(acc, x, w, Isa::detect());
-}
-
 pub(crate) fn axpy_rows_isa(acc: &mut [f32], x: &[f32], w: &[f32], isa: Isa) {
     match isa {
         #[cfg(target_arch = "x86_64")]

@@ -33,6 +33,11 @@ pub struct Args {
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_torch: bool,
+    /// Repeat each model's measurement this many times, alternating arlm and PyTorch
+    /// (arlm, torch, arlm, torch, ...) so that the machine's drift hits both; prints every
+    /// run, the medians and the median of the per-run ratios.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Instead of training: inference at GPT-2 124M shape (KV-cache decode step and
     /// batched scoring), vs transformers (tools/bench_infer_torch.py).
     #[arg(long)]
@@ -200,6 +205,13 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+fn min_max(xs: &[f64]) -> (f64, f64) {
+    xs.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
 fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
@@ -305,45 +317,90 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "{}L/{}H/{} T={} B={} V={}",
             c.n_layer, c.n_head, c.n_embd, spec.t, spec.b, c.vocab_size
         );
-        let ours = bench_arlm(spec, steps, args.shards)?;
-        let row = |name: &str, r: &Result, ceil: f64| {
+        let runs = args.runs.max(1);
+        let mut arlm_runs: Vec<Result> = Vec::new();
+        let mut torch_runs: Vec<Result> = Vec::new();
+        let mut ratios = Vec::new();
+        let mut torch_failed = false;
+        for run in 0..runs {
+            let ours = bench_arlm(spec, steps, args.shards)?;
+            let row = |name: &str, r: &Result, ceil: f64| {
+                println!(
+                    "{:<6} {:<8} {:>10.1} {:>10.0} {:>9.1} {:>8.0}% {:>10.0}",
+                    spec.name,
+                    name,
+                    r.ms_median,
+                    r.tokens_per_s,
+                    r.gflops,
+                    100.0 * r.gflops / ceil,
+                    r.peak_rss_mb
+                )
+            };
+            if run == 0 {
+                println!(
+                    "-- model {}: {desc}, {steps} steps, arlm batch shards: {}",
+                    spec.name.to_uppercase(),
+                    ours.shards
+                );
+            }
+            if runs > 1 {
+                println!("   run {}/{runs}", run + 1);
+            }
+            row("arlm", &ours, ceiling);
             println!(
-                "{:<6} {:<8} {:>10.1} {:>10.0} {:>9.1} {:>8.0}% {:>10.0}",
-                spec.name,
-                name,
-                r.ms_median,
-                r.tokens_per_s,
-                r.gflops,
-                100.0 * r.gflops / ceil,
-                r.peak_rss_mb
-            )
-        };
-        println!(
-            "-- model {}: {desc}, {steps} steps, arlm batch shards: {}",
-            spec.name.to_uppercase(),
-            ours.shards
-        );
-        row("arlm", &ours, ceiling);
-        println!(
-            "       arlm CPU time (all threads): {:.1} ms/step",
-            ours.cpu_ms
-        );
-        if let Some(py) = &py {
-            match bench_torch(py, spec, steps) {
-                Ok(t) => {
-                    let ceil = if t.gemm_gflops > 0.0 {
-                        t.gemm_gflops
-                    } else {
-                        ceiling
-                    };
-                    row("pytorch", &t, ceil);
-                    println!(
-                        "       speedup arlm vs PyTorch eager: {:.2}x (PyTorch GEMM ceiling {:.1} GFLOP/s)",
-                        t.ms_median / ours.ms_median,
-                        t.gemm_gflops
-                    );
+                "       arlm CPU time (all threads): {:.1} ms/step",
+                ours.cpu_ms
+            );
+            if let (Some(py), false) = (&py, torch_failed) {
+                match bench_torch(py, spec, steps) {
+                    Ok(t) => {
+                        let ceil = if t.gemm_gflops > 0.0 {
+                            t.gemm_gflops
+                        } else {
+                            ceiling
+                        };
+                        row("pytorch", &t, ceil);
+                        let ratio = t.ms_median / ours.ms_median;
+                        println!(
+                            "       speedup arlm vs PyTorch eager: {ratio:.2}x (PyTorch GEMM ceiling {:.1} GFLOP/s)",
+                            t.gemm_gflops
+                        );
+                        ratios.push(ratio);
+                        torch_runs.push(t);
+                    }
+                    Err(e) => {
+                        println!("       PyTorch reference failed: {e:#}");
+                        torch_failed = true;
+                    }
                 }
-                Err(e) => println!("       PyTorch reference failed: {e:#}"),
+            }
+            arlm_runs.push(ours);
+        }
+        if runs > 1 {
+            let mut ms: Vec<f64> = arlm_runs.iter().map(|r| r.ms_median).collect();
+            let (lo, hi) = min_max(&ms);
+            let rss = arlm_runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
+            println!("   summary over {runs} alternating runs (arlm, torch, arlm, torch, ...):");
+            println!(
+                "       arlm    median {:.1} ms/step (range {lo:.1}-{hi:.1}), peak RSS {rss:.0} MB",
+                median(&mut ms)
+            );
+            if !torch_runs.is_empty() {
+                let mut ms: Vec<f64> = torch_runs.iter().map(|r| r.ms_median).collect();
+                let (lo, hi) = min_max(&ms);
+                let rss = torch_runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
+                println!(
+                    "       pytorch median {:.1} ms/step (range {lo:.1}-{hi:.1}), peak RSS {rss:.0} MB",
+                    median(&mut ms)
+                );
+                let mut sorted = ratios.clone();
+                sorted.sort_by(|a, b| a.total_cmp(b));
+                let list: Vec<String> = sorted.iter().map(|r| format!("{r:.2}")).collect();
+                println!(
+                    "       speedup arlm vs PyTorch eager: median of per-run ratios {:.2}x (runs: {})",
+                    median(&mut ratios),
+                    list.join(", ")
+                );
             }
         }
     }

@@ -1060,6 +1060,33 @@ pub fn gelu_inplace<F: Float>(x: &mut [F]) {
     }
 }
 
+/// inp(N,OC) += bias per row, then out = GELU(inp): the bias of the matmul before the
+/// GELU fused into the GELU pass (that matmul then runs without bias, so no separate pass
+/// writes bias rows into its output). Same bits as [`matmul_forward`] with the bias
+/// followed by [`gelu_forward`] (float addition commutes).
+pub fn bias_gelu_forward<F: Float>(out: &mut [F], inp: &mut [F], bias: &[F], oc: usize) {
+    let n = inp.len() / oc;
+    let rpt = rows_per_task(n, oc);
+    let bias = &bias[..oc];
+    out[..n * oc]
+        .par_chunks_mut(rpt * oc)
+        .zip(inp[..n * oc].par_chunks_mut(rpt * oc))
+        .with_min_len(min_len())
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_mut(oc).zip(x.chunks_mut(oc)) {
+                avx2(|| {
+                    for (a, &b) in x.iter_mut().zip(bias) {
+                        *a += b;
+                    }
+                });
+                match (as_f32_mut(o), as_f32(x)) {
+                    (Some(o), Some(x)) => simd::gelu(o, x),
+                    _ => gelu_forward(o, x),
+                }
+            }
+        });
+}
+
 /// Backward of [`gelu_forward`], in place: d (holding dout) becomes dinp.
 pub fn gelu_backward_inplace<F: Float>(d: &mut [F], inp: &[F]) {
     if let (Some(d), Some(x)) = (as_f32_mut(d), as_f32(inp)) {
@@ -1099,6 +1126,26 @@ pub fn residual_add<F: Float>(out: &mut [F], inp: &[F]) {
             avx2(|| {
                 for (a, b) in o.iter_mut().zip(x) {
                     *a += *b;
+                }
+            })
+        });
+}
+
+/// out += inp + bias per row of C: the residual connection with the bias of the branch's
+/// output projection fused in (the projection then runs without bias). Same bits as
+/// [`matmul_forward`] with the bias followed by [`residual_add`].
+pub fn residual_bias_add<F: Float>(out: &mut [F], inp: &[F], bias: &[F], c: usize) {
+    let rpt = rows_per_task(out.len() / c, c);
+    let bias = &bias[..c];
+    out.par_chunks_mut(rpt * c)
+        .zip(inp.par_chunks(rpt * c))
+        .with_min_len(min_len())
+        .for_each(|(o, x)| {
+            avx2(|| {
+                for (o, x) in o.chunks_mut(c).zip(x.chunks(c)) {
+                    for ((a, &xi), &b) in o.iter_mut().zip(x).zip(bias) {
+                        *a = (*a + b) + xi;
+                    }
                 }
             })
         });
@@ -1513,6 +1560,36 @@ mod tests {
         let mut y = f(&x);
         gelu_inplace(&mut y);
         close(&up(&y), &y64, 1e-6, "gelu in place f32");
+    }
+
+    /// The bias fused into the GELU pass and into the residual pass gives the bits of the
+    /// matmul with its bias followed by the plain GELU / residual add (f32 and f64).
+    #[test]
+    fn fused_bias_passes_give_the_unfused_bits() {
+        fn check<F: Float>(cast: impl Fn(f64) -> F) {
+            let (n, ic, oc) = (37, 24, 40);
+            let v = |len: usize, seed: u64| rnd(len, seed).into_iter().map(&cast).collect();
+            let (x, w, b, res): (Vec<F>, Vec<F>, Vec<F>, Vec<F>) =
+                (v(n * ic, 71), v(ic * oc, 72), v(oc, 73), v(n * oc, 74));
+            let mut with_bias = vec![F::ZERO; n * oc];
+            matmul_forward(&mut with_bias, &x, &w, Some(&b), n, ic, oc);
+            let mut no_bias = vec![F::ZERO; n * oc];
+            matmul_forward(&mut no_bias, &x, &w, None, n, ic, oc);
+            // GELU
+            let mut want = vec![F::ZERO; n * oc];
+            gelu_forward(&mut want, &with_bias);
+            let (mut got, mut pre) = (vec![F::ZERO; n * oc], no_bias.clone());
+            bias_gelu_forward(&mut got, &mut pre, &b, oc);
+            assert!(pre == with_bias && got == want, "bias + GELU");
+            // residual
+            let mut want = with_bias.clone();
+            residual_add(&mut want, &res);
+            let mut got = no_bias.clone();
+            residual_bias_add(&mut got, &res, &b, oc);
+            assert!(got == want, "bias + residual");
+        }
+        check::<f32>(|x| x as f32);
+        check::<f64>(|x| x);
     }
 
     #[test]

@@ -193,11 +193,15 @@ pub(crate) fn forward<F: Float>(
         let att = &mut a.att[s * b * nh * t * t..(s + 1) * b * nh * t * t];
         kernels::attention_forward(atty, att, qkv, b, t, c, nh);
         let res2 = &mut a.res2[s * n * c..(s + 1) * n * c];
-        kernels::matmul_forward(res2, atty, w.attn_proj_w, Some(w.attn_proj_b), n, c, c);
+        // Without dropout the projection biases are added in the residual pass.
         if dropout.is_some() {
+            kernels::matmul_forward(res2, atty, w.attn_proj_w, Some(w.attn_proj_b), n, c, c);
             apply_mask(res2, &a.drop_attn[l * n * c..(l + 1) * n * c]);
+            kernels::residual_add(res2, input);
+        } else {
+            kernels::matmul_forward(res2, atty, w.attn_proj_w, None, n, c, c);
+            kernels::residual_bias_add(res2, input, w.attn_proj_b, c);
         }
-        kernels::residual_add(res2, input);
         let ln2 = &mut a.ln2[s * n * c..(s + 1) * n * c];
         kernels::layernorm_forward(
             ln2,
@@ -209,15 +213,18 @@ pub(crate) fn forward<F: Float>(
             c,
         );
         let fch = &mut a.fch[s * n * 4 * c..(s + 1) * n * 4 * c];
-        kernels::matmul_forward(fch, ln2, w.fc_w, Some(w.fc_b), n, c, 4 * c);
+        kernels::matmul_forward(fch, ln2, w.fc_w, None, n, c, 4 * c);
         let fch_gelu = &mut a.fch_gelu[s * n * 4 * c..(s + 1) * n * 4 * c];
-        kernels::gelu_forward(fch_gelu, fch);
+        kernels::bias_gelu_forward(fch_gelu, fch, w.fc_b, 4 * c);
         let res3 = &mut a.res3[s * n * c..(s + 1) * n * c];
-        kernels::matmul_forward(res3, fch_gelu, w.proj_w, Some(w.proj_b), n, 4 * c, c);
         if dropout.is_some() {
+            kernels::matmul_forward(res3, fch_gelu, w.proj_w, Some(w.proj_b), n, 4 * c, c);
             apply_mask(res3, &a.drop_mlp[l * n * c..(l + 1) * n * c]);
+            kernels::residual_add(res3, res2);
+        } else {
+            kernels::matmul_forward(res3, fch_gelu, w.proj_w, None, n, 4 * c, c);
+            kernels::residual_bias_add(res3, res2, w.proj_b, c);
         }
-        kernels::residual_add(res3, res2);
         if !training {
             // The next layer reads its input from `encoded`.
             std::mem::swap(&mut a.encoded, &mut a.res3);

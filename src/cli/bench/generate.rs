@@ -40,8 +40,8 @@ pub struct Args {
     /// Timed repetitions per setting (the median is reported).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-    /// arlm decode weight formats to measure, comma-separated (f32, f16, q8).
-    #[arg(long, value_delimiter = ',', default_value = "f32,f16,q8")]
+    /// arlm decode weight formats to measure, comma-separated (f32, f16, q8, w8a8).
+    #[arg(long, value_delimiter = ',', default_value = "f32,f16,q8,w8a8")]
     pub weights: Vec<WeightFormat>,
     /// transformers dtypes to measure, comma-separated (float32, bfloat16); ratios are
     /// against float32.

@@ -37,6 +37,12 @@ pub enum WeightFormat {
     /// int8 with an f32 scale (max |w| / 127) per block of 32 consecutive inputs:
     /// 1.125 bytes per weight.
     Q8,
+    /// [`WeightFormat::Q8`] weights, and the decode step also rounds each matmul's input
+    /// vector to int8 blocks of 32 with an f32 scale (llama.cpp's q8_0 x q8_0 dot), so the
+    /// products are integer dot products (AVX-512 VNNI `vpdpbusd`): the kernel becomes
+    /// compute-light and memory-bound. Changes the step's numerics (the parallel paths
+    /// keep f32 activations): see docs/parts/gen.md for the measured cost.
+    W8A8,
 }
 
 /// How far ahead (bytes) the AVX-512 kernels prefetch each row stream.
@@ -47,7 +53,12 @@ pub const Q8_BLOCK: usize = 32;
 
 impl WeightFormat {
     /// All formats, in CLI order.
-    pub const ALL: [WeightFormat; 3] = [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8];
+    pub const ALL: [WeightFormat; 4] = [
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::Q8,
+        WeightFormat::W8A8,
+    ];
 
     /// The CLI name.
     pub fn name(self) -> &'static str {
@@ -55,6 +66,7 @@ impl WeightFormat {
             WeightFormat::F32 => "f32",
             WeightFormat::F16 => "f16",
             WeightFormat::Q8 => "q8",
+            WeightFormat::W8A8 => "w8a8",
         }
     }
 }
@@ -67,7 +79,7 @@ impl fmt::Display for WeightFormat {
 
 /// An unknown weight format name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown weight format {0:?} (expected f32, f16 or q8)")]
+#[error("unknown weight format {0:?} (expected f32, f16, q8 or w8a8)")]
 pub struct UnknownWeightFormat(pub String);
 
 impl FromStr for WeightFormat {
@@ -77,6 +89,7 @@ impl FromStr for WeightFormat {
             "f32" => Ok(WeightFormat::F32),
             "f16" => Ok(WeightFormat::F16),
             "q8" | "q8_0" | "int8" => Ok(WeightFormat::Q8),
+            "w8a8" | "q8a8" => Ok(WeightFormat::W8A8),
             _ => Err(UnknownWeightFormat(s.to_string())),
         }
     }
@@ -123,7 +136,12 @@ impl Isa {
 enum Data {
     F32(Vec<f32>),
     F16(Vec<u16>),
-    Q8 { q: Vec<i8>, scales: Vec<f32> },
+    /// `act8`: the matvec rounds its input to int8 blocks too ([`WeightFormat::W8A8`]).
+    Q8 {
+        q: Vec<i8>,
+        scales: Vec<f32>,
+        act8: bool,
+    },
 }
 
 /// A weight matrix stored (rows = outputs, cols = inputs) in a compact format.
@@ -189,7 +207,7 @@ impl QMat {
                 }
                 Data::F16(d)
             }
-            WeightFormat::Q8 => {
+            WeightFormat::Q8 | WeightFormat::W8A8 => {
                 let nb = cols.div_ceil(Q8_BLOCK);
                 let mut q = Vec::with_capacity(rows * cols);
                 let mut scales = Vec::with_capacity(rows * nb);
@@ -207,7 +225,11 @@ impl QMat {
                         }
                     }
                 }
-                Data::Q8 { q, scales }
+                Data::Q8 {
+                    q,
+                    scales,
+                    act8: format == WeightFormat::W8A8,
+                }
             }
         };
         (QMat { rows, cols, data }, rounded)
@@ -218,7 +240,8 @@ impl QMat {
         match self.data {
             Data::F32(_) => WeightFormat::F32,
             Data::F16(_) => WeightFormat::F16,
-            Data::Q8 { .. } => WeightFormat::Q8,
+            Data::Q8 { act8: false, .. } => WeightFormat::Q8,
+            Data::Q8 { act8: true, .. } => WeightFormat::W8A8,
         }
     }
 
@@ -227,7 +250,7 @@ impl QMat {
         match &self.data {
             Data::F32(d) => d.len() * 4,
             Data::F16(d) => d.len() * 2,
-            Data::Q8 { q, scales } => q.len() + scales.len() * 4,
+            Data::Q8 { q, scales, .. } => q.len() + scales.len() * 4,
         }
     }
 
@@ -249,8 +272,12 @@ impl QMat {
     pub(crate) fn matvec_isa(&self, y: &mut [f32], x: &[f32], bias: Option<&[f32]>, isa: Isa) {
         let y = &mut y[..self.rows];
         let x = &x[..self.cols];
+        let mut xq = ActQ8::default();
+        if self.act8() {
+            xq.quantize(x);
+        }
         if self.rows * self.cols < 1 << 16 {
-            self.rows_range(y, 0, x, isa);
+            self.rows_range_q(y, 0, x, &xq, isa);
         } else {
             // Several chunks per thread so a busy core does not hold everyone up; multiples
             // of 4 rows so every chunk runs the 4-row kernel.
@@ -258,7 +285,7 @@ impl QMat {
             let per = self.rows.div_ceil(chunks).next_multiple_of(4).max(16);
             y.par_chunks_mut(per)
                 .enumerate()
-                .for_each(|(i, yc)| self.rows_range(yc, i * per, x, isa));
+                .for_each(|(i, yc)| self.rows_range_q(yc, i * per, x, &xq, isa));
         }
         if let Some(b) = bias {
             for (yi, bi) in y.iter_mut().zip(b) {
@@ -267,10 +294,36 @@ impl QMat {
         }
     }
 
+    /// True for [`WeightFormat::W8A8`]: callers quantize the input with
+    /// [`ActQ8::quantize`] once per matvec and pass it to [`Self::rows_range_q`].
+    pub(crate) fn act8(&self) -> bool {
+        matches!(self.data, Data::Q8 { act8: true, .. })
+    }
+
     /// y[i] = row (r0 + i) . x on the calling thread (one chunk of a decode-step phase);
-    /// a row's result does not depend on how the rows are chunked.
-    pub(crate) fn rows_range(&self, y: &mut [f32], r0: usize, x: &[f32], isa: Isa) {
+    /// a row's result does not depend on how the rows are chunked. `xq` is `x` quantized
+    /// when [`Self::act8`] (ignored otherwise).
+    pub(crate) fn rows_range_q(&self, y: &mut [f32], r0: usize, x: &[f32], xq: &ActQ8, isa: Isa) {
         let n = self.cols;
+        if let Data::Q8 {
+            q,
+            scales,
+            act8: true,
+        } = &self.data
+        {
+            let nb = n.div_ceil(Q8_BLOCK);
+            let w = &q[r0 * n..(r0 + y.len()) * n];
+            let s = &scales[r0 * nb..(r0 + y.len()) * nb];
+            assert_eq!(xq.q.len(), n, "input not quantized for a w8a8 matrix");
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 && has_vnni() {
+                // SAFETY: AVX-512F (the Isa) plus VNNI/VL/BW, detected.
+                unsafe { w8a8_vnni(y, w, s, xq) };
+                return;
+            }
+            w8a8_scalar(y, w, s, xq);
+            return;
+        }
         match &self.data {
             Data::F32(d) => {
                 let w = &d[r0 * n..(r0 + y.len()) * n];
@@ -293,7 +346,7 @@ impl QMat {
                     _ => f16_scalar(y, w, x),
                 }
             }
-            Data::Q8 { q, scales } => {
+            Data::Q8 { q, scales, .. } => {
                 let nb = n.div_ceil(Q8_BLOCK);
                 let w = &q[r0 * n..(r0 + y.len()) * n];
                 let s = &scales[r0 * nb..(r0 + y.len()) * nb];
@@ -580,6 +633,134 @@ unsafe fn q8_avx2(y: &mut [f32], q: &[i8], s: &[f32], x: &[f32]) {
     }
 }
 
+/// An input vector rounded to int8 blocks of [`Q8_BLOCK`] with an f32 scale (max |x| / 127)
+/// each, for [`WeightFormat::W8A8`] matrices; plus, per group of 4 inputs, -128 times the
+/// sum of their int8 values (the VNNI kernel multiplies unsigned bytes `q + 128` by `xq`,
+/// so it starts each group's sum at this correction).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ActQ8 {
+    q: Vec<i8>,
+    scales: Vec<f32>,
+    corr: Vec<i32>,
+}
+
+impl ActQ8 {
+    /// Quantizes `x` (reusing the buffers).
+    pub(crate) fn quantize(&mut self, x: &[f32]) {
+        self.q.clear();
+        self.scales.clear();
+        self.corr.clear();
+        for xb in x.chunks(Q8_BLOCK) {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = amax / 127.0;
+            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+            self.scales.push(s);
+            for &v in xb {
+                self.q
+                    .push((v * inv).round_ties_even().clamp(-127.0, 127.0) as i8);
+            }
+        }
+        self.corr.extend(
+            self.q
+                .chunks(4)
+                .map(|g| -128 * g.iter().map(|&v| v as i32).sum::<i32>()),
+        );
+    }
+
+    /// The values the quantized vector represents (for tests).
+    #[cfg(test)]
+    pub(crate) fn dequantized(&self) -> Vec<f32> {
+        self.q
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v as f32 * self.scales[i / Q8_BLOCK])
+            .collect()
+    }
+}
+
+/// AVX-512 VNNI with 256-bit vectors (VL) and byte ops (BW), checked once.
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw")
+    })
+}
+
+/// One w8a8 row: sum over blocks of (w scale * x scale) * (integer q . xq), in block
+/// order.
+fn w8a8_row_scalar(q: &[i8], s: &[f32], xq: &ActQ8) -> f32 {
+    let mut acc = 0f32;
+    for (b, (qb, xb)) in q.chunks(Q8_BLOCK).zip(xq.q.chunks(Q8_BLOCK)).enumerate() {
+        let d: i32 = qb.iter().zip(xb).map(|(&a, &c)| a as i32 * c as i32).sum();
+        acc += s[b] * xq.scales[b] * d as f32;
+    }
+    acc
+}
+
+fn w8a8_scalar(y: &mut [f32], q: &[i8], s: &[f32], xq: &ActQ8) {
+    let n = xq.q.len();
+    let nb = n.div_ceil(Q8_BLOCK);
+    for (i, yi) in y.iter_mut().enumerate() {
+        *yi = w8a8_row_scalar(&q[i * n..(i + 1) * n], &s[i * nb..(i + 1) * nb], xq);
+    }
+}
+
+/// The w8a8 kernel: per full block of 32 and row, one `vpdpbusd` of the unsigned bytes
+/// `q + 128` (an xor) with the signed `xq`, started at the -128 * sum(xq) correction, gives
+/// the exact integer q . xq in 8 lanes; those are converted once and accumulated with the
+/// block's scale product. Four rows share the loads of xq. A short last block is scalar.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn w8a8_vnni(y: &mut [f32], q: &[i8], s: &[f32], xq: &ActQ8) {
+    let n = xq.q.len();
+    let nb = n.div_ceil(Q8_BLOCK);
+    let full = n / Q8_BLOCK;
+    assert!(q.len() >= y.len() * n && s.len() >= y.len() * nb && xq.corr.len() * 4 >= n);
+    let (qp, xp, cp) = (q.as_ptr(), xq.q.as_ptr(), xq.corr.as_ptr());
+    let flip = _mm256_set1_epi8(-128);
+    let tail = |r: usize| -> f32 {
+        if full == nb {
+            return 0.0;
+        }
+        let k0 = full * Q8_BLOCK;
+        let d: i32 = (k0..n).map(|k| q[r * n + k] as i32 * xq.q[k] as i32).sum();
+        s[r * nb + full] * xq.scales[full] * d as f32
+    };
+    let nrows = y.len();
+    let mut r = 0;
+    while r < nrows {
+        let m = (nrows - r).min(4);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for b in 0..full {
+            let k = b * Q8_BLOCK;
+            let (xv, cv) = unsafe {
+                (
+                    _mm256_loadu_si256(xp.add(k) as *const __m256i),
+                    _mm256_loadu_si256(cp.add(k / 4) as *const __m256i),
+                )
+            };
+            let xs = *unsafe { xq.scales.get_unchecked(b) };
+            for (i, a) in acc.iter_mut().enumerate().take(m) {
+                let row = unsafe { qp.add((r + i) * n + k) };
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(PREFETCH));
+                let wv =
+                    _mm256_xor_si256(unsafe { _mm256_loadu_si256(row as *const __m256i) }, flip);
+                let d = _mm256_dpbusd_epi32(cv, wv, xv);
+                let sc = *unsafe { s.get_unchecked((r + i) * nb + b) } * xs;
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(sc), *a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate().take(m) {
+            y[r + i] = hsum256(*a) + tail(r + i);
+        }
+        r += m;
+    }
+}
+
 /// y[i] = w[i*n..(i+1)*n] . x for every row of the f32 (rows, n) matrix `w`, rows in
 /// parallel (the f32 LM head: `wte` is already (vocab, C)).
 pub(crate) fn dot_rows(y: &mut [f32], w: &[f32], x: &[f32]) {
@@ -816,12 +997,30 @@ mod tests {
                             let tol = match format {
                                 WeightFormat::F32 => 0.0,
                                 WeightFormat::F16 => orig.abs() * 4.9e-4 + 6e-8,
-                                WeightFormat::Q8 => 1.0 / 127.0 / 2.0 * 1.0001,
+                                WeightFormat::Q8 | WeightFormat::W8A8 => 1.0 / 127.0 / 2.0 * 1.0001,
                             };
                             assert!((orig - got).abs() <= tol, "{format} {orig} -> {got}");
                         }
                     }
-                    let want = reference(&r_rc, rows, cols, &x);
+                    // w8a8 rounds x too: the kernels must compute exactly with the
+                    // rounded x (and the rounding must stay within half a step).
+                    let x_eff = if format == WeightFormat::W8A8 {
+                        let mut xq = ActQ8::default();
+                        xq.quantize(&x);
+                        let d = xq.dequantized();
+                        for (b, (xb, db)) in x.chunks(Q8_BLOCK).zip(d.chunks(Q8_BLOCK)).enumerate()
+                        {
+                            let step = xb.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                            for (u, v) in xb.iter().zip(db) {
+                                assert!((u - v).abs() <= step * 0.5001, "block {b}: {u} -> {v}");
+                            }
+                        }
+                        assert_ne!(d, x, "x was not rounded");
+                        d
+                    } else {
+                        x.clone()
+                    };
+                    let want = reference(&r_rc, rows, cols, &x_eff);
                     for isa in Isa::available() {
                         let mut y = vec![f32::NAN; rows];
                         m.matvec_isa(&mut y, &x, Some(&bias), isa);

@@ -276,7 +276,11 @@ pub fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
     let keys = |runs: &[Vec<Measure>]| -> Vec<(String, String)> {
         runs.first()
-            .map(|r| r.iter().map(|m| (m.weights.clone(), m.setting.clone())).collect())
+            .map(|r| {
+                r.iter()
+                    .map(|m| (m.weights.clone(), m.setting.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let find = |r: &[Measure], w: &str, s: &str| -> Option<Measure> {
@@ -292,7 +296,9 @@ pub fn run(args: Args) -> Result<()> {
             for (i, m) in all.iter().enumerate() {
                 let (Some(ours), Some(base)) = (
                     find(m, &w, &setting),
-                    theirs_runs.get(i).and_then(|t| find(t, "float32", &setting)),
+                    theirs_runs
+                        .get(i)
+                        .and_then(|t| find(t, "float32", &setting)),
                 ) else {
                     continue;
                 };

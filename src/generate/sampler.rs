@@ -299,7 +299,7 @@ fn radix_sort_by_logit_desc(items: &mut [(u32, f32)]) {
     }
     let mut tmp = vec![0u64; keys.len()];
     for (byte, h) in hist.iter().enumerate().skip(first) {
-        if h.iter().any(|&c| c == keys.len()) {
+        if h.contains(&keys.len()) {
             continue; // every key has the same byte here
         }
         let mut start = [0usize; 256];

@@ -9,9 +9,14 @@
 //! the prompt) and prefill tokens/s (prompt tokens / time of the prompt pass).
 //!
 //! One row per (engine, weight format, setting): arlm with each `--weights` format (f32,
-//! f16, q8 by default; see [`arlm::model::gpt::quant`]) and transformers in float32 and
-//! bfloat16 (`--hf-dtypes`). Every number is the MEDIAN of `--runs` timed runs (both
-//! sides), and every ratio is against transformers float32 with the same setting.
+//! f16, q8, w8a8 by default; see [`arlm::model::gpt::quant`]) and transformers in float32
+//! and bfloat16 (`--hf-dtypes`).
+//!
+//! Runs alternate: arlm (every format and setting once), then transformers (one process,
+//! one timed run after a warm-up), then arlm again, ... `--runs` times, so a machine whose
+//! speed drifts (a shared VM) slows both sides alike. Every tok/s is the MEDIAN over the
+//! runs, and every ratio is the median of the per-run ratios against transformers float32
+//! with the same setting (run i of arlm against run i of transformers).
 
 use anyhow::{bail, Context, Result};
 use arlm::generate::{Sampler, SamplerConfig, Session};
@@ -37,7 +42,7 @@ pub struct Args {
     /// New tokens to generate.
     #[arg(long, default_value_t = 256)]
     pub new_tokens: usize,
-    /// Timed repetitions per setting (the median is reported).
+    /// Timed repetitions per setting, alternating arlm and transformers (medians reported).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
     /// arlm decode weight formats to measure, comma-separated (f32, f16, q8, w8a8).
@@ -104,17 +109,18 @@ fn setting_config(setting: &str, seed: u64) -> SamplerConfig {
     }
 }
 
+/// One timed generation (prefill + `new_tokens`), top-p seeded with `seed`.
 fn measure<M: LanguageModel>(
     model: &M,
     prompt: &[u32],
     new_tokens: usize,
     setting: &str,
-    runs: usize,
+    seed: u64,
 ) -> Result<Measure> {
     let mut prefills = Vec::new();
     let mut decodes = Vec::new();
-    for run in 0..runs.max(1) {
-        let mut sampler = Sampler::new(setting_config(setting, run as u64), model.vocab_size())?;
+    {
+        let mut sampler = Sampler::new(setting_config(setting, seed), model.vocab_size())?;
         let t0 = Instant::now();
         // The prompt given to Session excludes BOS, which it prepends.
         let mut session = Session::new(model, &prompt[1..])?;
@@ -167,7 +173,7 @@ fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
             "--new-tokens".into(),
             args.new_tokens.to_string(),
             "--runs".into(),
-            args.runs.to_string(),
+            "1".into(),
             "--threads".into(),
             rayon::current_num_threads().to_string(),
             "--dtypes".into(),
@@ -211,53 +217,123 @@ pub fn run(args: Args) -> Result<()> {
         args.new_tokens,
         rayon::current_num_threads()
     );
-    let mut ours = Vec::new();
-    for &format in &args.weights {
-        let m = model.clone().with_weight_format(format);
-        for setting in ["greedy", "top-p"] {
-            let mut r = measure(&m, &prompt, args.new_tokens, setting, args.runs)?;
-            r.weights = format.to_string();
-            eprintln!(
-                "arlm {format} {setting}: prefill {:.1} tok/s, decode {:.2} tok/s",
-                r.prefill_tokens_per_s, r.decode_tokens_per_s
-            );
-            ours.push(r);
-        }
-    }
-    let theirs: Vec<Measure> = if args.no_reference || args.hf_dtypes.is_empty() {
-        Vec::new()
-    } else {
-        match reference(&args, &dir, &prompt) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("reference skipped: {e:#}");
-                Vec::new()
+    let models: Vec<(WeightFormat, Gpt)> = args
+        .weights
+        .iter()
+        .map(|&f| (f, model.clone().with_weight_format(f)))
+        .collect();
+    let runs = args.runs.max(1);
+    let mut use_reference = !(args.no_reference || args.hf_dtypes.is_empty());
+    // Per run: every arlm (format, setting), then every transformers (dtype, setting).
+    let mut ours_runs: Vec<Vec<Measure>> = Vec::new();
+    let mut theirs_runs: Vec<Vec<Measure>> = Vec::new();
+    for run in 0..runs {
+        let mut ours = Vec::new();
+        for (format, m) in &models {
+            for setting in ["greedy", "top-p"] {
+                let mut r = measure(m, &prompt, args.new_tokens, setting, run as u64)?;
+                r.weights = format.to_string();
+                eprintln!(
+                    "run {}/{runs}: arlm {format} {setting}: prefill {:.1} tok/s, decode {:.2} tok/s",
+                    run + 1,
+                    r.prefill_tokens_per_s,
+                    r.decode_tokens_per_s
+                );
+                ours.push(r);
             }
         }
-    };
+        ours_runs.push(ours);
+        if use_reference {
+            match reference(&args, &dir, &prompt) {
+                Ok(r) => {
+                    for m in &r {
+                        eprintln!(
+                            "run {}/{runs}: transformers {} {}: prefill {:.1} tok/s, decode {:.2} tok/s",
+                            run + 1,
+                            m.weights,
+                            m.setting,
+                            m.prefill_tokens_per_s,
+                            m.decode_tokens_per_s
+                        );
+                    }
+                    theirs_runs.push(r)
+                }
+                Err(e) => {
+                    eprintln!("reference skipped: {e:#}");
+                    use_reference = false;
+                    theirs_runs.clear();
+                }
+            }
+        }
+    }
+    println!(
+        "medians over {runs} runs; arlm and transformers runs alternate; ratios are medians of per-run ratios against transformers float32"
+    );
     println!(
         "| engine | weights | setting | prefill tok/s | decode tok/s | prefill vs HF float32 | decode vs HF float32 |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let rows = ours
-        .iter()
-        .map(|m| ("arlm", m))
-        .chain(theirs.iter().map(|m| ("transformers", m)));
-    for (engine, m) in rows {
-        let base = theirs
-            .iter()
-            .find(|t| t.setting == m.setting && t.weights == "float32");
-        let ratio =
-            |ours: f64, hf: Option<f64>| hf.map_or("-".into(), |h| format!("{:.2}x", ours / h));
-        println!(
-            "| {engine} | {} | {} | {:.1} | {:.2} | {} | {} |",
-            m.weights,
-            m.setting,
-            m.prefill_tokens_per_s,
-            m.decode_tokens_per_s,
-            ratio(m.prefill_tokens_per_s, base.map(|b| b.prefill_tokens_per_s)),
-            ratio(m.decode_tokens_per_s, base.map(|b| b.decode_tokens_per_s)),
-        );
+    let mut rows = Vec::new();
+    let keys = |runs: &[Vec<Measure>]| -> Vec<(String, String)> {
+        runs.first()
+            .map(|r| {
+                r.iter()
+                    .map(|m| (m.weights.clone(), m.setting.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let find = |r: &[Measure], w: &str, s: &str| -> Option<Measure> {
+        r.iter().find(|m| m.weights == w && m.setting == s).cloned()
+    };
+    for (engine, all) in [("arlm", &ours_runs), ("transformers", &theirs_runs)] {
+        for (w, setting) in keys(all) {
+            let per_run: Vec<Measure> = all.iter().filter_map(|r| find(r, &w, &setting)).collect();
+            let mut pre: Vec<f64> = per_run.iter().map(|m| m.prefill_tokens_per_s).collect();
+            let mut dec: Vec<f64> = per_run.iter().map(|m| m.decode_tokens_per_s).collect();
+            // Run i against transformers float32's run i, same setting.
+            let (mut rp, mut rd) = (Vec::new(), Vec::new());
+            for (i, m) in all.iter().enumerate() {
+                let (Some(ours), Some(base)) = (
+                    find(m, &w, &setting),
+                    theirs_runs
+                        .get(i)
+                        .and_then(|t| find(t, "float32", &setting)),
+                ) else {
+                    continue;
+                };
+                rp.push(ours.prefill_tokens_per_s / base.prefill_tokens_per_s);
+                rd.push(ours.decode_tokens_per_s / base.decode_tokens_per_s);
+            }
+            let ratio = |x: &mut Vec<f64>| {
+                if x.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}x", median(x))
+                }
+            };
+            let m = Measure {
+                weights: w.clone(),
+                setting: setting.clone(),
+                prefill_tokens_per_s: median(&mut pre),
+                decode_tokens_per_s: median(&mut dec),
+            };
+            println!(
+                "| {engine} | {} | {} | {:.1} | {:.2} | {} | {} |",
+                m.weights,
+                m.setting,
+                m.prefill_tokens_per_s,
+                m.decode_tokens_per_s,
+                ratio(&mut rp),
+                ratio(&mut rd),
+            );
+            rows.push(serde_json::json!({
+                "engine": engine,
+                "median": m,
+                "prefill_vs_hf_float32_median": (!rp.is_empty()).then(|| median(&mut rp)),
+                "decode_vs_hf_float32_median": (!rd.is_empty()).then(|| median(&mut rd)),
+            }));
+        }
     }
     if let Some(path) = &args.json {
         let obj = serde_json::json!({
@@ -265,10 +341,11 @@ pub fn run(args: Args) -> Result<()> {
             "prompt_len": prompt.len(),
             "new_tokens": args.new_tokens,
             "threads": rayon::current_num_threads(),
-            "runs": args.runs,
-            "statistic": "median",
-            "arlm": ours,
-            "transformers": theirs,
+            "runs": runs,
+            "statistic": "median over alternating runs; ratios: median of per-run ratios",
+            "rows": rows,
+            "arlm_runs": ours_runs,
+            "transformers_runs": theirs_runs,
         });
         arlm::atomic::write_atomic(path, serde_json::to_string_pretty(&obj)?.as_bytes())?;
     }

@@ -1,7 +1,11 @@
 //! Quality cost of the reduced-precision decode weights: for a GPT model directory and a
-//! text file, the next-token log-probs under f16 and q8 weights against f32 over windows
-//! of the model's context: max and mean |logprob difference| over the whole vocabulary,
-//! NLL of the text in bits/token, and how often the argmax token agrees.
+//! text file, the next-token log-probs under f16, q8 and w8a8 weights against f32 over
+//! windows of the model's context: max and mean |logprob difference| over the whole
+//! vocabulary, NLL of the text in bits/token, and how often the argmax token agrees.
+//!
+//! Every format's rows come from the KV-cache decode step (`feed`, what generation runs;
+//! w8a8 rounds activations only there), the f32 reference from the parallel pass
+//! (`distributions`), so the f32 row shows the two paths' summation-order difference.
 //!
 //! `cargo run --release --example weight_formats -- MODEL_DIR TEXT_FILE [MAX_TOKENS]`
 
@@ -51,7 +55,11 @@ fn main() -> anyhow::Result<()> {
         let (mut worst, mut sum_abs, mut n_abs) = (0f64, 0f64, 0usize);
         let (mut nll, mut nll_ref, mut agree, mut n) = (0f64, 0f64, 0usize, 0usize);
         for (w, r) in windows.iter().zip(&reference) {
-            let d = m.distributions(w)?;
+            let mut st = m.new_state();
+            let mut d = vec![0f32; w.len() * v];
+            for (&tok, row) in w.iter().zip(d.chunks_mut(v)) {
+                m.feed(&mut st, tok, row)?;
+            }
             for (pos, (row, rrow)) in d.chunks(v).zip(r.chunks(v)).enumerate() {
                 for (x, y) in row.iter().zip(rrow) {
                     let e = (*x as f64 - *y as f64).abs();

@@ -1,9 +1,14 @@
 //! Inference: the [`LanguageModel`] implementation of [`Gpt`].
 //!
 //! Two paths that must agree (tested):
-//! - incremental: [`GptState`] is a KV cache; [`LanguageModel::feed`] runs one token through
-//!   every block as matrix-vector products (parallel over output-column blocks, weights
-//!   streamed row by row so the loops vectorize), attending over the cached keys/values.
+//! - incremental: [`GptState`] is a KV cache (head-major: per layer and head, (pos, head
+//!   size) keys and values); [`LanguageModel::feed`] runs one token through every block as
+//!   matrix-vector products, attending over the cached keys/values with one fused kernel
+//!   per head ([`attend`]: scores, softmax, weighted sum). The whole step is ONE parallel
+//!   region ([`super::team`]): the caller and `threads - 1` helpers run ~60 dependent
+//!   phases per token (each matvec in chunks of output rows, attention one chunk per head)
+//!   synchronized through shared atomics instead of one rayon fork-join per phase. Chunks
+//!   are fixed by the shape, so the logits are bit-identical for any thread count.
 //!   Its scratch buffers live in the state, so a step allocates nothing beyond the cache's
 //!   amortized growth.
 //! - parallel: `score_next`, `distributions`, `prefill` and `score_next_batch` run the
@@ -11,10 +16,11 @@
 //!   different lengths are right-padded, which causal attention makes harmless.
 //!   `prefill` skips the LM head in the parallel pass and computes logits for the last
 //!   position only (the head is ~20% of the FLOPs of a 64-token GPT-2 124M prefill).
-//! - weights: f32 from the parameter buffer, or a compact f16 / q8 copy
+//! - weights: f32 from the parameter buffer, or a compact f16 / q8 / w8a8 copy
 //!   ([`super::quant`], [`Gpt::with_weight_format`]) that only the step reads; the
 //!   parallel paths use the f32 buffer rounded to the same values, so both paths still
-//!   agree (tested for every format).
+//!   agree (tested for every format; w8a8 also rounds the step's matmul inputs to int8,
+//!   so there they agree only up to that rounding, also tested).
 //!
 //! # Performance notes
 //! GPT-2 124M shape, batch 1, 2 threads, Xeon (Sapphire Rapids, AVX-512) VM with 2 cores.

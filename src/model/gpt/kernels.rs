@@ -1857,7 +1857,7 @@ mod tests {
             -1e4f32, -300.0, -88.0, -40.0, 40.0, 88.0, 300.0, 1e4, 1e-30, -1e-30,
         ]);
         x.push(0.5); // length not a multiple of 16: the tail path too
-        assert!(x.len() % 16 != 0);
+        assert!(!x.len().is_multiple_of(16));
         let n = x.len();
         let (mut fwd, mut plain) = (vec![0f32; n], vec![0f32; n]);
         gelu512::forward(&mut fwd, &x);

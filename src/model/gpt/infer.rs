@@ -53,6 +53,7 @@ use crate::model::{check_token, log_softmax_in_place, LanguageModel, ModelError}
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The KV cache of one sequence: keys and values of every block for every fed position.
 #[derive(Debug, Clone)]
@@ -88,6 +89,11 @@ impl GptState {
         self.pos == 0
     }
 }
+
+/// Models with fewer parameters step on the calling thread alone: their whole step (~1M
+/// multiply-adds) costs about what waking a helper does. Results are the same either way
+/// (the chunks are the same), so tests may lower it to exercise the team on tiny models.
+static PARALLEL_STEP_PARAMS: AtomicUsize = AtomicUsize::new(1 << 21);
 
 /// Row blocks of the f32 [`matvec_phase`]: fixed (not the thread count), so results do not
 /// depend on how many threads run; 4 keeps 2 cores balanced.
@@ -352,7 +358,8 @@ impl Gpt<f32> {
     /// its outputs into chunks whose arithmetic does not depend on the thread that runs
     /// them, so the logits are bit-identical for any thread count (tested).
     fn step(&self, st: &mut GptState, token: u32, out: &mut [f32]) {
-        team::with_team(|team| self.step_on(team, st, token, out));
+        let parallel = self.num_params() >= PARALLEL_STEP_PARAMS.load(Ordering::Relaxed);
+        team::with_team(parallel, |team| self.step_on(team, st, token, out));
     }
 
     fn step_on(&self, team: &Team, st: &mut GptState, token: u32, out: &mut [f32]) {
@@ -761,6 +768,9 @@ mod tests {
 
     #[test]
     fn step_is_bit_identical_for_any_thread_count() {
+        // Tiny test models step serially by default; run them on the team too (the same
+        // results either way, so other tests running meanwhile are unaffected).
+        PARALLEL_STEP_PARAMS.store(0, Ordering::Relaxed);
         let seq = [36u32, 3, 5, 7, 0, 1, 1, 11, 4, 2, 30, 17];
         for format in WeightFormat::ALL {
             let m = wide_model().with_weight_format(format);

@@ -153,10 +153,15 @@ fn backoff(spins: &mut u32) {
 }
 
 /// Runs `f` with a team of all the current rayon pool's threads (the caller plus
-/// `current_num_threads() - 1` helpers spawned in one `rayon::scope`).
-pub(crate) fn with_team<R: Send>(f: impl FnOnce(&Team) -> R + Send) -> R {
+/// `current_num_threads() - 1` helpers spawned in one `rayon::scope`), or, if `!parallel`,
+/// the caller alone (no rayon at all: for work too small to pay a wake-up).
+pub(crate) fn with_team<R: Send>(parallel: bool, f: impl FnOnce(&Team) -> R + Send) -> R {
     let team = Team::new();
-    let helpers = rayon::current_num_threads().saturating_sub(1);
+    let helpers = if parallel {
+        rayon::current_num_threads().saturating_sub(1)
+    } else {
+        0
+    };
     if helpers == 0 {
         return f(&team);
     }
@@ -183,7 +188,7 @@ mod tests {
                 .unwrap();
             let counts: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
             pool.install(|| {
-                with_team(|team| {
+                with_team(true, |team| {
                     for (phase, n) in [7usize, 1, 0, 1000, 3, 64].into_iter().enumerate() {
                         team.run(n, &|i| {
                             counts[i].fetch_add(1 << (4 * phase), Ordering::Relaxed);
@@ -220,7 +225,7 @@ mod tests {
             (0..8usize)
                 .into_par_iter()
                 .map(|k| {
-                    with_team(|team| {
+                    with_team(true, |team| {
                         let sum = AtomicUsize::new(0);
                         for _ in 0..20 {
                             team.run(10, &|i| {

@@ -782,14 +782,9 @@ fn attention_forward_blocked<F: Float>(
 fn softmax_causal_row<F: Float>(row: &mut [F], n: usize, scale: F) {
     if let Some(r) = as_f32_mut(row) {
         let scale = scale.to_f64() as f32;
-        // Pad the row to a multiple of 8 with -inf (exp gives ~1e-38, which cannot change
-        // a sum >= 1 and is then overwritten by the zero tail): the vector loops then have
-        // no scalar remainder (up to 7 scalar exps per row, half the time at T=64).
-        let padded = n.next_multiple_of(8);
-        let m = if padded <= r.len() { padded } else { n };
-        r[n..m].fill(f32::NEG_INFINITY);
-        simd::softmax_scaled(&mut r[..m], scale);
-        r[n..].fill(0.0);
+        let (head, tail) = r.split_at_mut(n);
+        simd::softmax_scaled(head, scale);
+        tail.fill(0.0);
         return;
     }
     let (head, tail) = row.split_at_mut(n);

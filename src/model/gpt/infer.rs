@@ -42,6 +42,24 @@
 //! Under SCHED_FIFO (`chrt -f 10 arlm bench generate`, one run): greedy decode f32 42.0,
 //! f16 53.6, q8 81.1 tok/s vs transformers float32 25.1 (q8 3.23x); prefill 451 / 422 /
 //! 521 vs 549 tok/s.
+//!
+//! Stop 10 (one team per step, fused attention, w8a8, faster log-softmax and top-p sort).
+//! `perf record -e cpu-clock` of a q8 decode before: 46% q8 kernel, 10% `dot` + 7% `axpy`
+//! in attention, ~10% rayon futex wake/sleep and `sched_yield` (~60 fork-joins a token).
+//! After the team + fused attention (load 4.5): 68% q8 kernel, 4.7% `attend_avx512`,
+//! `Team::run` 0.5%, `sched_yield` + scheduler ~3%. Interleaved A/B of `arlm bench
+//! generate --no-reference --weights q8 --runs 1`, old (main before stop 10) vs new, at
+//! load 2.8-3.0 (12:17 UTC): greedy 67.87 -> 97.34 tok/s, top-p 62.28 -> 74.27; under load
+//! 3.6-4.3 (others compiling, 12:54) the two are within noise (41.2/43.7 vs 48.3/39.5
+//! greedy): a descheduled helper stalls a phase like it stalled a fork-join. The q8
+//! kernel with f32 activations is compute-bound: 16-23 GB/s per core with the matrix in
+//! L2, the per-core memory bandwidth being 14.6 GB/s; w8a8's VNNI kernel ran a 12288x768
+//! matvec in 249 us vs q8's 566 us (2 threads, load 3.6; the VM's L3 is 260 MB, so a
+//! repeated matvec partly hits cache). In the decode (load 3.2-3.6, 12:16) w8a8 greedy
+//! gave 106.2 / 102.3 tok/s vs q8 87.3 / 107.5 in the same runs: once the kernel is fast,
+//! the rest of the step (sync, attention, LM-head write-back, sampling) is a larger share.
+//! Per token outside the step: the f64 libm log-softmax (~0.4 ms) is now vectorized
+//! (`simd::logsumexp`), and top-p's full sort is a radix sort (1.35 -> 0.65 ms).
 
 use super::kernels;
 use super::quant::{self, ActQ8, Isa, QMat};
@@ -550,7 +568,12 @@ impl LanguageModel for Gpt<f32> {
             });
         }
         self.step(state, token, logprobs);
-        log_softmax_in_place(&mut logprobs[..self.config.vocab_size]);
+        // The vectorized logsumexp (libm's f64 exp over 50257 logits was ~0.4 ms a token).
+        let row = &mut logprobs[..self.config.vocab_size];
+        let lse = simd::logsumexp(row);
+        for x in row.iter_mut() {
+            *x -= lse;
+        }
         Ok(())
     }
 

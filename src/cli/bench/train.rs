@@ -212,9 +212,15 @@ fn min_max(xs: &[f64]) -> (f64, f64) {
         })
 }
 
+/// Median (the mean of the two middle values for an even count).
 fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
+    let n = xs.len();
+    if n.is_multiple_of(2) {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    } else {
+        xs[n / 2]
+    }
 }
 
 fn bench_arlm(spec: &Spec, steps: usize, shards: Option<usize>) -> anyhow::Result<Result> {

@@ -18,8 +18,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-/// Spins of an idle helper (each a `spin_loop` hint) before it starts yielding its core.
-const SPINS: u32 = 1 << 12;
+/// Spins of an idle helper (each a `spin_loop` hint, ~40-140 cycles) before it starts
+/// yielding its core: the serial gaps between a step's phases (a LayerNorm, a residual add,
+/// quantizing an input) take a few microseconds, and on a loaded machine a longer spin only
+/// keeps the core from the thread everyone waits for.
+const SPINS: u32 = 1 << 8;
 
 /// One phase's work: called once per chunk index, from any team thread.
 pub(crate) type Job<'a> = &'a (dyn Fn(usize) + Sync);

@@ -339,6 +339,8 @@ pub struct GptTrainer<F: Float = f32> {
     shards: Vec<Shard<F>>,
     /// Gradient buffers of shards 1.. (shard 0 accumulates straight into `grads`).
     shard_grads: Vec<Vec<F>>,
+    /// Transposed block weights for the backward pass ([`transpose_weights`]).
+    wt: Vec<F>,
 }
 
 impl<F: Float> GptTrainer<F> {
@@ -404,6 +406,7 @@ impl<F: Float> GptTrainer<F> {
             dropped: false,
             shards: split,
             shard_grads,
+            wt: vec![F::ZERO; cfg.n_layer * 12 * cfg.n_embd * cfg.n_embd],
         }
     }
 
@@ -621,10 +624,13 @@ impl<F: Float> GptTrainer<F> {
         let loss = self.loss_grad(model, inputs, targets, dropout, Some(scale))? as f32;
         let (cfg, t, dropped) = (self.config, self.t, self.dropped);
         let params = model.params();
+        transpose_weights(&mut self.wt, params, &cfg);
+        let wt = &self.wt;
         if self.shards.is_empty() {
             backward(
                 &cfg,
                 params,
+                wt,
                 &mut self.acts,
                 &mut self.scratch,
                 &mut self.grads,
@@ -654,6 +660,7 @@ impl<F: Float> GptTrainer<F> {
                     backward(
                         &cfg,
                         params,
+                        wt,
                         &mut sh.acts,
                         &mut sh.scratch,
                         g,
@@ -678,11 +685,34 @@ fn in_shard<R>(serial: bool, f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Per layer, the transposes of the four block matrices, in this order: qkv (3C,C), attn
+/// proj (C,C), fc (4C,C), proj (C,4C); parallel over layers. The backward's dinp = dout @
+/// W^T then reads row-major matrices (see [`kernels::matmul_backward_t`]).
+fn transpose_weights<F: Float>(wt: &mut [F], params: &[F], cfg: &GptConfig) {
+    let c = cfg.n_embd;
+    let p = parts(params, cfg);
+    wt.par_chunks_mut(12 * c * c)
+        .enumerate()
+        .for_each(|(l, out)| {
+            let w = layer(p.layers, cfg, l);
+            let (qkv, rest) = out.split_at_mut(3 * c * c);
+            let (attn, rest) = rest.split_at_mut(c * c);
+            let (fc, proj) = rest.split_at_mut(4 * c * c);
+            kernels::transpose(qkv, w.qkv_w, c, 3 * c);
+            kernels::transpose(attn, w.attn_proj_w, c, c);
+            kernels::transpose(fc, w.fc_w, c, 4 * c);
+            kernels::transpose(proj, w.proj_w, 4 * c, c);
+        });
+}
+
 /// The backward pass of one forward (`a`) into `grads` (ADDS); `a.logits` must already
-/// hold dlogits ([`kernels::softmax_ce_forward_backward`]).
+/// hold dlogits ([`kernels::softmax_ce_forward_backward`]); `wt` holds
+/// [`transpose_weights`] of `params`.
+#[allow(clippy::too_many_arguments)]
 fn backward<F: Float>(
     cfg: &GptConfig,
     params: &[F],
+    wt: &[F],
     a: &mut Acts<F>,
     s: &mut Scratch<F>,
     grads: &mut [F],
@@ -730,6 +760,10 @@ fn backward<F: Float>(
         let fch = &a.fch[sl(4 * c)];
         let fch_gelu = &a.fch_gelu[sl(4 * c)];
         let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
+        let wl = &wt[l * 12 * c * c..(l + 1) * 12 * c * c];
+        let (qkv_wt, rest) = wl.split_at(3 * c * c);
+        let (attn_proj_wt, rest) = rest.split_at(c * c);
+        let (fc_wt, proj_wt) = rest.split_at(4 * c * c);
         // res3 = res2 + drop(gelu @ proj_w + proj_b)
         let dbranch: &[F] = if dropped {
             masked_copy(&mut s.dtmp, &s.dres, &a.drop_mlp[sl(c)]);
@@ -737,25 +771,25 @@ fn backward<F: Float>(
         } else {
             &s.dres
         };
-        kernels::matmul_backward(
+        kernels::matmul_backward_t(
             &mut s.dfch,
             gw.proj_w,
             Some(gw.proj_b),
             dbranch,
             fch_gelu,
-            w.proj_w,
+            proj_wt,
             n,
             4 * c,
             c,
         );
         kernels::gelu_backward_inplace(&mut s.dfch, fch);
-        kernels::matmul_backward(
+        kernels::matmul_backward_t(
             &mut s.dln,
             gw.fc_w,
             Some(gw.fc_b),
             &s.dfch,
             ln2,
-            w.fc_w,
+            fc_wt,
             n,
             c,
             4 * c,
@@ -779,25 +813,25 @@ fn backward<F: Float>(
         } else {
             &s.dres
         };
-        kernels::matmul_backward(
+        kernels::matmul_backward_t(
             &mut s.datty,
             gw.attn_proj_w,
             Some(gw.attn_proj_b),
             dbranch,
             atty,
-            w.attn_proj_w,
+            attn_proj_wt,
             n,
             c,
             c,
         );
         kernels::attention_backward(&mut s.dqkv, &mut s.datt, &s.datty, qkv, att, b, t, c, nh);
-        kernels::matmul_backward(
+        kernels::matmul_backward_t(
             &mut s.dln,
             gw.qkv_w,
             Some(gw.qkv_b),
             &s.dqkv,
             ln1,
-            w.qkv_w,
+            qkv_wt,
             n,
             c,
             3 * c,

@@ -77,10 +77,17 @@
 //!   dense grid (test). AVX2-only CPUs keep the division (bits differ across machines).
 //! - **Causal attention blocks** (32 query rows see only keys ..(i+1)*32): attention
 //!   forward+backward per shard and layer (b=6, T=64, hs=32, 1 thread) 1150 -> 950 us.
-//! - Together, 6 interleaved pairs of 150-step runs: wall 22.2 -> 21.7 ms median, CPU
+//! - **Transposed weights for dinp** (trainer's `transpose_weights`,
+//!   [`kernels::matmul_backward_t`]): dinp = dout @ W^T read W through a strided view, which
+//!   `gemm` packed with a gather (4% of A's profile); a transposed copy of the block weights
+//!   made once per step (parallel over layers) is 8-13% faster per call. 6 interleaved
+//!   pairs: CPU 47.4 -> 46.0 ms/step, wall 24.7 -> 24.4 ms (load 4-5); B: +41 MB RSS.
+//! - The first four together, 6 interleaved pairs of 150-step runs: wall 22.2 -> 21.7 ms median, CPU
 //!   44.5 -> 43.9 ms/step; default 20-step runs 23.2 -> 22.2 ms (5 pairs). With PyTorch,
 //!   `chrt -f 10 arlm bench train --model a --runs 5` (load 3.4-3.8): arlm 20.9 ms
-//!   (20.5-22.8), PyTorch 35.6 ms (31.6-38.7), median per-run ratio 1.70x (1.39-1.87x).
+//!   (20.5-22.8), PyTorch 35.6 ms (31.6-38.7), median per-run ratio 1.70x (1.39-1.87x);
+//!   with the transposed weights too (load 4.5-5.3): arlm 27.7 ms (21.4-29.0), PyTorch
+//!   44.4 ms (41.2-47.7), 1.69x (1.47-2.08x), peak RSS 62 vs 813 MB.
 //! - Tried and dropped (measured slower): attention softmax rows padded to a multiple of 8
 //!   with -inf (64 causal rows 7.9 -> 10.4 us); the block's softmax as one flat exp stream
 //!   (7.5 vs 6.6 us); a row-by-row AVX-512 attention with registers for q/o/dq (forward
@@ -88,9 +95,8 @@
 //!   more than `gemm`'s per-call work); a parallel zero_grad (no gain, one more fork-join).
 //!
 //! Profile after stop 10 (`perf record -e cpu-clock`, A, 200 steps): 56% gemm x4x6
-//! microkernel + 4% x2x6 (attention's 32-wide heads), 8% gemm packing (4% is the transposed
-//! weight in dinp = dout @ W^T: a pre-transposed copy of W measured 8-13% faster per call),
-//! 3% attention softmax (7.9 us per 64 causal rows: rows too short to pipeline the exp),
+//! microkernel + 4% x2x6 (attention's 32-wide heads), 8% gemm packing (half of it the
+//! strided W^T of dinp, since replaced by the transposed copy above), 3% attention softmax (7.9 us per 64 causal rows: rows too short to pipeline the exp),
 //! 5% GELU, 4.5% layernorm, 2% AdamW. The microkernels already run at ~150 GFLOP/s per
 //! core, the large-GEMM ceiling, so what is left is the non-GEMM 40%.
 //!

@@ -326,15 +326,8 @@ impl QMat {
         }
         match &self.data {
             Data::F32(d) => {
-                let w = &d[r0 * n..(r0 + y.len()) * n];
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the Isa came from feature detection (or a test that checked it).
-                    Isa::Avx512 => unsafe { f32_avx512(y, w, x) },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { f32_avx2(y, w, x) },
-                    _ => f32_scalar(y, w, x),
-                }
+                debug_assert_eq!(x.len(), n);
+                dot_rows_range(y, r0, d, x, isa)
             }
             Data::F16(d) => {
                 let w = &d[r0 * n..(r0 + y.len()) * n];

@@ -13,6 +13,7 @@
 
 use super::float::Float;
 use super::simd;
+use super::simd512;
 use rayon::prelude::*;
 
 /// A raw pointer that may be shared across rayon tasks writing disjoint elements.
@@ -500,8 +501,15 @@ pub fn matmul_backward_t<F: Float>(
     }
 }
 
-/// dst(cols, rows) = src(rows, cols)^T, in 16 x 16 tiles.
+/// dst(cols, rows) = src(rows, cols)^T, in 16 x 16 tiles ([`simd512::transpose`]'s AVX
+/// register tiles for f32 when the CPU has AVX).
 pub fn transpose<F: Float>(dst: &mut [F], src: &[F], rows: usize, cols: usize) {
+    if simd512::avx() {
+        if let (Some(d), Some(s)) = (as_f32_mut(dst), as_f32(src)) {
+            simd512::transpose(d, s, rows, cols);
+            return;
+        }
+    }
     const TILE: usize = 16;
     let (dst, src) = (&mut dst[..rows * cols], &src[..rows * cols]);
     for r0 in (0..rows).step_by(TILE) {
@@ -787,9 +795,7 @@ fn attention_forward_blocked<F: Float>(
                         3 * c,
                     );
                 }
-                for t in r0..kc {
-                    softmax_causal_row(&mut s[t * t_len..(t + 1) * t_len], t + 1, scale);
-                }
+                softmax_causal_rows(s, t_len, r0, kc, scale);
                 // SAFETY: out rows (bi, r0..kc, h) are written only by this task.
                 unsafe {
                     let v = qkv[bi * t_len * 3 * c + 2 * c + h * hs..].as_ptr();
@@ -812,6 +818,22 @@ fn attention_forward_blocked<F: Float>(
                 }
             }
         });
+}
+
+/// Rows r0..r1 of the causal scores s (rows of t_len): row t <- softmax(row[..=t] *
+/// scale), zeros after; the AVX-512 version ([`simd512::softmax_causal_rows`]) when the CPU
+/// has it, else [`softmax_causal_row`] per row.
+#[inline]
+fn softmax_causal_rows<F: Float>(s: &mut [F], t_len: usize, r0: usize, r1: usize, scale: F) {
+    if simd512::avx512() {
+        if let Some(s) = as_f32_mut(s) {
+            simd512::softmax_causal_rows(s, t_len, r0, r1, scale.to_f64() as f32);
+            return;
+        }
+    }
+    for t in r0..r1 {
+        softmax_causal_row(&mut s[t * t_len..(t + 1) * t_len], t + 1, scale);
+    }
 }
 
 /// row[..n] = softmax(row[..n] * scale), row[n..] = 0.
@@ -838,6 +860,39 @@ fn softmax_causal_row<F: Float>(row: &mut [F], n: usize, scale: F) {
         *x *= inv;
     }
     tail.fill(F::ZERO);
+}
+
+/// The attention softmax backward on rows r0..r1 of ds (dP in, dS out; p the
+/// probabilities, rows of t_len): ds = p (ds - sum_j p ds) * scale over j <= t, zeros
+/// after; the AVX-512 version ([`simd512::softmax_grad_causal_rows`]) when the CPU has it.
+#[inline]
+fn softmax_grad_causal_rows<F: Float>(
+    ds: &mut [F],
+    p: &[F],
+    t_len: usize,
+    r0: usize,
+    r1: usize,
+    scale: F,
+) {
+    if simd512::avx512() {
+        if let (Some(p), Some(ds)) = (as_f32(p), as_f32_mut(ds)) {
+            simd512::softmax_grad_causal_rows(ds, p, t_len, r0, r1, scale.to_f64() as f32);
+            return;
+        }
+    }
+    avx2(|| {
+        for t in r0..r1 {
+            let pr = &p[t * t_len..(t + 1) * t_len];
+            let dr = &mut ds[t * t_len..(t + 1) * t_len];
+            let dot = sum_lanes(t + 1, |t2| pr[t2] * dr[t2]);
+            for (d, &q) in dr[..=t].iter_mut().zip(&pr[..=t]) {
+                *d = q * (*d - dot) * scale;
+            }
+            for x in dr[t + 1..].iter_mut() {
+                *x = F::ZERO;
+            }
+        }
+    });
 }
 
 /// Backward of [`attention_forward`] as GEMMs per (b, h): dP = dO V^T, dV = P^T dO,
@@ -917,19 +972,7 @@ fn attention_backward_blocked<F: Float>(
                         1,
                         3 * c,
                     );
-                    avx2(|| {
-                        for t in r0..kc {
-                            let pr = &p[t * t_len..(t + 1) * t_len];
-                            let dr = &mut ds[t * t_len..(t + 1) * t_len];
-                            let dot = sum_lanes(t + 1, |t2| pr[t2] * dr[t2]);
-                            for (d, &q) in dr[..=t].iter_mut().zip(&pr[..=t]) {
-                                *d = q * (*d - dot) * scale;
-                            }
-                            for x in dr[t + 1..].iter_mut() {
-                                *x = F::ZERO;
-                            }
-                        }
-                    });
+                    softmax_grad_causal_rows(ds, p, t_len, r0, kc, scale);
                     // dQ[r0..] = dS[r0.., ..kc] K[..kc]
                     gemm_raw(
                         rn,

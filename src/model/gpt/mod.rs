@@ -128,6 +128,7 @@ pub mod infer;
 pub mod kernels;
 pub mod quant;
 pub mod simd;
+pub mod simd512;
 mod team;
 pub mod trainer;
 

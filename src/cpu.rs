@@ -99,7 +99,19 @@ mod tests {
             (s, x.iter().map(|v| v * 1.5 + 0.25).collect())
         };
         let plain = work(&x);
-        assert_eq!(super::avx2(#[inline(always)] || work(&x)), plain);
-        assert_eq!(super::avx512(#[inline(always)] || work(&x)), plain);
+        assert_eq!(
+            super::avx2(
+                #[inline(always)]
+                || work(&x)
+            ),
+            plain
+        );
+        assert_eq!(
+            super::avx512(
+                #[inline(always)]
+                || work(&x)
+            ),
+            plain
+        );
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod atomic;
 pub mod corpus;
+pub mod cpu;
 pub mod data;
 pub mod eval;
 pub mod generate;

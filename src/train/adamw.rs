@@ -132,25 +132,10 @@ fn update(p: &mut [f32], g: &[f32], d: &[bool], m: &mut [f32], v: &mut [f32], k:
             p[i] = pi - k.step_size * (mi / denom);
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(
-            p: &mut [f32],
-            g: &[f32],
-            d: &[bool],
-            m: &mut [f32],
-            v: &mut [f32],
-            k: &Consts,
-        ) {
-            plain(p, g, d, m, v, k)
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features avx2() was compiled for.
-            return unsafe { avx2(p, g, d, m, v, k) };
-        }
-    }
-    plain(p, g, d, m, v, k)
+    crate::cpu::avx2(
+        #[inline(always)]
+        || plain(p, g, d, m, v, k),
+    )
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 use super::float::Float;
 use super::simd;
 use super::simd512;
+use crate::cpu;
 use rayon::prelude::*;
 
 /// A raw pointer that may be shared across rayon tasks writing disjoint elements.
@@ -258,45 +259,10 @@ fn ln_forward_rows<F: Float>(
             rs[r] = s;
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn go<F: Float>(
-            o: &mut [F],
-            mu: &mut [F],
-            rs: &mut [F],
-            x: &[F],
-            w: &[F],
-            b: &[F],
-            c: usize,
-        ) {
-            plain(o, mu, rs, x, w, b, c)
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features go() was compiled for.
-            return unsafe { go(o, mu, rs, x, w, b, c) };
-        }
-    }
-    plain(o, mu, rs, x, w, b, c)
-}
-
-/// Runs `f` compiled for AVX2+FMA when the CPU has them (the closure is inlined into an
-/// `avx2,fma` function, so its loops get 8-wide vectors instead of baseline SSE2; no FMA
-/// contraction happens in Rust, so the bits are the same either way).
-#[inline(always)]
-fn avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn go<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features go() was compiled for.
-            return unsafe { go(f) };
-        }
-    }
-    f()
+    cpu::avx2(
+        #[inline(always)]
+        || plain(o, mu, rs, x, w, b, c),
+    )
 }
 
 /// Sum of f(0..n) with 8 independent partial sums (a dependency chain 8x shorter than a
@@ -408,24 +374,10 @@ fn ln_backward_rows<F: Float>(
             }
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn go<F: Float>(
-            k: &LnRows<'_, F>,
-            r0: usize,
-            pw: &mut [F],
-            pb: &mut [F],
-            di: &mut [F],
-        ) {
-            plain(k, r0, pw, pb, di)
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features go() was compiled for.
-            return unsafe { go(k, r0, pw, pb, di) };
-        }
-    }
-    plain(k, r0, pw, pb, di)
+    cpu::avx2(
+        #[inline(always)]
+        || plain(k, r0, pw, pb, di),
+    )
 }
 
 // ---------------------------------------------------------------- matmul
@@ -531,14 +483,17 @@ pub fn bias_backward<F: Float>(db: &mut [F], dout: &[F], n: usize, oc: usize) {
         .with_min_len(min_len())
         .for_each(|(bi, dbc)| {
             let o0 = bi * cb;
-            avx2(|| {
-                for r in 0..n {
-                    let d = &dout[r * oc + o0..][..dbc.len()];
-                    for (a, b) in dbc.iter_mut().zip(d) {
-                        *a += *b;
+            cpu::avx2(
+                #[inline(always)]
+                || {
+                    for r in 0..n {
+                        let d = &dout[r * oc + o0..][..dbc.len()];
+                        for (a, b) in dbc.iter_mut().zip(d) {
+                            *a += *b;
+                        }
                     }
-                }
-            })
+                },
+            )
         });
 }
 
@@ -880,19 +835,22 @@ fn softmax_grad_causal_rows<F: Float>(
             return;
         }
     }
-    avx2(|| {
-        for t in r0..r1 {
-            let pr = &p[t * t_len..(t + 1) * t_len];
-            let dr = &mut ds[t * t_len..(t + 1) * t_len];
-            let dot = sum_lanes(t + 1, |t2| pr[t2] * dr[t2]);
-            for (d, &q) in dr[..=t].iter_mut().zip(&pr[..=t]) {
-                *d = q * (*d - dot) * scale;
+    cpu::avx2(
+        #[inline(always)]
+        || {
+            for t in r0..r1 {
+                let pr = &p[t * t_len..(t + 1) * t_len];
+                let dr = &mut ds[t * t_len..(t + 1) * t_len];
+                let dot = sum_lanes(t + 1, |t2| pr[t2] * dr[t2]);
+                for (d, &q) in dr[..=t].iter_mut().zip(&pr[..=t]) {
+                    *d = q * (*d - dot) * scale;
+                }
+                for x in dr[t + 1..].iter_mut() {
+                    *x = F::ZERO;
+                }
             }
-            for x in dr[t + 1..].iter_mut() {
-                *x = F::ZERO;
-            }
-        }
-    });
+        },
+    );
 }
 
 /// Backward of [`attention_forward`] as GEMMs per (b, h): dP = dO V^T, dV = P^T dO,
@@ -1218,13 +1176,16 @@ pub fn bias_gelu_forward<F: Float>(out: &mut [F], inp: &mut [F], bias: &[F], oc:
         .zip(inp[..n * oc].par_chunks_mut(rpt * oc))
         .with_min_len(min_len())
         .for_each(|(o, x)| {
-            avx2(|| {
-                for row in x.chunks_mut(oc) {
-                    for (a, &b) in row.iter_mut().zip(bias) {
-                        *a += b;
+            cpu::avx2(
+                #[inline(always)]
+                || {
+                    for row in x.chunks_mut(oc) {
+                        for (a, &b) in row.iter_mut().zip(bias) {
+                            *a += b;
+                        }
                     }
-                }
-            });
+                },
+            );
             match (as_f32_mut(o), as_f32(x)) {
                 (Some(o), Some(x)) => gelu_f32(o, x),
                 _ => gelu_forward(o, x),
@@ -1274,11 +1235,14 @@ pub fn residual_add<F: Float>(out: &mut [F], inp: &[F]) {
         .zip(inp.par_chunks(1 << 14))
         .with_min_len(min_len())
         .for_each(|(o, x)| {
-            avx2(|| {
-                for (a, b) in o.iter_mut().zip(x) {
-                    *a += *b;
-                }
-            })
+            cpu::avx2(
+                #[inline(always)]
+                || {
+                    for (a, b) in o.iter_mut().zip(x) {
+                        *a += *b;
+                    }
+                },
+            )
         });
 }
 
@@ -1292,13 +1256,16 @@ pub fn residual_bias_add<F: Float>(out: &mut [F], inp: &[F], bias: &[F], c: usiz
         .zip(inp.par_chunks(rpt * c))
         .with_min_len(min_len())
         .for_each(|(o, x)| {
-            avx2(|| {
-                for (o, x) in o.chunks_mut(c).zip(x.chunks(c)) {
-                    for ((a, &xi), &b) in o.iter_mut().zip(x).zip(bias) {
-                        *a = (*a + b) + xi;
+            cpu::avx2(
+                #[inline(always)]
+                || {
+                    for (o, x) in o.chunks_mut(c).zip(x.chunks(c)) {
+                        for ((a, &xi), &b) in o.iter_mut().zip(x).zip(bias) {
+                            *a = (*a + b) + xi;
+                        }
                     }
-                }
-            })
+                },
+            )
         });
 }
 
@@ -1403,14 +1370,7 @@ mod gelu512 {
     /// Whether the CPU runs the functions below (checked once per call site by callers).
     #[inline]
     pub fn available() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            is_x86_feature_detected!("avx512f")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
+        crate::cpu::has_avx512()
     }
 
     /// out = GELU(inp). Requires [`available`].

@@ -2,10 +2,9 @@
 //! and `tanh` built on it, written so LLVM vectorizes them, and the loops that use them
 //! (softmax, softmax + cross-entropy, GELU, dot products with 8 partial sums).
 //!
-//! Each public function is compiled twice, for baseline x86-64 (SSE2) and for AVX2+FMA,
-//! and picks one at run time (`is_x86_feature_detected!`), so the binary runs on any
-//! x86-64 and uses 8-wide vectors where the CPU has them. (`gemm` does the same for
-//! matmuls with its own AVX-512 kernels.)
+//! Each public function runs its loop through [`crate::cpu`]'s run-time dispatch: 16-wide
+//! AVX-512 for the elementwise loops of training, 8-wide AVX2+FMA for the rest, baseline
+//! x86-64 elsewhere, the same bits in every variant.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
@@ -35,54 +34,6 @@ pub fn exp(x: f32) -> f32 {
 #[inline(always)]
 pub fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
-}
-
-macro_rules! dispatch {
-    ($(#[$m:meta])* pub fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)? $body:block) => {
-        $(#[$m])*
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn inner($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has the features avx2() was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            inner($($arg),*)
-        }
-    };
-}
-
-/// [`dispatch!`] plus an AVX-512 variant (16-wide vectors), for the elementwise loops of
-/// training (GELU, softmax): same IEEE operations, so the same bits as the AVX2 variant.
-macro_rules! dispatch512 {
-    ($(#[$m:meta])* pub fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)? $body:block) => {
-        $(#[$m])*
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn inner($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
-                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has the features avx512() was compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has the features avx2() was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            inner($($arg),*)
-        }
-    };
 }
 
 #[inline(always)]
@@ -123,135 +74,160 @@ fn exp_shift_sum(x: &mut [f32], shift: f32, scale: f32) -> f32 {
     acc.iter().sum::<f32>() + s
 }
 
-dispatch512! {
-    /// row <- softmax(row * scale).
-    pub fn softmax_scaled(row: &mut [f32], scale: f32) {
-        let m = max8(row);
-        let s = exp_shift_sum(row, m, scale);
-        let inv = 1.0 / s;
-        for x in row.iter_mut() {
-            *x *= inv;
-        }
-    }
+/// row <- softmax(row * scale).
+pub fn softmax_scaled(row: &mut [f32], scale: f32) {
+    crate::cpu::avx512(
+        #[inline(always)]
+        || {
+            let m = max8(row);
+            let s = exp_shift_sum(row, m, scale);
+            let inv = 1.0 / s;
+            for x in row.iter_mut() {
+                *x *= inv;
+            }
+        },
+    )
 }
 
-dispatch512! {
-    /// Fused softmax + cross-entropy of one row: row <- softmax(row); returns
-    /// -log p[target] computed from the logit (exact even when p underflows).
-    pub fn softmax_ce_row(row: &mut [f32], target: usize) -> f32 {
-        let logit = row[target];
-        let m = max8(row);
-        let s = exp_shift_sum(row, m, 1.0);
-        let inv = 1.0 / s;
-        for x in row.iter_mut() {
-            *x *= inv;
-        }
-        -(logit - m - s.ln())
-    }
+/// Fused softmax + cross-entropy of one row: row <- softmax(row); returns
+/// -log p[target] computed from the logit (exact even when p underflows).
+pub fn softmax_ce_row(row: &mut [f32], target: usize) -> f32 {
+    crate::cpu::avx512(
+        #[inline(always)]
+        || {
+            let logit = row[target];
+            let m = max8(row);
+            let s = exp_shift_sum(row, m, 1.0);
+            let inv = 1.0 / s;
+            for x in row.iter_mut() {
+                *x *= inv;
+            }
+            -(logit - m - s.ln())
+        },
+    )
 }
 
-dispatch512! {
-    /// Fused softmax + cross-entropy + its gradient for one row of a mean loss: row <-
-    /// (softmax(row) - onehot(target)) * scale; returns -log p[target] (as
-    /// [`softmax_ce_row`]). Saves the separate scaling pass over the logits.
-    pub fn softmax_ce_grad_row(row: &mut [f32], target: usize, scale: f32) -> f32 {
-        let logit = row[target];
-        let m = max8(row);
-        let s = exp_shift_sum(row, m, 1.0);
-        let k = scale / s;
-        for x in row.iter_mut() {
-            *x *= k;
-        }
-        row[target] -= scale;
-        -(logit - m - s.ln())
-    }
+/// Fused softmax + cross-entropy + its gradient for one row of a mean loss: row <-
+/// (softmax(row) - onehot(target)) * scale; returns -log p[target] (as
+/// [`softmax_ce_row`]). Saves the separate scaling pass over the logits.
+pub fn softmax_ce_grad_row(row: &mut [f32], target: usize, scale: f32) -> f32 {
+    crate::cpu::avx512(
+        #[inline(always)]
+        || {
+            let logit = row[target];
+            let m = max8(row);
+            let s = exp_shift_sum(row, m, 1.0);
+            let k = scale / s;
+            for x in row.iter_mut() {
+                *x *= k;
+            }
+            row[target] -= scale;
+            -(logit - m - s.ln())
+        },
+    )
 }
 
-dispatch512! {
-    /// log(sum exp(row)) for a long row (a decode step's vocabulary): the polynomial exp
-    /// in 8 f32 lanes per 256-element chunk, chunk sums added in f64, so the relative
-    /// error stays ~1e-7 (tested against the f64 libm version) at ~1/30 of its time.
-    pub fn logsumexp(row: &[f32]) -> f32 {
-        let m = max8(row);
-        if m == f32::NEG_INFINITY || m.is_nan() {
-            return m;
-        }
-        let mut total = 0f64;
-        for ch in row.chunks(256) {
-            let mut acc = [0f32; 8];
-            let c8 = ch.chunks_exact(8);
-            let rem = c8.remainder();
-            for v in c8 {
-                for j in 0..8 {
-                    acc[j] += exp(v[j] - m);
+/// log(sum exp(row)) for a long row (a decode step's vocabulary): the polynomial exp
+/// in 8 f32 lanes per 256-element chunk, chunk sums added in f64, so the relative
+/// error stays ~1e-7 (tested against the f64 libm version) at ~1/30 of its time.
+pub fn logsumexp(row: &[f32]) -> f32 {
+    crate::cpu::avx512(
+        #[inline(always)]
+        || {
+            let m = max8(row);
+            if m == f32::NEG_INFINITY || m.is_nan() {
+                return m;
+            }
+            let mut total = 0f64;
+            for ch in row.chunks(256) {
+                let mut acc = [0f32; 8];
+                let c8 = ch.chunks_exact(8);
+                let rem = c8.remainder();
+                for v in c8 {
+                    for j in 0..8 {
+                        acc[j] += exp(v[j] - m);
+                    }
                 }
+                let mut s = 0f32;
+                for &v in rem {
+                    s += exp(v - m);
+                }
+                total += (acc.iter().sum::<f32>() + s) as f64;
             }
-            let mut s = 0f32;
-            for &v in rem {
-                s += exp(v - m);
-            }
-            total += (acc.iter().sum::<f32>() + s) as f64;
-        }
-        (m as f64 + total.ln()) as f32
-    }
+            (m as f64 + total.ln()) as f32
+        },
+    )
 }
 
 const GELU_S: f32 = 0.797_884_6;
 
-dispatch512! {
-    /// out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-    pub fn gelu(out: &mut [f32], inp: &[f32]) {
-        for (o, &x) in out.iter_mut().zip(inp) {
-            *o = 0.5 * x * (1.0 + tanh(GELU_S * (x + 0.044715 * x * x * x)));
-        }
-    }
-}
-
-dispatch512! {
-    /// d <- d * gelu'(inp).
-    pub fn gelu_backward(d: &mut [f32], inp: &[f32]) {
-        for (dd, &x) in d.iter_mut().zip(inp) {
-            // tanh and sech^2 from one exp; sech^2 = 4e/(e+1)^2 avoids 1 - th^2 cancelling.
-            let e = exp(2.0 * GELU_S * (x + 0.044715 * x * x * x));
-            let inv = 1.0 / (e + 1.0);
-            let th = 1.0 - 2.0 * inv;
-            let sech2 = (4.0 * inv) * (e * inv);
-            let g = 0.5 * (1.0 + th) + 0.5 * x * sech2 * GELU_S * (1.0 + 3.0 * 0.044715 * x * x);
-            *dd *= g;
-        }
-    }
-}
-
-dispatch! {
-    /// Dot product with 8 partial sums (vectorizes; the summation order differs from a
-    /// sequential loop by rounding only).
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (a, b) = (&a[..n], &b[..n]);
-        let mut acc = [0f32; 8];
-        let ca = a.chunks_exact(8);
-        let cb = b.chunks_exact(8);
-        let (ra, rb) = (ca.remainder(), cb.remainder());
-        for (x, y) in ca.zip(cb) {
-            for j in 0..8 {
-                acc[j] += x[j] * y[j];
+/// out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+pub fn gelu(out: &mut [f32], inp: &[f32]) {
+    crate::cpu::avx512(
+        #[inline(always)]
+        || {
+            for (o, &x) in out.iter_mut().zip(inp) {
+                *o = 0.5 * x * (1.0 + tanh(GELU_S * (x + 0.044715 * x * x * x)));
             }
-        }
-        let mut s = 0.0;
-        for (x, y) in ra.iter().zip(rb) {
-            s += x * y;
-        }
-        acc.iter().sum::<f32>() + s
-    }
+        },
+    )
 }
 
-dispatch! {
-    /// y += a * x.
-    pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-        for (yy, &xx) in y.iter_mut().zip(x) {
-            *yy += a * xx;
-        }
-    }
+/// d <- d * gelu'(inp).
+pub fn gelu_backward(d: &mut [f32], inp: &[f32]) {
+    crate::cpu::avx512(
+        #[inline(always)]
+        || {
+            for (dd, &x) in d.iter_mut().zip(inp) {
+                // tanh and sech^2 from one exp; sech^2 = 4e/(e+1)^2 avoids 1 - th^2 cancelling.
+                let e = exp(2.0 * GELU_S * (x + 0.044715 * x * x * x));
+                let inv = 1.0 / (e + 1.0);
+                let th = 1.0 - 2.0 * inv;
+                let sech2 = (4.0 * inv) * (e * inv);
+                let g =
+                    0.5 * (1.0 + th) + 0.5 * x * sech2 * GELU_S * (1.0 + 3.0 * 0.044715 * x * x);
+                *dd *= g;
+            }
+        },
+    )
+}
+
+/// Dot product with 8 partial sums (vectorizes; the summation order differs from a
+/// sequential loop by rounding only).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    crate::cpu::avx2(
+        #[inline(always)]
+        || {
+            let n = a.len().min(b.len());
+            let (a, b) = (&a[..n], &b[..n]);
+            let mut acc = [0f32; 8];
+            let ca = a.chunks_exact(8);
+            let cb = b.chunks_exact(8);
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                for j in 0..8 {
+                    acc[j] += x[j] * y[j];
+                }
+            }
+            let mut s = 0.0;
+            for (x, y) in ra.iter().zip(rb) {
+                s += x * y;
+            }
+            acc.iter().sum::<f32>() + s
+        },
+    )
+}
+
+/// y += a * x.
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    crate::cpu::avx2(
+        #[inline(always)]
+        || {
+            for (yy, &xx) in y.iter_mut().zip(x) {
+                *yy += a * xx;
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -700,6 +700,12 @@ pub fn attention_forward<F: Float>(
     c: usize,
     nh: usize,
 ) {
+    if simd512::avx512() {
+        if let (Some(o), Some(a), Some(x)) = (as_f32_mut(out), as_f32_mut(att), as_f32(qkv)) {
+            simd512::attention_forward(o, a, x, (b, t_len, c, nh));
+            return;
+        }
+    }
     attention_forward_blocked(out, att, qkv, b, t_len, c, nh, ATT_BLOCK)
 }
 
@@ -869,6 +875,18 @@ pub fn attention_backward<F: Float>(
     c: usize,
     nh: usize,
 ) {
+    if simd512::avx512() {
+        if let (Some(dx), Some(ds), Some(g), Some(x), Some(a)) = (
+            as_f32_mut(dqkv),
+            as_f32_mut(datt),
+            as_f32(dout),
+            as_f32(qkv),
+            as_f32(att),
+        ) {
+            simd512::attention_backward(dx, ds, g, x, a, (b, t_len, c, nh));
+            return;
+        }
+    }
     attention_backward_blocked(dqkv, datt, dout, qkv, att, b, t_len, c, nh, ATT_BLOCK)
 }
 
@@ -2156,5 +2174,58 @@ mod tests {
         encoder_backward(&mut dwte, &mut dwpe, &g, &tokens, t, c);
         close(&fd(&wte, &|x| f(x, &wpe)), &dwte, 1e-7, "dwte");
         close(&fd(&wpe, &|x| f(&wte, x)), &dwpe, 1e-7, "dwpe");
+    }
+}
+
+#[cfg(test)]
+mod attn_timing {
+    use super::*;
+
+    /// Timing of the attention paths at model A's shard shape (run with --release --ignored).
+    #[test]
+    #[ignore]
+    fn time_attention_paths() {
+        let (b, t, c, nh) = (6, 64, 128, 4);
+        let x: Vec<f32> = (0..b * t * 3 * c)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0)
+            .collect();
+        let g: Vec<f32> = (0..b * t * c)
+            .map(|i| ((i * 131 % 1000) as f32 - 500.0) / 500.0)
+            .collect();
+        let mut o = vec![0f32; b * t * c];
+        let mut a = vec![0f32; b * nh * t * t];
+        let mut d = vec![0f32; b * t * 3 * c];
+        let mut ds = vec![0f32; b * nh * t * t];
+        with_serial_gemm(|| {
+            for round in 0..3 {
+                let t0 = std::time::Instant::now();
+                for _ in 0..200 {
+                    attention_forward_blocked(&mut o, &mut a, &x, b, t, c, nh, ATT_BLOCK);
+                }
+                let t1 = std::time::Instant::now();
+                for _ in 0..200 {
+                    attention_backward_blocked(&mut d, &mut ds, &g, &x, &a, b, t, c, nh, ATT_BLOCK);
+                }
+                let t2 = std::time::Instant::now();
+                for _ in 0..200 {
+                    simd512::attention_forward(&mut o, &mut a, &x, (b, t, c, nh));
+                }
+                let t3 = std::time::Instant::now();
+                for _ in 0..200 {
+                    simd512::attention_backward(&mut d, &mut ds, &g, &x, &a, (b, t, c, nh));
+                }
+                let t4 = std::time::Instant::now();
+                let us = |a: std::time::Instant, b: std::time::Instant| {
+                    (b - a).as_secs_f64() * 1e6 / 200.0
+                };
+                eprintln!(
+                    "round {round}: gemm fwd {:.0} bwd {:.0} us; direct fwd {:.0} bwd {:.0} us",
+                    us(t0, t1),
+                    us(t1, t2),
+                    us(t2, t3),
+                    us(t3, t4)
+                );
+            }
+        });
     }
 }

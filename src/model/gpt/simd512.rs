@@ -207,7 +207,7 @@ pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
     // SAFETY: every tile (r0..r0+8, c0..c0+8) has r0 + 8 <= rows and c0 + 8 <= cols, so
     // its source and destination elements are inside the slices; callers checked avx().
     unsafe {
-        tiles8(dst.as_mut_ptr(), src.as_ptr(), rows, cols, r8, c8)
+        tiles8(dst.as_mut_ptr(), rows, src.as_ptr(), cols, r8, c8)
     };
     #[cfg(not(target_arch = "x86_64"))]
     let (r8, c8) = (0, 0);
@@ -221,11 +221,18 @@ pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn tiles8(dst: *mut f32, src: *const f32, rows: usize, cols: usize, r8: usize, c8: usize) {
+unsafe fn tiles8(
+    dst: *mut f32,
+    dst_rs: usize,
+    src: *const f32,
+    src_rs: usize,
+    r8: usize,
+    c8: usize,
+) {
     for r0 in (0..r8).step_by(8) {
         for c0 in (0..c8).step_by(8) {
-            let s = src.add(r0 * cols + c0);
-            let l = |i: usize| _mm256_loadu_ps(s.add(i * cols));
+            let s = src.add(r0 * src_rs + c0);
+            let l = |i: usize| _mm256_loadu_ps(s.add(i * src_rs));
             let (a0, a1, a2, a3) = (l(0), l(1), l(2), l(3));
             let (a4, a5, a6, a7) = (l(4), l(5), l(6), l(7));
             let t0 = _mm256_unpacklo_ps(a0, a1);
@@ -244,8 +251,8 @@ unsafe fn tiles8(dst: *mut f32, src: *const f32, rows: usize, cols: usize, r8: u
             let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
             let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
             let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-            let d = dst.add(c0 * rows + r0);
-            let st = |i: usize, v: __m256| _mm256_storeu_ps(d.add(i * rows), v);
+            let d = dst.add(c0 * dst_rs + r0);
+            let st = |i: usize, v: __m256| _mm256_storeu_ps(d.add(i * dst_rs), v);
             st(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
             st(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
             st(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
@@ -256,6 +263,331 @@ unsafe fn tiles8(dst: *mut f32, src: *const f32, rows: usize, cols: usize, r8: u
             st(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
         }
     }
+}
+
+// ---------------------------------------------------------------- direct attention
+
+/// C(rows, n) = A(rows, k0..k1) B(k0..k1, n) (OVERWRITES C), with A read element by
+/// element at `a[i * a_rs + kk * a_cs]` (broadcast to 16 lanes), B and C row-major with
+/// row strides `b_rs` and `c_rs` (columns contiguous). Register tiles of R rows x V
+/// vectors of 16 columns, the last vector masked: no packing, no allocation, no call
+/// overhead, which is what the 32-wide products of attention need (`gemm` spent more on
+/// its per-call work than on these products).
+///
+/// # Safety
+/// avx512f; every addressed element valid; C not aliased.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn mm(
+    rows: usize,
+    n: usize,
+    (k0, k1): (usize, usize),
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    b: *const f32,
+    b_rs: usize,
+    c: *mut f32,
+    c_rs: usize,
+) {
+    let mut c0 = 0;
+    while c0 < n {
+        let w = (n - c0).min(64);
+        let last = lanes(w - (w - 1) / 16 * 16);
+        let (bb, cc) = (b.add(c0), c.add(c0));
+        let mut r = 0;
+        macro_rules! run {
+            ($r:literal, $v:literal) => {{
+                while r + $r <= rows {
+                    tile::<$r, $v>(
+                        (k0, k1),
+                        a.add(r * a_rs),
+                        (a_rs, a_cs),
+                        bb,
+                        b_rs,
+                        cc.add(r * c_rs),
+                        c_rs,
+                        last,
+                    );
+                    r += $r;
+                }
+                while r < rows {
+                    tile::<1, $v>(
+                        (k0, k1),
+                        a.add(r * a_rs),
+                        (a_rs, a_cs),
+                        bb,
+                        b_rs,
+                        cc.add(r * c_rs),
+                        c_rs,
+                        last,
+                    );
+                    r += 1;
+                }
+            }};
+        }
+        match w.div_ceil(16) {
+            1 => run!(8, 1),
+            2 => run!(8, 2),
+            3 => run!(4, 3),
+            _ => run!(4, 4),
+        }
+        c0 += 64;
+    }
+}
+
+/// One R x (16 V) tile of [`mm`]; the last vector's lanes are `last`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tile<const R: usize, const V: usize>(
+    (k0, k1): (usize, usize),
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    b: *const f32,
+    b_rs: usize,
+    c: *mut f32,
+    c_rs: usize,
+    last: __mmask16,
+) {
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    for kk in k0..k1 {
+        let bp = b.add(kk * b_rs);
+        let mut bv = [_mm512_setzero_ps(); V];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = if v + 1 == V {
+                _mm512_maskz_loadu_ps(last, bp.add(16 * v))
+            } else {
+                _mm512_loadu_ps(bp.add(16 * v))
+            };
+        }
+        let ap = a.add(kk * a_cs);
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*ap.add(r * a_rs));
+            for (x, &y) in row.iter_mut().zip(&bv) {
+                *x = _mm512_fmadd_ps(av, y, *x);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        let cp = c.add(r * c_rs);
+        for (v, &x) in row.iter().enumerate() {
+            if v + 1 == V {
+                _mm512_mask_storeu_ps(cp.add(16 * v), last, x);
+            } else {
+                _mm512_storeu_ps(cp.add(16 * v), x);
+            }
+        }
+    }
+}
+
+/// dst[d * t_len + j] = src[j * src_rs + d] for j < t_len, d < hs (a head's K or V,
+/// rows of qkv, transposed so that keys run along vector lanes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_head(dst: *mut f32, src: *const f32, src_rs: usize, t_len: usize, hs: usize) {
+    let (t8, h8) = (t_len / 8 * 8, hs / 8 * 8);
+    tiles8(dst, t_len, src, src_rs, t8, h8);
+    for j in 0..t_len {
+        let s = src.add(j * src_rs);
+        let d_start = if j < t8 { h8 } else { 0 };
+        for d in d_start..hs {
+            *dst.add(d * t_len + j) = *s.add(d);
+        }
+    }
+}
+
+/// Query rows per block of the direct attention: each block's scores cover only the
+/// keys its last row sees (rounded up to 16 lanes).
+const ROWS: usize = 8;
+
+thread_local! {
+    /// A head's K^T or V^T (hs x T), reused across calls (grows once).
+    static HEAD_T: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's (hs x T) scratch.
+fn with_head_t<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    HEAD_T.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// Causal self-attention forward, f32, AVX-512, with the same contract as kernels'
+/// `attention_forward` (qkv (B,T,3C) in, out (B,T,C) and att (B,NH,T,T) = P with zeros
+/// above the diagonal): per (b, h), K^T once, then per block of [`ROWS`] queries S = Q K^T
+/// over the visible keys, the softmax rows, and O = P V over the visible keys, all with
+/// [`mm`]'s register tiles. Parallel over (b, h) as the `gemm` version. Requires
+/// [`avx512`].
+pub fn attention_forward(
+    out: &mut [f32],
+    att: &mut [f32],
+    qkv: &[f32],
+    (b, t_len, c, nh): (usize, usize, usize, usize),
+) {
+    use rayon::prelude::*;
+    let hs = c / nh;
+    assert!(out.len() >= b * t_len * c && att.len() >= b * nh * t_len * t_len);
+    assert!(qkv.len() >= b * t_len * 3 * c && hs * nh == c);
+    let scale = 1.0 / (hs as f32).sqrt();
+    let out_p = super::kernels::SyncPtr(out.as_mut_ptr());
+    att[..b * nh * t_len * t_len]
+        .par_chunks_mut(t_len * t_len)
+        .enumerate()
+        .with_min_len(super::kernels::min_len())
+        .for_each(|(bh, s)| {
+            let (bi, h) = (bh / nh, bh % nh);
+            #[cfg(target_arch = "x86_64")]
+            with_head_t(hs * t_len, |kt| {
+                // SAFETY: avx512 checked by the caller; the views of qkv stay inside it
+                // (asserted); out rows (bi, .., h) and s belong to this task alone.
+                unsafe {
+                    let q = qkv.as_ptr().add(bi * t_len * 3 * c + h * hs);
+                    let (k, v) = (q.add(c), q.add(2 * c));
+                    let o = out_p.get().add(bi * t_len * c + h * hs);
+                    transpose_head(kt.as_mut_ptr(), k, 3 * c, t_len, hs);
+                    for t0 in (0..t_len).step_by(ROWS) {
+                        let rows = ROWS.min(t_len - t0);
+                        let kc = t0 + rows; // keys visible to the block
+                        let sp = s.as_mut_ptr().add(t0 * t_len);
+                        mm(
+                            rows,
+                            kc,
+                            (0, hs),
+                            q.add(t0 * 3 * c),
+                            (3 * c, 1),
+                            kt.as_ptr(),
+                            t_len,
+                            sp,
+                            t_len,
+                        );
+                        softmax_causal_rows(s, t_len, t0, kc, scale);
+                        let sp = s.as_ptr().add(t0 * t_len);
+                        mm(
+                            rows,
+                            hs,
+                            (0, kc),
+                            sp,
+                            (t_len, 1),
+                            v,
+                            3 * c,
+                            o.add(t0 * c),
+                            c,
+                        );
+                    }
+                }
+            });
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (bi, h, s, scale, &out_p);
+        });
+}
+
+/// Backward of [`attention_forward`] (same contract as kernels' `attention_backward`:
+/// dqkv OVERWRITTEN, datt (B,NH,T,T) scratch): per (b, h), V^T once; per block of
+/// [`ROWS`] queries dP = dO V^T, dS = the softmax backward, dQ = dS K; per block of
+/// [`ROWS`] keys dK = dS^T Q and dV = P^T dO over the queries that see them. Requires
+/// [`avx512`].
+pub fn attention_backward(
+    dqkv: &mut [f32],
+    datt: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    att: &[f32],
+    (b, t_len, c, nh): (usize, usize, usize, usize),
+) {
+    use rayon::prelude::*;
+    let hs = c / nh;
+    let tt = t_len * t_len;
+    assert!(dqkv.len() >= b * t_len * 3 * c && qkv.len() >= b * t_len * 3 * c);
+    assert!(datt.len() >= b * nh * tt && att.len() >= b * nh * tt);
+    assert!(dout.len() >= b * t_len * c && hs * nh == c);
+    let scale = 1.0 / (hs as f32).sqrt();
+    let dq_p = super::kernels::SyncPtr(dqkv.as_mut_ptr());
+    datt[..b * nh * tt]
+        .par_chunks_mut(tt)
+        .enumerate()
+        .with_min_len(super::kernels::min_len())
+        .for_each(|(bh, ds)| {
+            let (bi, h) = (bh / nh, bh % nh);
+            let p = &att[bh * tt..(bh + 1) * tt];
+            #[cfg(target_arch = "x86_64")]
+            with_head_t(hs * t_len, |vt| {
+                // SAFETY: avx512 checked by the caller; all views inside the asserted
+                // buffers; this task alone writes head h of batch bi in dqkv, and ds.
+                unsafe {
+                    let base = bi * t_len * 3 * c + h * hs;
+                    let q = qkv.as_ptr().add(base);
+                    let (k, v) = (q.add(c), q.add(2 * c));
+                    let d_o = dout.as_ptr().add(bi * t_len * c + h * hs);
+                    let dq = dq_p.get().add(base);
+                    let (dk, dv) = (dq.add(c), dq.add(2 * c));
+                    transpose_head(vt.as_mut_ptr(), v, 3 * c, t_len, hs);
+                    for t0 in (0..t_len).step_by(ROWS) {
+                        let rows = ROWS.min(t_len - t0);
+                        let kc = t0 + rows;
+                        let dsp = ds.as_mut_ptr().add(t0 * t_len);
+                        mm(
+                            rows,
+                            kc,
+                            (0, hs),
+                            d_o.add(t0 * c),
+                            (c, 1),
+                            vt.as_ptr(),
+                            t_len,
+                            dsp,
+                            t_len,
+                        );
+                        softmax_grad_causal_rows(ds, p, t_len, t0, kc, scale);
+                        let dsp = ds.as_ptr().add(t0 * t_len);
+                        mm(
+                            rows,
+                            hs,
+                            (0, kc),
+                            dsp,
+                            (t_len, 1),
+                            k,
+                            3 * c,
+                            dq.add(t0 * 3 * c),
+                            3 * c,
+                        );
+                    }
+                    for j0 in (0..t_len).step_by(ROWS) {
+                        let rows = ROWS.min(t_len - j0);
+                        // queries j0.. see keys j0..j0+rows (dS and P are 0 above the diagonal)
+                        let dsp = ds.as_ptr().add(j0);
+                        mm(
+                            rows,
+                            hs,
+                            (j0, t_len),
+                            dsp,
+                            (1, t_len),
+                            q,
+                            3 * c,
+                            dk.add(j0 * 3 * c),
+                            3 * c,
+                        );
+                        let pp = p.as_ptr().add(j0);
+                        mm(
+                            rows,
+                            hs,
+                            (j0, t_len),
+                            pp,
+                            (1, t_len),
+                            d_o,
+                            c,
+                            dv.add(j0 * 3 * c),
+                            3 * c,
+                        );
+                    }
+                }
+            });
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (bi, h, ds, p, scale, &dq_p);
+        });
 }
 
 #[cfg(test)]
@@ -346,6 +678,49 @@ mod tests {
                         got[c * rows + r],
                         src[r * cols + c],
                         "{rows}x{cols} ({r},{c})"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The direct attention (forward: out and P; backward: dqkv) against the f64 loops, at
+    /// head sizes below, at and above 16 lanes and T not a multiple of the row block.
+    #[test]
+    fn direct_attention_matches_f64_loops() {
+        if !avx512() {
+            eprintln!("SKIPPED: no AVX-512");
+            return;
+        }
+        use crate::model::gpt::kernels::{attention_backward_loops, attention_forward_loops};
+        for (b, t, c, nh) in [
+            (2, 9, 16, 2),
+            (1, 64, 128, 4),
+            (2, 70, 96, 2),
+            (1, 3, 40, 1),
+        ] {
+            let qkv = rnd(b * t * 3 * c, 5);
+            let g = rnd(b * t * c, 6);
+            let up = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+            let (q64, g64) = (up(&qkv), up(&g));
+            let (mut o64, mut a64) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+            attention_forward_loops(&mut o64, &mut a64, &q64, b, t, c, nh);
+            let (mut d64, mut ds64) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
+            attention_backward_loops(&mut d64, &mut ds64, &g64, &q64, &a64, b, t, c, nh);
+            // garbage in the outputs and scratch: everything must be overwritten
+            let (mut o, mut a) = (vec![7f32; b * t * c], vec![7f32; b * nh * t * t]);
+            attention_forward(&mut o, &mut a, &qkv, (b, t, c, nh));
+            let (mut d, mut ds) = (vec![7f32; b * t * 3 * c], vec![7f32; b * nh * t * t]);
+            attention_backward(&mut d, &mut ds, &g, &qkv, &a, (b, t, c, nh));
+            for (what, got, want, tol) in [
+                ("out", up(&o), o64, 2e-5),
+                ("att", up(&a), a64, 2e-6),
+                ("dqkv", up(&d), d64, 1e-4),
+            ] {
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (x - y).abs() <= tol * (1.0 + y.abs()),
+                        "{what} (b {b} t {t} c {c} nh {nh}) [{i}]: {x} vs {y}"
                     );
                 }
             }

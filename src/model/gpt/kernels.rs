@@ -259,6 +259,19 @@ fn ln_forward_rows<F: Float>(
             rs[r] = s;
         }
     }
+    if c.is_multiple_of(16) && simd512::avx512() {
+        if let (Some(o), Some(mu), Some(rs), Some(x), Some(w), Some(b)) = (
+            as_f32_mut(o),
+            as_f32_mut(mu),
+            as_f32_mut(rs),
+            as_f32(x),
+            as_f32(w),
+            as_f32(b),
+        ) {
+            simd512::ln_forward_rows(o, mu, rs, x, w, b, c, LN_EPS as f32);
+            return;
+        }
+    }
     cpu::avx2(
         #[inline(always)]
         || plain(o, mu, rs, x, w, b, c),
@@ -371,6 +384,21 @@ fn ln_backward_rows<F: Float>(
                 pb[j] += d[j];
                 pw[j] += norm * d[j];
                 dx[j] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+            }
+        }
+    }
+    if k.c.is_multiple_of(16) && simd512::avx512() {
+        if let (Some(x), Some(d), Some(w), Some(mean), Some(rstd)) = (
+            as_f32(k.inp),
+            as_f32(k.dout),
+            as_f32(k.w),
+            as_f32(k.mean),
+            as_f32(k.rstd),
+        ) {
+            if let (Some(pw), Some(pb), Some(di)) = (as_f32_mut(pw), as_f32_mut(pb), as_f32_mut(di))
+            {
+                simd512::ln_backward_rows((x, d, w, mean, rstd), k.c, r0, pw, pb, di);
+                return;
             }
         }
     }
@@ -1258,6 +1286,26 @@ pub fn residual_add<F: Float>(out: &mut [F], inp: &[F]) {
                 || {
                     for (a, b) in o.iter_mut().zip(x) {
                         *a += *b;
+                    }
+                },
+            )
+        });
+}
+
+/// out += inp, then inp = 0 (the shard-gradient merge, which leaves the shard's buffer
+/// zeroed for its next step: the shard's task then need not clear it first). Same bits as
+/// [`residual_add`].
+pub fn add_and_clear<F: Float>(out: &mut [F], inp: &mut [F]) {
+    out.par_chunks_mut(1 << 14)
+        .zip(inp.par_chunks_mut(1 << 14))
+        .with_min_len(min_len())
+        .for_each(|(o, x)| {
+            cpu::avx512(
+                #[inline(always)]
+                || {
+                    for (a, b) in o.iter_mut().zip(x.iter_mut()) {
+                        *a += *b;
+                        *b = F::ZERO;
                     }
                 },
             )
@@ -2185,7 +2233,12 @@ mod attn_timing {
     #[test]
     #[ignore]
     fn time_attention_paths() {
-        let (b, t, c, nh) = (6, 64, 128, 4);
+        let shape = std::env::var("ATT_SHAPE").unwrap_or_default();
+        let (b, t, c, nh) = if shape == "b" {
+            (2, 256, 384, 6)
+        } else {
+            (6, 64, 128, 4)
+        };
         let x: Vec<f32> = (0..b * t * 3 * c)
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0)
             .collect();

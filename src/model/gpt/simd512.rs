@@ -265,6 +265,189 @@ unsafe fn tiles8(
     }
 }
 
+// ---------------------------------------------------------------- layernorm
+
+/// Sum of 16-lane vectors f(0), f(16), ... over c (a multiple of 16) with 4 independent
+/// accumulators (the 8-lane `sum_lanes` loops were one dependency chain per row).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sum16(c: usize, f: impl Fn(usize) -> __m512) -> f32 {
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut j = 0;
+    while j < c {
+        acc[(j / 16) % 4] = _mm512_add_ps(acc[(j / 16) % 4], f(j));
+        j += 16;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(acc[0], acc[1]),
+        _mm512_add_ps(acc[2], acc[3]),
+    ))
+}
+
+/// LayerNorm forward rows (kernels' `ln_forward_rows`, f32): per row of c, mean, variance
+/// (two passes), rstd = 1 / sqrt(var + eps), out = (x - mean) rstd w + b. Requires
+/// [`avx512`] and c % 16 == 0.
+#[allow(clippy::too_many_arguments)]
+pub fn ln_forward_rows(
+    o: &mut [f32],
+    mu: &mut [f32],
+    rs: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    c: usize,
+    eps: f32,
+) {
+    let rows = mu.len();
+    assert!(c.is_multiple_of(16) && rs.len() == rows && o.len() >= rows * c && x.len() >= rows * c);
+    assert!(w.len() >= c && b.len() >= c);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: all indices below are < rows * c or < c (asserted); avx512 checked by callers.
+    unsafe {
+        ln_forward_imp(
+            o.as_mut_ptr(),
+            mu,
+            rs,
+            x.as_ptr(),
+            w.as_ptr(),
+            b.as_ptr(),
+            c,
+            eps,
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (o, mu, rs, x, w, b, c, eps);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn ln_forward_imp(
+    o: *mut f32,
+    mu: &mut [f32],
+    rs: &mut [f32],
+    x: *const f32,
+    w: *const f32,
+    b: *const f32,
+    c: usize,
+    eps: f32,
+) {
+    let inv_c = 1.0 / c as f32;
+    for r in 0..mu.len() {
+        let xr = x.add(r * c);
+        let or = o.add(r * c);
+        let m = sum16(c, |j| _mm512_loadu_ps(xr.add(j))) * inv_c;
+        let mv = _mm512_set1_ps(m);
+        let var = sum16(c, |j| {
+            let d = _mm512_sub_ps(_mm512_loadu_ps(xr.add(j)), mv);
+            _mm512_mul_ps(d, d)
+        }) * inv_c;
+        let s = 1.0 / (var + eps).sqrt();
+        let sv = _mm512_set1_ps(s);
+        let mut j = 0;
+        while j < c {
+            let n = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xr.add(j)), mv), sv);
+            let y = _mm512_fmadd_ps(n, _mm512_loadu_ps(w.add(j)), _mm512_loadu_ps(b.add(j)));
+            _mm512_storeu_ps(or.add(j), y);
+            j += 16;
+        }
+        mu[r] = m;
+        rs[r] = s;
+    }
+}
+
+/// The read-only inputs of [`ln_backward_rows`]: x, dout, w, mean, rstd.
+pub type LnInputs<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32], &'a [f32]);
+
+/// LayerNorm backward rows (kernels' `ln_backward_rows`, f32): for rows r0.. (as many as
+/// `dx` holds), with norm = (x - mean) rstd and dnorm = w d: pb += d, pw += norm d,
+/// dx += (dnorm - mean(dnorm) - norm mean(dnorm norm)) rstd. Requires [`avx512`] and
+/// c % 16 == 0.
+#[allow(clippy::too_many_arguments)]
+pub fn ln_backward_rows(
+    (x, d, w, mean, rstd): LnInputs<'_>,
+    c: usize,
+    r0: usize,
+    pw: &mut [f32],
+    pb: &mut [f32],
+    dx: &mut [f32],
+) {
+    let rows = dx.len() / c;
+    assert!(c.is_multiple_of(16) && pw.len() >= c && pb.len() >= c && w.len() >= c);
+    assert!(x.len() >= (r0 + rows) * c && d.len() >= (r0 + rows) * c);
+    assert!(mean.len() >= r0 + rows && rstd.len() >= r0 + rows);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rows r0..r0+rows of x and d, and dx's rows, are inside (asserted); avx512
+    // checked by callers.
+    unsafe {
+        let inv_c = _mm512_set1_ps(1.0 / c as f32);
+        let (w, pw, pb) = (w.as_ptr(), pw.as_mut_ptr(), pb.as_mut_ptr());
+        for r in 0..rows {
+            let row = r0 + r;
+            ln_backward_row(
+                x.as_ptr().add(row * c),
+                d.as_ptr().add(row * c),
+                w,
+                (mean[row], rstd[row]),
+                (pw, pb),
+                dx.as_mut_ptr().add(r * c),
+                c,
+                inv_c,
+            );
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn ln_backward_row(
+    x: *const f32,
+    d: *const f32,
+    w: *const f32,
+    (m, s): (f32, f32),
+    (pw, pb): (*mut f32, *mut f32),
+    dx: *mut f32,
+    c: usize,
+    inv_c: __m512,
+) {
+    let (mv, sv) = (_mm512_set1_ps(m), _mm512_set1_ps(s));
+    let norm = |j: usize| _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x.add(j)), mv), sv);
+    let dnorm = |j: usize| _mm512_mul_ps(_mm512_loadu_ps(w.add(j)), _mm512_loadu_ps(d.add(j)));
+    let mut a1 = [_mm512_setzero_ps(); 2];
+    let mut a2 = [_mm512_setzero_ps(); 2];
+    let mut j = 0;
+    while j < c {
+        let k = (j / 16) % 2;
+        let dn = dnorm(j);
+        a1[k] = _mm512_add_ps(a1[k], dn);
+        a2[k] = _mm512_fmadd_ps(dn, norm(j), a2[k]);
+        j += 16;
+    }
+    let dnorm_mean = _mm512_mul_ps(
+        _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_add_ps(a1[0], a1[1]))),
+        inv_c,
+    );
+    let dnorm_norm_mean = _mm512_mul_ps(
+        _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_add_ps(a2[0], a2[1]))),
+        inv_c,
+    );
+    j = 0;
+    while j < c {
+        let n = norm(j);
+        let dv = _mm512_loadu_ps(d.add(j));
+        _mm512_storeu_ps(pb.add(j), _mm512_add_ps(_mm512_loadu_ps(pb.add(j)), dv));
+        _mm512_storeu_ps(
+            pw.add(j),
+            _mm512_fmadd_ps(n, dv, _mm512_loadu_ps(pw.add(j))),
+        );
+        let g = _mm512_fnmadd_ps(n, dnorm_norm_mean, _mm512_sub_ps(dnorm(j), dnorm_mean));
+        let xo = _mm512_loadu_ps(dx.add(j));
+        _mm512_storeu_ps(dx.add(j), _mm512_fmadd_ps(g, sv, xo));
+        j += 16;
+    }
+}
+
 // ---------------------------------------------------------------- direct attention
 
 /// C(rows, n) = A(rows, k0..k1) B(k0..k1, n) (OVERWRITES C), with A read element by
@@ -723,6 +906,65 @@ mod tests {
                         "{what} (b {b} t {t} c {c} nh {nh}) [{i}]: {x} vs {y}"
                     );
                 }
+            }
+        }
+    }
+
+    /// AVX-512 LayerNorm rows (forward: out, mean, rstd; backward: dx, dw, db partials, all
+    /// accumulating) against the f64 formulas.
+    #[test]
+    fn layernorm_rows_match_f64() {
+        if !avx512() {
+            eprintln!("SKIPPED: no AVX-512");
+            return;
+        }
+        for c in [16usize, 48, 128] {
+            let rows = 5;
+            let x: Vec<f32> = rnd(rows * c, 7).iter().map(|v| v * 2.0 + 0.5).collect();
+            let (w, b, d) = (rnd(c, 8), rnd(c, 9), rnd(rows * c, 10));
+            let (mut o, mut mu, mut rs) =
+                (vec![0f32; rows * c], vec![0f32; rows], vec![0f32; rows]);
+            ln_forward_rows(&mut o, &mut mu, &mut rs, &x, &w, &b, c, 1e-5);
+            let (mut pw, mut pb) = (vec![0.25f32; c], vec![-0.5f32; c]);
+            let mut dx = vec![1f32; (rows - 1) * c];
+            ln_backward_rows((&x, &d, &w, &mu, &rs), c, 1, &mut pw, &mut pb, &mut dx);
+            let (mut wpw, mut wpb) = (vec![0.25f64; c], vec![-0.5f64; c]);
+            for r in 0..rows {
+                let xr: Vec<f64> = x[r * c..][..c].iter().map(|&v| v as f64).collect();
+                let m = xr.iter().sum::<f64>() / c as f64;
+                let var = xr.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / c as f64;
+                let s = 1.0 / (var + 1e-5).sqrt();
+                assert!((mu[r] as f64 - m).abs() < 1e-6 && (rs[r] as f64 - s).abs() < 1e-5 * s);
+                let norm: Vec<f64> = xr.iter().map(|v| (v - m) * s).collect();
+                for j in 0..c {
+                    let want = norm[j] * w[j] as f64 + b[j] as f64;
+                    let got = o[r * c + j] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "c {c} out ({r},{j}): {got} vs {want}"
+                    );
+                }
+                if r == 0 {
+                    continue;
+                }
+                let dr: Vec<f64> = d[r * c..][..c].iter().map(|&v| v as f64).collect();
+                let dn: Vec<f64> = (0..c).map(|j| w[j] as f64 * dr[j]).collect();
+                let a = dn.iter().sum::<f64>() / c as f64;
+                let bb = (0..c).map(|j| dn[j] * norm[j]).sum::<f64>() / c as f64;
+                for j in 0..c {
+                    wpb[j] += dr[j];
+                    wpw[j] += norm[j] * dr[j];
+                    let want = 1.0 + (dn[j] - a - norm[j] * bb) * s;
+                    let got = dx[(r - 1) * c + j] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "c {c} dx ({r},{j}): {got} vs {want}"
+                    );
+                }
+            }
+            for j in 0..c {
+                assert!((pw[j] as f64 - wpw[j]).abs() < 1e-4, "c {c} dw[{j}]");
+                assert!((pb[j] as f64 - wpb[j]).abs() < 1e-4, "c {c} db[{j}]");
             }
         }
     }

@@ -527,11 +527,14 @@ impl<F: Float> GptTrainer<F> {
         targets: &[u32],
         dropout: Option<(f32, u64)>,
     ) -> Result<f64, ModelError> {
-        self.loss_grad(model, inputs, targets, dropout, None)
+        self.loss_grad(model, inputs, targets, dropout, None, false)
     }
 
     /// [`GptTrainer::loss_inner`]; with `grad_scale`, the logits become dlogits of the
-    /// loss times `grad_scale` (the fused training kernel) instead of probabilities.
+    /// loss times `grad_scale` (the fused training kernel) instead of probabilities. With
+    /// `transpose`, also fills `self.wt` ([`transpose_weights`]) for the backward pass: a
+    /// batch-split trainer does it inside the shards' forward tasks (shard i transposes
+    /// layers i, i + shards, ...), which saves a fork-join per step.
     fn loss_grad(
         &mut self,
         model: &Gpt<F>,
@@ -539,6 +542,7 @@ impl<F: Float> GptTrainer<F> {
         targets: &[u32],
         dropout: Option<(f32, u64)>,
         grad_scale: Option<F>,
+        transpose: bool,
     ) -> Result<f64, ModelError> {
         self.check(model, inputs, targets)?;
         let cfg = self.config;
@@ -560,14 +564,29 @@ impl<F: Float> GptTrainer<F> {
                 ),
             };
             self.losses.copy_from_slice(&a.losses);
+            if transpose {
+                transpose_weights(&mut self.wt, params, &cfg);
+            }
             loss
         } else {
             let t = self.t;
             let serial = rayon::current_num_threads() <= self.shards.len();
-            self.shards.par_iter_mut().for_each(|sh| {
+            let ns = self.shards.len();
+            // Layer l's transposes go to shard l % ns.
+            let mut jobs: Vec<Vec<(usize, &mut [F])>> = (0..ns).map(|_| Vec::new()).collect();
+            if transpose {
+                let per_layer = 12 * cfg.n_embd * cfg.n_embd;
+                for (l, w) in self.wt.chunks_mut(per_layer).enumerate() {
+                    jobs[l % ns].push((l, w));
+                }
+            }
+            self.shards.par_iter_mut().zip(jobs).for_each(|(sh, jobs)| {
                 let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
                 let a = &mut sh.acts;
                 in_shard(serial, || {
+                    for (l, w) in jobs {
+                        transpose_layer(w, params, &cfg, l);
+                    }
                     forward(&cfg, params, a, &inputs[r.clone()], None, dropout);
                     match grad_scale {
                         None => {
@@ -621,10 +640,9 @@ impl<F: Float> GptTrainer<F> {
     ) -> Result<f32, ModelError> {
         let dropout = Some((model.config.dropout, seed));
         let scale = F::ONE / F::from_usize(self.b * self.t);
-        let loss = self.loss_grad(model, inputs, targets, dropout, Some(scale))? as f32;
+        let loss = self.loss_grad(model, inputs, targets, dropout, Some(scale), true)? as f32;
         let (cfg, t, dropped) = (self.config, self.t, self.dropped);
         let params = model.params();
-        transpose_weights(&mut self.wt, params, &cfg);
         let wt = &self.wt;
         if self.shards.is_empty() {
             backward(
@@ -639,38 +657,31 @@ impl<F: Float> GptTrainer<F> {
             );
             return Ok(loss);
         }
-        // Shard 0 adds straight into `grads`, the others into their zeroed buffers, which
-        // are then added in shard order.
+        // Shard 0 adds straight into `grads`, the others into their buffers (zero: new, or
+        // cleared by the previous merge), which are then added in shard order.
         let serial = rayon::current_num_threads() <= self.shards.len();
         let mut dst: Vec<&mut [F]> = Vec::with_capacity(self.shards.len());
         dst.push(&mut self.grads);
         for g in self.shard_grads.iter_mut() {
             dst.push(g);
         }
-        self.shards
-            .par_iter_mut()
-            .zip(dst)
-            .enumerate()
-            .for_each(|(i, (sh, g))| {
-                if i > 0 {
-                    g.fill(F::ZERO);
-                }
-                let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
-                in_shard(serial, || {
-                    backward(
-                        &cfg,
-                        params,
-                        wt,
-                        &mut sh.acts,
-                        &mut sh.scratch,
-                        g,
-                        &inputs[r],
-                        dropped,
-                    )
-                });
+        self.shards.par_iter_mut().zip(dst).for_each(|(sh, g)| {
+            let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
+            in_shard(serial, || {
+                backward(
+                    &cfg,
+                    params,
+                    wt,
+                    &mut sh.acts,
+                    &mut sh.scratch,
+                    g,
+                    &inputs[r],
+                    dropped,
+                )
             });
-        for g in &self.shard_grads {
-            kernels::residual_add(&mut self.grads, g);
+        });
+        for g in &mut self.shard_grads {
+            kernels::add_and_clear(&mut self.grads, g);
         }
         Ok(loss)
     }
@@ -690,19 +701,22 @@ fn in_shard<R>(serial: bool, f: impl FnOnce() -> R) -> R {
 /// W^T then reads row-major matrices (see [`kernels::matmul_backward_t`]).
 fn transpose_weights<F: Float>(wt: &mut [F], params: &[F], cfg: &GptConfig) {
     let c = cfg.n_embd;
-    let p = parts(params, cfg);
     wt.par_chunks_mut(12 * c * c)
         .enumerate()
-        .for_each(|(l, out)| {
-            let w = layer(p.layers, cfg, l);
-            let (qkv, rest) = out.split_at_mut(3 * c * c);
-            let (attn, rest) = rest.split_at_mut(c * c);
-            let (fc, proj) = rest.split_at_mut(4 * c * c);
-            kernels::transpose(qkv, w.qkv_w, c, 3 * c);
-            kernels::transpose(attn, w.attn_proj_w, c, c);
-            kernels::transpose(fc, w.fc_w, c, 4 * c);
-            kernels::transpose(proj, w.proj_w, 4 * c, c);
-        });
+        .for_each(|(l, out)| transpose_layer(out, params, cfg, l));
+}
+
+/// Layer l's part of [`transpose_weights`] (`out`: its 12 C^2 floats).
+fn transpose_layer<F: Float>(out: &mut [F], params: &[F], cfg: &GptConfig, l: usize) {
+    let c = cfg.n_embd;
+    let w = layer(parts(params, cfg).layers, cfg, l);
+    let (qkv, rest) = out.split_at_mut(3 * c * c);
+    let (attn, rest) = rest.split_at_mut(c * c);
+    let (fc, proj) = rest.split_at_mut(4 * c * c);
+    kernels::transpose(qkv, w.qkv_w, c, 3 * c);
+    kernels::transpose(attn, w.attn_proj_w, c, c);
+    kernels::transpose(fc, w.fc_w, c, 4 * c);
+    kernels::transpose(proj, w.proj_w, 4 * c, c);
 }
 
 /// The backward pass of one forward (`a`) into `grads` (ADDS); `a.logits` must already

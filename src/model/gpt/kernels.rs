@@ -1239,6 +1239,55 @@ pub fn bias_gelu_forward<F: Float>(out: &mut [F], inp: &mut [F], bias: &[F], oc:
         });
 }
 
+/// Whether [`bias_gelu_forward_train`] leaves GELU'(x) in its `inp` (f32 on AVX-512 with
+/// rows of a multiple of 16; otherwise it leaves x = inp + bias, as [`bias_gelu_forward`]).
+#[inline]
+pub fn gelu_keeps_derivative<F: Float>(oc: usize) -> bool {
+    std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
+        && oc.is_multiple_of(16)
+        && gelu512::available()
+}
+
+/// The training version of [`bias_gelu_forward`]: out = GELU(inp + bias), and where
+/// [`gelu_keeps_derivative`], inp <- GELU'(inp + bias) in the same pass (one pass instead
+/// of a bias pass and a GELU pass; the backward is then one multiply,
+/// [`gelu_backward_stored`], instead of a second exp). Same bits as [`bias_gelu_forward`]
+/// followed by [`gelu_backward_inplace`] (tested).
+pub fn bias_gelu_forward_train<F: Float>(out: &mut [F], inp: &mut [F], bias: &[F], oc: usize) {
+    if !gelu_keeps_derivative::<F>(oc) {
+        return bias_gelu_forward(out, inp, bias, oc);
+    }
+    let (Some(out), Some(inp), Some(bias)) = (as_f32_mut(out), as_f32_mut(inp), as_f32(bias))
+    else {
+        unreachable!("gelu_keeps_derivative checked F = f32")
+    };
+    let n = inp.len() / oc;
+    let rpt = rows_per_task(n, oc);
+    out[..n * oc]
+        .par_chunks_mut(rpt * oc)
+        .zip(inp[..n * oc].par_chunks_mut(rpt * oc))
+        .with_min_len(min_len())
+        .for_each(|(o, x)| gelu512::forward_grad(o, x, &bias[..oc]));
+}
+
+/// Backward of [`bias_gelu_forward_train`] where [`gelu_keeps_derivative`]: d *= g, g the
+/// stored GELU'(x).
+pub fn gelu_backward_stored<F: Float>(d: &mut [F], g: &[F]) {
+    d.par_chunks_mut(1 << 14)
+        .zip(g.par_chunks(1 << 14))
+        .with_min_len(min_len())
+        .for_each(|(d, g)| {
+            cpu::avx512(
+                #[inline(always)]
+                || {
+                    for (a, &b) in d.iter_mut().zip(g) {
+                        *a *= b;
+                    }
+                },
+            )
+        });
+}
+
 /// Backward of [`gelu_forward`], in place: d (holding dout) becomes dinp.
 pub fn gelu_backward_inplace<F: Float>(d: &mut [F], inp: &[F]) {
     if let (Some(d), Some(x)) = (as_f32_mut(d), as_f32(inp)) {
@@ -1453,6 +1502,25 @@ mod gelu512 {
         simd::gelu(&mut out[full..n], &inp[full..n]);
     }
 
+    /// x (rows of bias.len(), a multiple of 16) <- GELU'(x + bias), out = GELU(x + bias):
+    /// the bits of [`forward`] and of the factor [`backward`] multiplies by. Requires
+    /// [`available`].
+    pub fn forward_grad(out: &mut [f32], x: &mut [f32], bias: &[f32]) {
+        let oc = bias.len();
+        assert!(oc.is_multiple_of(16) && out.len() == x.len() && x.len().is_multiple_of(oc));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: callers check available(); every row lies inside out and x (asserted).
+        unsafe {
+            imp::forward_grad(
+                out.as_mut_ptr(),
+                x.as_mut_ptr(),
+                bias.as_ptr(),
+                x.len() / oc,
+                oc,
+            )
+        };
+    }
+
     /// d *= GELU'(inp). Requires [`available`].
     pub fn backward(d: &mut [f32], inp: &[f32]) {
         let n = d.len().min(inp.len());
@@ -1532,22 +1600,51 @@ mod gelu512 {
             }
         }
 
+        /// GELU'(x) from [`e_inv`]'s e and inv, as [`backward`] computes it.
+        #[inline(always)]
+        unsafe fn grad(x: __m512, e: __m512, inv: __m512) -> __m512 {
+            let one = _mm512_set1_ps(1.0);
+            let x2 = _mm512_mul_ps(x, x);
+            let k = _mm512_mul_ps(
+                _mm512_mul_ps(_mm512_set1_ps(2.0 * S), x),
+                _mm512_fmadd_ps(_mm512_set1_ps(3.0 * A), x2, one),
+            );
+            let ei2 = _mm512_mul_ps(_mm512_mul_ps(e, inv), inv);
+            _mm512_fmadd_ps(k, ei2, _mm512_sub_ps(one, inv))
+        }
+
+        /// Rows of oc (a multiple of 16): x <- GELU'(x + b), out = GELU(x + b).
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn forward_grad(
+            out: *mut f32,
+            x: *mut f32,
+            b: *const f32,
+            rows: usize,
+            oc: usize,
+        ) {
+            let one = _mm512_set1_ps(1.0);
+            for r in 0..rows {
+                let (o, xr) = (out.add(r * oc), x.add(r * oc));
+                let mut j = 0;
+                while j < oc {
+                    let xv = _mm512_add_ps(_mm512_loadu_ps(xr.add(j)), _mm512_loadu_ps(b.add(j)));
+                    let (e, inv) = e_inv(xv);
+                    _mm512_storeu_ps(o.add(j), _mm512_mul_ps(xv, _mm512_sub_ps(one, inv)));
+                    _mm512_storeu_ps(xr.add(j), grad(xv, e, inv));
+                    j += 16;
+                }
+            }
+        }
+
         /// d[..n] *= (1 - inv) + 2 s x (1 + 3 A x^2) e inv^2, i.e. 0.5 (1 + tanh) +
         /// 0.5 x sech^2 s (1 + 3 A x^2) with sech^2 = 4 e inv^2; n a multiple of 16.
         #[target_feature(enable = "avx512f")]
         pub unsafe fn backward(d: *mut f32, inp: *const f32, n: usize) {
-            let one = _mm512_set1_ps(1.0);
             let mut i = 0;
             while i < n {
                 let x = _mm512_loadu_ps(inp.add(i));
                 let (e, inv) = e_inv(x);
-                let x2 = _mm512_mul_ps(x, x);
-                let k = _mm512_mul_ps(
-                    _mm512_mul_ps(_mm512_set1_ps(2.0 * S), x),
-                    _mm512_fmadd_ps(_mm512_set1_ps(3.0 * A), x2, one),
-                );
-                let ei2 = _mm512_mul_ps(_mm512_mul_ps(e, inv), inv);
-                let g = _mm512_fmadd_ps(k, ei2, _mm512_sub_ps(one, inv));
+                let g = grad(x, e, inv);
                 let dd = _mm512_loadu_ps(d.add(i));
                 _mm512_storeu_ps(d.add(i), _mm512_mul_ps(dd, g));
                 i += 16;
@@ -1930,6 +2027,22 @@ mod tests {
             let (mut got, mut pre) = (vec![F::ZERO; n * oc], no_bias.clone());
             bias_gelu_forward(&mut got, &mut pre, &b, oc);
             assert!(pre == with_bias && got == want, "bias + GELU");
+            // the training version: same output; its backward (from the stored derivative
+            // where it keeps one) gives gelu_backward_inplace's bits
+            let (mut got, mut kept) = (vec![F::ZERO; n * oc], no_bias.clone());
+            bias_gelu_forward_train(&mut got, &mut kept, &b, oc);
+            assert!(got == want, "bias + GELU, training version");
+            let dout: Vec<F> = v(n * oc, 75);
+            let mut want_d = dout.clone();
+            gelu_backward_inplace(&mut want_d, &with_bias);
+            let mut got_d = dout.clone();
+            if gelu_keeps_derivative::<F>(oc) {
+                gelu_backward_stored(&mut got_d, &kept);
+            } else {
+                assert!(kept == with_bias);
+                gelu_backward_inplace(&mut got_d, &kept);
+            }
+            assert!(got_d == want_d, "GELU backward from the stored derivative");
             // residual
             let mut want = with_bias.clone();
             residual_add(&mut want, &res);

@@ -215,7 +215,12 @@ pub(crate) fn forward<F: Float>(
         let fch = &mut a.fch[s * n * 4 * c..(s + 1) * n * 4 * c];
         kernels::matmul_forward(fch, ln2, w.fc_w, None, n, c, 4 * c);
         let fch_gelu = &mut a.fch_gelu[s * n * 4 * c..(s + 1) * n * 4 * c];
-        kernels::bias_gelu_forward(fch_gelu, fch, w.fc_b, 4 * c);
+        if training {
+            // fch keeps GELU'(x) where the CPU allows (gelu_keeps_derivative), else x
+            kernels::bias_gelu_forward_train(fch_gelu, fch, w.fc_b, 4 * c);
+        } else {
+            kernels::bias_gelu_forward(fch_gelu, fch, w.fc_b, 4 * c);
+        }
         let res3 = &mut a.res3[s * n * c..(s + 1) * n * c];
         if dropout.is_some() {
             kernels::matmul_forward(res3, fch_gelu, w.proj_w, Some(w.proj_b), n, 4 * c, c);
@@ -796,7 +801,11 @@ fn backward<F: Float>(
             4 * c,
             c,
         );
-        kernels::gelu_backward_inplace(&mut s.dfch, fch);
+        if kernels::gelu_keeps_derivative::<F>(4 * c) {
+            kernels::gelu_backward_stored(&mut s.dfch, fch);
+        } else {
+            kernels::gelu_backward_inplace(&mut s.dfch, fch);
+        }
         kernels::matmul_backward_t(
             &mut s.dln,
             gw.fc_w,

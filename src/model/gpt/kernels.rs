@@ -461,7 +461,9 @@ pub fn matmul_backward<F: Float>(
 
 /// [`matmul_backward`] with the weight also given transposed, wt(OC,IC) = w^T: dinp =
 /// dout @ wt then reads a row-major matrix, which `gemm` packs without a strided gather
-/// (8-13% faster per call at model A's shapes). Same sums in the same order.
+/// (8-13% faster per call at model A's shapes). Same sums in the same order. With
+/// `overwrite_dw`, dw = inp^T @ dout instead of +=: for a gradient buffer whose old
+/// contents are garbage (a batch shard's own buffer), so it need not be zeroed first.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward_t<F: Float>(
     dinp: &mut [F],
@@ -470,12 +472,11 @@ pub fn matmul_backward_t<F: Float>(
     dout: &[F],
     inp: &[F],
     wt: &[F],
-    n: usize,
-    ic: usize,
-    oc: usize,
+    (n, ic, oc): (usize, usize, usize),
+    overwrite_dw: bool,
 ) {
     gemm_strided(n, ic, oc, dinp, ic, false, dout, oc, 1, wt, ic, 1);
-    gemm_strided(ic, oc, n, dw, oc, true, inp, 1, ic, dout, oc, 1);
+    gemm_strided(ic, oc, n, dw, oc, !overwrite_dw, inp, 1, ic, dout, oc, 1);
     if let Some(db) = db {
         bias_backward(db, dout, n, oc);
     }
@@ -1090,17 +1091,17 @@ pub fn lm_head_forward<F: Float>(
 }
 
 /// dwte(V,C) += dlogits^T(V,N) @ lnf(N,C): the LM head's weight gradient, in blocks of
-/// vocabulary rows for large V (reference: the single `gemm_strided` call).
+/// vocabulary rows for large V (reference: the single `gemm_strided` call); `=` instead
+/// of `+=` with `overwrite` (see [`matmul_backward_t`]).
 pub fn lm_head_backward_dwte<F: Float>(
     dwte: &mut [F],
     dlogits: &[F],
     lnf: &[F],
-    n: usize,
-    v: usize,
-    c: usize,
+    (n, v, c): (usize, usize, usize),
+    overwrite: bool,
 ) {
     if !vocab_blocked(v) || n == 0 {
-        gemm_strided(v, c, n, dwte, c, true, dlogits, 1, v, lnf, c, 1);
+        gemm_strided(v, c, n, dwte, c, !overwrite, dlogits, 1, v, lnf, c, 1);
         return;
     }
     assert!(dlogits.len() >= n * v && lnf.len() >= n * c);
@@ -1120,7 +1121,7 @@ pub fn lm_head_backward_dwte<F: Float>(
                     n,
                     dw.as_mut_ptr(),
                     c,
-                    true,
+                    !overwrite,
                     dlogits.as_ptr().add(j0),
                     1,
                     v,
@@ -1335,26 +1336,6 @@ pub fn residual_add<F: Float>(out: &mut [F], inp: &[F]) {
                 || {
                     for (a, b) in o.iter_mut().zip(x) {
                         *a += *b;
-                    }
-                },
-            )
-        });
-}
-
-/// out += inp, then inp = 0 (the shard-gradient merge, which leaves the shard's buffer
-/// zeroed for its next step: the shard's task then need not clear it first). Same bits as
-/// [`residual_add`].
-pub fn add_and_clear<F: Float>(out: &mut [F], inp: &mut [F]) {
-    out.par_chunks_mut(1 << 14)
-        .zip(inp.par_chunks_mut(1 << 14))
-        .with_min_len(min_len())
-        .for_each(|(o, x)| {
-            cpu::avx512(
-                #[inline(always)]
-                || {
-                    for (a, b) in o.iter_mut().zip(x.iter_mut()) {
-                        *a += *b;
-                        *b = F::ZERO;
                     }
                 },
             )
@@ -2116,12 +2097,27 @@ mod tests {
             }
         }
         let (mut dx, mut dw, mut db) = (vec![0.0; n * ic], vec![0.5; ic * oc], vec![0.25; oc]);
-        matmul_backward_t(&mut dx, &mut dw, Some(&mut db), &d, &x, &wt, n, ic, oc);
+        matmul_backward_t(
+            &mut dx,
+            &mut dw,
+            Some(&mut db),
+            &d,
+            &x,
+            &wt,
+            (n, ic, oc),
+            false,
+        );
         let (mut rx, mut rw, mut rb) = (vec![0.0; n * ic], vec![0.5; ic * oc], vec![0.25; oc]);
         reference::matmul_backward(&mut rx, &mut rw, Some(&mut rb), &d, &x, &w, n, ic, oc);
         close(&dx, &rx, 1e-12, "dinp");
         close(&dw, &rw, 1e-12, "dw");
         close(&db, &rb, 1e-12, "db");
+        // overwriting dw: garbage in, the product out (what += gives on zeros)
+        let mut dw_over = vec![7.0; ic * oc];
+        matmul_backward_t(&mut dx, &mut dw_over, None, &d, &x, &wt, (n, ic, oc), true);
+        let mut dw_zero = vec![0.0; ic * oc];
+        matmul_backward_t(&mut dx, &mut dw_zero, None, &d, &x, &wt, (n, ic, oc), false);
+        close(&dw_over, &dw_zero, 1e-12, "overwritten dw");
     }
 
     #[test]
@@ -2173,13 +2169,24 @@ mod tests {
         }
         let init = f(rnd(v * c, 34));
         let mut got = init.clone();
-        lm_head_backward_dwte(&mut got, &dl, &lnf, n, v, c);
+        lm_head_backward_dwte(&mut got, &dl, &lnf, (n, v, c), false);
         let mut want = init;
         gemm_strided(v, c, n, &mut want, c, true, &dl, 1, v, &lnf, c, 1);
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert!(
                 (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
                 "dwte[{i}]: {a} vs {b}"
+            );
+        }
+        // overwrite: garbage in, the product alone out
+        let mut got = vec![9f32; v * c];
+        lm_head_backward_dwte(&mut got, &dl, &lnf, (n, v, c), true);
+        let mut want = vec![0f32; v * c];
+        gemm_strided(v, c, n, &mut want, c, false, &dl, 1, v, &lnf, c, 1);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+                "overwritten dwte[{i}]: {a} vs {b}"
             );
         }
         // and the reference itself against plain loops on a few entries

@@ -346,6 +346,9 @@ pub struct GptTrainer<F: Float = f32> {
     shard_grads: Vec<Vec<F>>,
     /// Transposed block weights for the backward pass ([`transpose_weights`]).
     wt: Vec<F>,
+    /// Parameter ranges a shard's backward only adds into (biases, LayerNorm, wpe): a
+    /// shard buffer zeroes just these; the matrices' first write overwrites (`fresh`).
+    add_only: Vec<std::ops::Range<usize>>,
 }
 
 impl<F: Float> GptTrainer<F> {
@@ -412,6 +415,12 @@ impl<F: Float> GptTrainer<F> {
             shards: split,
             shard_grads,
             wt: vec![F::ZERO; cfg.n_layer * 12 * cfg.n_embd * cfg.n_embd],
+            add_only: cfg
+                .tensors()
+                .into_iter()
+                .filter(|t| t.shape.len() != 2 || t.name == "wpe.weight")
+                .map(|t| t.offset..t.offset + t.len)
+                .collect(),
         }
     }
 
@@ -659,34 +668,48 @@ impl<F: Float> GptTrainer<F> {
                 &mut self.grads,
                 inputs,
                 dropped,
+                false,
             );
             return Ok(loss);
         }
-        // Shard 0 adds straight into `grads`, the others into their buffers (zero: new, or
-        // cleared by the previous merge), which are then added in shard order.
+        // Shard 0 adds straight into `grads`; the others write their own buffers (the
+        // weight matrices' first write overwrites, the add-only ranges are zeroed first),
+        // which are then added in shard order.
         let serial = rayon::current_num_threads() <= self.shards.len();
         let mut dst: Vec<&mut [F]> = Vec::with_capacity(self.shards.len());
         dst.push(&mut self.grads);
         for g in self.shard_grads.iter_mut() {
             dst.push(g);
         }
-        self.shards.par_iter_mut().zip(dst).for_each(|(sh, g)| {
-            let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
-            in_shard(serial, || {
-                backward(
-                    &cfg,
-                    params,
-                    wt,
-                    &mut sh.acts,
-                    &mut sh.scratch,
-                    g,
-                    &inputs[r],
-                    dropped,
-                )
+        let add_only = &self.add_only;
+        self.shards
+            .par_iter_mut()
+            .zip(dst)
+            .enumerate()
+            .for_each(|(i, (sh, g))| {
+                let fresh = i > 0;
+                if fresh {
+                    for r in add_only {
+                        g[r.clone()].fill(F::ZERO);
+                    }
+                }
+                let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
+                in_shard(serial, || {
+                    backward(
+                        &cfg,
+                        params,
+                        wt,
+                        &mut sh.acts,
+                        &mut sh.scratch,
+                        g,
+                        &inputs[r],
+                        dropped,
+                        fresh,
+                    )
+                });
             });
-        });
-        for g in &mut self.shard_grads {
-            kernels::add_and_clear(&mut self.grads, g);
+        for g in &self.shard_grads {
+            kernels::residual_add(&mut self.grads, g);
         }
         Ok(loss)
     }
@@ -724,9 +747,11 @@ fn transpose_layer<F: Float>(out: &mut [F], params: &[F], cfg: &GptConfig, l: us
     kernels::transpose(proj, w.proj_w, 4 * c, c);
 }
 
-/// The backward pass of one forward (`a`) into `grads` (ADDS); `a.logits` must already
-/// hold dlogits ([`kernels::softmax_ce_forward_backward`]); `wt` holds
-/// [`transpose_weights`] of `params`.
+/// The backward pass of one forward (`a`) into `grads` (ADDS; with `fresh`, the weight
+/// matrices and wte are OVERWRITTEN by their first write instead, and only the other
+/// ranges must be zero); `a.logits` must already hold dlogits
+/// ([`kernels::softmax_ce_forward_backward`]); `wt` holds [`transpose_weights`] of
+/// `params`.
 #[allow(clippy::too_many_arguments)]
 fn backward<F: Float>(
     cfg: &GptConfig,
@@ -737,6 +762,7 @@ fn backward<F: Float>(
     grads: &mut [F],
     inputs: &[u32],
     dropped: bool,
+    fresh: bool,
 ) {
     let (b, t) = (a.b, a.t);
     let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
@@ -747,7 +773,7 @@ fn backward<F: Float>(
     // logits = lnf @ wte^T: dlnf(N,C) = dlogits(N,V) @ wte(V,C)
     kernels::gemm_strided(n, c, v, &mut s.dln, c, false, dlogits, v, 1, p.wte, c, 1);
     // dwte(V,C) += dlogits^T(V,N) @ lnf(N,C)
-    kernels::lm_head_backward_dwte(g.wte, dlogits, &a.lnf, n, v, c);
+    kernels::lm_head_backward_dwte(g.wte, dlogits, &a.lnf, (n, v, c), fresh);
     let last = &a.res3[(cfg.n_layer - 1) * n * c..];
     s.dres.fill(F::ZERO);
     kernels::layernorm_backward(
@@ -797,9 +823,8 @@ fn backward<F: Float>(
             dbranch,
             fch_gelu,
             proj_wt,
-            n,
-            4 * c,
-            c,
+            (n, 4 * c, c),
+            fresh,
         );
         if kernels::gelu_keeps_derivative::<F>(4 * c) {
             kernels::gelu_backward_stored(&mut s.dfch, fch);
@@ -813,9 +838,8 @@ fn backward<F: Float>(
             &s.dfch,
             ln2,
             fc_wt,
-            n,
-            c,
-            4 * c,
+            (n, c, 4 * c),
+            fresh,
         );
         kernels::layernorm_backward(
             &mut s.dres,
@@ -843,9 +867,8 @@ fn backward<F: Float>(
             dbranch,
             atty,
             attn_proj_wt,
-            n,
-            c,
-            c,
+            (n, c, c),
+            fresh,
         );
         kernels::attention_backward(&mut s.dqkv, &mut s.datt, &s.datty, qkv, att, b, t, c, nh);
         kernels::matmul_backward_t(
@@ -855,9 +878,8 @@ fn backward<F: Float>(
             &s.dqkv,
             ln1,
             qkv_wt,
-            n,
-            c,
-            3 * c,
+            (n, c, 3 * c),
+            fresh,
         );
         kernels::layernorm_backward(
             &mut s.dres,

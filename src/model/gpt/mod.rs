@@ -100,6 +100,45 @@
 //! 5% GELU, 4.5% layernorm, 2% AdamW. The microkernels already run at ~150 GFLOP/s per
 //! core, the large-GEMM ceiling, so what is left is the non-GEMM 40%.
 //!
+//! Stop 11 (training speed, model A; another session kept one of the 2 cores busy, load
+//! 1.5-2, so `perf record -e cpu-clock` shares and interleaved runs; details in
+//! [`simd512`] and docs/parts/train-speed.md):
+//! - **Direct AVX-512 attention** ([`simd512::attention_forward`]/`_backward`): register
+//!   tiles fed by broadcasts instead of ~2300 small `gemm` calls per step (x2x6 edge
+//!   kernel, packing and a malloc/free per call); one shard-layer of A forward 172-235 ->
+//!   120-144 us, backward 257-308 -> 181-225 us (one thread).
+//! - **Softmax rows** with masked 16-lane vectors (no scalar tails), 4 rows interleaved:
+//!   2.7% -> 1.2% of the profile; backward rows 1.15% -> 0.9%.
+//! - **LayerNorm rows** in AVX-512 with independent accumulators: 4.5-5% -> 2.9%.
+//! - **GELU**: the training forward adds the bias, applies GELU and keeps GELU'(x) in
+//!   place of x in one pass ([`kernels::bias_gelu_forward_train`]); the backward is one
+//!   multiply ([`kernels::gelu_backward_stored`]); bit-identical to the old pair (tested).
+//!   ~5.2% -> 4.3%.
+//! - **Fewer passes and fork-joins**: the weight transposes run inside the shards' forward
+//!   tasks (layer l in shard l % 2; one fork-join less), in 8x8 AVX tiles (2.3% -> 1.7%);
+//!   a shard's gradient buffer is no longer memset: its matrices' first GEMM overwrites
+//!   (`read_dst = false`), only biases/LayerNorm/wpe are zeroed.
+//! - Together, 7 interleaved pairs of `arlm bench train --model a --no-torch --steps 200`
+//!   (stop-10 binary vs this one, load 1.7-2.1): wall 29.9 -> 25.4 ms (-15%), CPU
+//!   54.9 -> 47.4 ms/step (-14%) (medians). With PyTorch in the same conditions,
+//!   `arlm bench train --model a --runs 5`: arlm 26.8 ms (24.9-31.5), PyTorch 47.1 ms
+//!   (43.1-48.1), median per-run ratio 1.63x (1.50-1.88), peak RSS 65 vs 812 MB. Model
+//!   B unchanged within noise (3 + 4 pairs of 5-step runs, see train-speed.md).
+//! - Tried and dropped: an AVX-512 AdamW (vrcp14 + Newton instead of the two divisions):
+//!   4x faster with its state in cache (0.57 vs 2.5 ms per 800K-parameter update, one
+//!   thread), no change in the step's profile: inside a step the 23 MB of p, g, m, v come
+//!   from DRAM (AdamW ~2.5% of A's CPU either way), so PyTorch-exact AdamW stays. The
+//!   softmax backward in groups of 4 rows (spills; slower). Query blocks of 16 instead of
+//!   8 rows in the direct attention (no difference).
+//!
+//! Profile after stop 11 (A, 300 steps, load ~1.8): 64% gemm x4x6 microkernel, 5.5% gemm
+//! packing, 5.6% the direct attention tiles (+1.2% softmax, 1.1% its backward, 0.8% K^T/V^T),
+//! 2.9% bias+GELU forward (+1.4% the backward multiply), 2.6% AdamW (DRAM-bound), 2.9%
+//! LayerNorm, 1.8% weight transposes, 1.3% the qkv bias-row copy, 1% the shard-gradient
+//! merge. Left: the gemm packing (per call, inside the crate), the merge could be fused
+//! into AdamW (an API change through `Trainable` and the norm pass), the qkv bias could be
+//! added where attention first reads q/k/v.
+//!
 //! Inference, `arlm bench train --infer` (GPT-2 124M shape, random init, same loaded
 //! machine, one run): KV-cache decode step 189 ms/token vs transformers 1620 ms/token
 //! (8.6x; transformers' per-step overhead dominates under load), batched scoring 8x128

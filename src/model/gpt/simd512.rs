@@ -10,11 +10,30 @@
 //! thread count.
 //!
 //! # Performance notes
-//! Measured on the 2-core Sapphire Rapids VM (stop 11), model A's shapes (T = 64, query
-//! blocks of 32):
-//! - causal softmax of a block's rows with masked 16-lane vectors instead of 8-lane loops
-//!   with a scalar tail; the softmax backward likewise;
-//! - the transpose in 8 x 8 register tiles instead of scalar 16 x 16 tiles.
+//! Measured in stop 11 on the 2-core Sapphire Rapids VM while another session kept one core
+//! busy (load 1.5-2), so shares of `perf record -e cpu-clock` profiles of `arlm bench
+//! train --model a --no-torch --steps 300` and single-kernel loops, not wall times:
+//! - **Direct attention** ([`attention_forward`], [`attention_backward`]): the 32-wide
+//!   heads of model A made `gemm` run its x2x6 edge kernel (4% of A's profile), allocate
+//!   and pack per call (12 calls per (b, h) and layer, ~2300 per step; `_int_free` +
+//!   `calloc` were 1% alone). Register tiles of R rows x V 16-lane vectors fed by
+//!   broadcasts, on the causal blocks of 8 query rows (keys or queries as lanes; K^T and
+//!   V^T per head in 8x8 tiles): one shard and layer of A (b=6, T=64, hs=32, one thread,
+//!   kernels' ignored `time_attention_paths` test) forward 172-235 -> 120-144 us,
+//!   backward 257-308 -> 181-225 us. Model B's shape (b=2, T=256, hs=64): forward
+//!   1789-2490 -> 1503-2158 us, backward 3056-3739 -> 3057-3201 us (no loss). The tiles
+//!   run at ~60 GFLOP/s (40% of the large-GEMM microkernel): the k loops are 8-64 long.
+//! - **Softmax rows**: the 8-lane loops ran each row's 0-7 element tail as scalar `exp`s;
+//!   masked 16-lane vectors: 2.7% -> 1.0% of A's profile. A row is then one ~150-cycle
+//!   dependency chain (max, reduce, exp, sum, reduce, divide); 4 rows interleaved in
+//!   registers ([`softmax_causal_rows`]' groups): softmax share of the attention loop
+//!   13.7% -> 10.8%. The same grouping for the backward spilled (twice the registers) and
+//!   was slower, so the backward stays per row (1.15% -> 0.9% of A's profile).
+//! - **LayerNorm rows**: the auto-vectorized rows were one 8-lane accumulator chain per
+//!   sum; 4 (forward) / 2 (backward) independent 16-lane accumulators: backward 2.8-3.1%
+//!   -> 1.6%, forward 1.7-1.9% -> 1.3% of A's profile.
+//! - **Transpose** in 8x8 AVX tiles instead of scalar 16x16 tiles: 2.3% -> 1.7% (it moves
+//!   3 MB each way per step; memory, not shuffles, is what is left).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;

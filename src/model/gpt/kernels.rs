@@ -27,6 +27,12 @@ impl<T> SyncPtr<T> {
     pub(crate) fn get(self) -> *mut T {
         self.0
     }
+
+    /// The pointer, through a reference (for element types that are not `Copy`).
+    #[inline(always)]
+    pub(crate) fn ptr(&self) -> *mut T {
+        self.0
+    }
 }
 
 /// Rows per rayon task for row-wise kernels: keeps tasks around 16K elements.
@@ -1340,6 +1346,19 @@ pub fn residual_add<F: Float>(out: &mut [F], inp: &[F]) {
                 },
             )
         });
+}
+
+/// out += inp on one chunk, serially (the per-chunk body of [`residual_add`]: same bits).
+#[inline]
+pub fn add_in_place<F: Float>(out: &mut [F], inp: &[F]) {
+    cpu::avx2(
+        #[inline(always)]
+        || {
+            for (a, b) in out.iter_mut().zip(inp) {
+                *a += *b;
+            }
+        },
+    )
 }
 
 /// out += inp + bias per row of C: the residual connection with the bias of the branch's

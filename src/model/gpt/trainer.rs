@@ -654,6 +654,9 @@ impl<F: Float> GptTrainer<F> {
     ) -> Result<f32, ModelError> {
         let dropout = Some((model.config.dropout, seed));
         let scale = F::ONE / F::from_usize(self.b * self.t);
+        if !self.shards.is_empty() {
+            return self.forward_backward_split(model, inputs, targets, dropout, scale);
+        }
         let loss = self.loss_grad(model, inputs, targets, dropout, Some(scale), true)? as f32;
         let (cfg, t, dropped) = (self.config, self.t, self.dropped);
         let params = model.params();
@@ -713,6 +716,136 @@ impl<F: Float> GptTrainer<F> {
         }
         Ok(loss)
     }
+}
+
+impl<F: Float> GptTrainer<F> {
+    /// [`GptTrainer::forward_backward`] of a batch-split trainer as ONE parallel region
+    /// ([`super::team`]): phase 1, shard i's share of the weight transposes (layers i,
+    /// i + shards, ...), its forward and fused softmax + cross-entropy + gradient; the loss
+    /// (caller); phase 2, shard i's backward into its gradient buffer (shard 0: `grads`,
+    /// adding; the others: their own buffers, matrices overwritten, add-only ranges
+    /// zeroed); phase 3, the merge in 16K-element chunks, shard buffers added in shard
+    /// order. As separate rayon fork-joins (forward, backward, merge) each phase paid a
+    /// wake-up of the sleeping worker, ~0.6 ms per region on this VM (phase timing of
+    /// model A: region wall minus the slower shard's busy time). Every chunk's work
+    /// depends only on its index, so the bits are those of the fork-join version, for
+    /// any thread count.
+    fn forward_backward_split(
+        &mut self,
+        model: &Gpt<F>,
+        inputs: &[u32],
+        targets: &[u32],
+        dropout: Option<(f32, u64)>,
+        scale: F,
+    ) -> Result<f32, ModelError> {
+        self.check(model, inputs, targets)?;
+        let cfg = self.config;
+        let (t, v, c) = (self.t, cfg.vocab_size, cfg.n_embd);
+        let dropout = dropout.filter(|&(p, _)| p > 0.0);
+        let params = model.params();
+        let ns = self.shards.len();
+        let serial = rayon::current_num_threads() <= ns;
+        let per_layer = 12 * c * c;
+        let n_layer = cfg.n_layer;
+        let np = self.grads.len();
+        let shards_p = kernels::SyncPtr(self.shards.as_mut_ptr());
+        let wt_p = kernels::SyncPtr(self.wt.as_mut_ptr());
+        let wt_len = self.wt.len();
+        let mut gbufs = vec![kernels::SyncPtr(self.grads.as_mut_ptr())];
+        for g in self.shard_grads.iter_mut() {
+            gbufs.push(kernels::SyncPtr(g.as_mut_ptr()));
+        }
+        let add_only = &self.add_only;
+        let losses = &mut self.losses;
+        let mut dropped = false;
+        let parallel = rayon::current_num_threads() > 1;
+        let loss = super::team::with_team(parallel, |team| {
+            // SAFETY (all three phases): chunk i of a phase touches only shard i, its
+            // layers' part of wt and its gradient buffer (phases 1, 2), or elements
+            // [ci * CH, ..) of every gradient buffer (phase 3); each chunk index runs
+            // once, and a phase starts after the previous one has completed, so phase 2
+            // may read all of wt and phase 3 all shard buffers.
+            team.run(ns, &|i| {
+                let sh = unsafe { &mut *shards_p.ptr().add(i) };
+                let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
+                in_shard(serial, || {
+                    for l in (i..n_layer).step_by(ns) {
+                        let w = unsafe {
+                            std::slice::from_raw_parts_mut(wt_p.get().add(l * per_layer), per_layer)
+                        };
+                        transpose_layer(w, params, &cfg, l);
+                    }
+                    let a = &mut sh.acts;
+                    forward(&cfg, params, a, &inputs[r.clone()], None, dropout);
+                    kernels::softmax_ce_forward_backward(
+                        &mut a.logits,
+                        &mut a.losses,
+                        &targets[r],
+                        v,
+                        scale,
+                    );
+                });
+            });
+            // The mean over all rows, summed in row order as the unsplit pass does.
+            let shards = unsafe { std::slice::from_raw_parts(shards_p.ptr(), ns) };
+            dropped = dropout.is_some() && !shards[0].acts.drop_emb.is_empty();
+            let mut sum = 0f64;
+            for sh in shards {
+                losses[sh.b0 * t..(sh.b0 + sh.acts.b) * t].copy_from_slice(&sh.acts.losses);
+                for &l in &sh.acts.losses {
+                    sum += l.to_f64();
+                }
+            }
+            let loss = sum / self_rows(shards, t) as f64;
+            if !loss.is_finite() {
+                return Err(ModelError::NonFinite(format!("loss {loss}")));
+            }
+            let wt = unsafe { std::slice::from_raw_parts(wt_p.get() as *const F, wt_len) };
+            team.run(ns, &|i| {
+                let sh = unsafe { &mut *shards_p.ptr().add(i) };
+                let g = unsafe { std::slice::from_raw_parts_mut(gbufs[i].get(), np) };
+                let fresh = i > 0;
+                if fresh {
+                    for rg in add_only {
+                        g[rg.clone()].fill(F::ZERO);
+                    }
+                }
+                let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
+                in_shard(serial, || {
+                    backward(
+                        &cfg,
+                        params,
+                        wt,
+                        &mut sh.acts,
+                        &mut sh.scratch,
+                        g,
+                        &inputs[r],
+                        dropped,
+                        fresh,
+                    )
+                });
+            });
+            const CH: usize = 1 << 14;
+            team.run(np.div_ceil(CH), &|ci| {
+                let r0 = ci * CH;
+                let len = CH.min(np - r0);
+                let dst = unsafe { std::slice::from_raw_parts_mut(gbufs[0].get().add(r0), len) };
+                for gb in &gbufs[1..] {
+                    let src =
+                        unsafe { std::slice::from_raw_parts(gb.get().add(r0) as *const F, len) };
+                    kernels::add_in_place(dst, src);
+                }
+            });
+            Ok(loss)
+        })?;
+        self.dropped = dropped;
+        Ok(loss as f32)
+    }
+}
+
+/// Rows of all shards together (B * T).
+fn self_rows<F>(shards: &[Shard<F>], t: usize) -> usize {
+    shards.iter().map(|s| s.acts.b * t).sum()
 }
 
 /// Runs one shard's work, with single-threaded GEMMs when `serial`.

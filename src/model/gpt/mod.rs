@@ -118,9 +118,18 @@
 //!   tasks (layer l in shard l % 2; one fork-join less), in 8x8 AVX tiles (2.3% -> 1.7%);
 //!   a shard's gradient buffer is no longer memset: its matrices' first GEMM overwrites
 //!   (`read_dst = false`), only biases/LayerNorm/wpe are zeroed.
+//! - **One parallel region per step** (trainer's `forward_backward_split`, on
+//!   [`team`]): a phase timing of A (load 1.4) showed each rayon region (forward,
+//!   backward) ~0.6-0.7 ms longer than its slower shard's busy time (worker wake-up,
+//!   stealing), plus a separate merge region; as three phases of one team (helpers spin
+//!   briefly between phases) A's wall went 27.2 -> 26.4 ms over 6 interleaved pairs, CPU
+//!   unchanged. Phase split of a step then (us, load 1.4): zero_grad 190, forward region
+//!   8200 (shards 7400 / 7600), backward region 13000 (12300 / 11900), merge 290,
+//!   AdamW 700.
 //! - Together, 7 interleaved pairs of `arlm bench train --model a --no-torch --steps 200`
 //!   (stop-10 binary vs this one, load 1.7-2.1): wall 29.9 -> 25.4 ms (-15%), CPU
-//!   54.9 -> 47.4 ms/step (-14%) (medians). With PyTorch in the same conditions,
+//!   54.9 -> 47.4 ms/step (-14%) (medians; before the one-region step). With PyTorch in
+//!   the same conditions,
 //!   `arlm bench train --model a --runs 5`: arlm 26.8 ms (24.9-31.5), PyTorch 47.1 ms
 //!   (43.1-48.1), median per-run ratio 1.63x (1.50-1.88), peak RSS 65 vs 812 MB. Model
 //!   B unchanged within noise (3 + 4 pairs of 5-step runs, see train-speed.md).

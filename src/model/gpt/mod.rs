@@ -131,8 +131,12 @@
 //!   54.9 -> 47.4 ms/step (-14%) (medians; before the one-region step). With PyTorch in
 //!   the same conditions,
 //!   `arlm bench train --model a --runs 5`: arlm 26.8 ms (24.9-31.5), PyTorch 47.1 ms
-//!   (43.1-48.1), median per-run ratio 1.63x (1.50-1.88), peak RSS 65 vs 812 MB. Model
-//!   B unchanged within noise (3 + 4 pairs of 5-step runs, see train-speed.md).
+//!   (43.1-48.1), median per-run ratio 1.63x (1.50-1.88), peak RSS 65 vs 812 MB; the
+//!   final binary at load 1.4-1.6: A 26.4 vs 50.5 ms, 1.92x (1.37-2.50); B 984 vs 1459
+//!   ms, 1.48x. Model B's step: 7 interleaved pairs wall 1021 -> 994 ms, CPU 1920 -> 1818
+//!   ms (noise ~10%). B's peak RSS 1061 -> 1169 MB (PyTorch 1873): glibc's dynamic mmap
+//!   threshold, not an arlm buffer (with `MALLOC_MMAP_THRESHOLD_=131072` both peak at
+//!   1061 MB).
 //! - Tried and dropped: an AVX-512 AdamW (vrcp14 + Newton instead of the two divisions):
 //!   4x faster with its state in cache (0.57 vs 2.5 ms per 800K-parameter update, one
 //!   thread), no change in the step's profile: inside a step the 23 MB of p, g, m, v come

@@ -131,7 +131,9 @@
 //!   54.9 -> 47.4 ms/step (-14%) (medians; before the one-region step). With PyTorch in
 //!   the same conditions,
 //!   `arlm bench train --model a --runs 5`: arlm 26.8 ms (24.9-31.5), PyTorch 47.1 ms
-//!   (43.1-48.1), median per-run ratio 1.63x (1.50-1.88), peak RSS 65 vs 812 MB; the
+//!   (43.1-48.1), median per-run ratio 1.63x (1.50-1.88), peak RSS 65 vs 812 MB. The
+//!   whole stop, stop-10 binary vs final, 7 interleaved pairs (load 1.7-1.9): wall
+//!   31.5 -> 25.9 ms (-18%), CPU 60.3 -> 51.0 ms/step (-15%), every pair faster; the
 //!   final binary at load 1.4-1.6: A 26.4 vs 50.5 ms, 1.92x (1.37-2.50); B 984 vs 1459
 //!   ms, 1.48x. Model B's step: 7 interleaved pairs wall 1021 -> 994 ms, CPU 1920 -> 1818
 //!   ms (noise ~10%). B's peak RSS 1061 -> 1169 MB (PyTorch 1873): glibc's dynamic mmap

@@ -546,9 +546,9 @@ impl<F: Float> GptTrainer<F> {
 
     /// [`GptTrainer::loss_inner`]; with `grad_scale`, the logits become dlogits of the
     /// loss times `grad_scale` (the fused training kernel) instead of probabilities. With
-    /// `transpose`, also fills `self.wt` ([`transpose_weights`]) for the backward pass: a
-    /// batch-split trainer does it inside the shards' forward tasks (shard i transposes
-    /// layers i, i + shards, ...), which saves a fork-join per step.
+    /// `transpose`, also fills `self.wt` ([`transpose_weights`]) for the backward pass.
+    /// (A batch-split training step does not come here: `forward_backward_split` runs
+    /// the shards' transposes inside their forward tasks.)
     fn loss_grad(
         &mut self,
         model: &Gpt<F>,
@@ -585,22 +585,10 @@ impl<F: Float> GptTrainer<F> {
         } else {
             let t = self.t;
             let serial = rayon::current_num_threads() <= self.shards.len();
-            let ns = self.shards.len();
-            // Layer l's transposes go to shard l % ns.
-            let mut jobs: Vec<Vec<(usize, &mut [F])>> = (0..ns).map(|_| Vec::new()).collect();
-            if transpose {
-                let per_layer = 12 * cfg.n_embd * cfg.n_embd;
-                for (l, w) in self.wt.chunks_mut(per_layer).enumerate() {
-                    jobs[l % ns].push((l, w));
-                }
-            }
-            self.shards.par_iter_mut().zip(jobs).for_each(|(sh, jobs)| {
+            self.shards.par_iter_mut().for_each(|sh| {
                 let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
                 let a = &mut sh.acts;
                 in_shard(serial, || {
-                    for (l, w) in jobs {
-                        transpose_layer(w, params, &cfg, l);
-                    }
                     forward(&cfg, params, a, &inputs[r.clone()], None, dropout);
                     match grad_scale {
                         None => {
@@ -623,6 +611,9 @@ impl<F: Float> GptTrainer<F> {
                     }
                 })
             });
+            if transpose {
+                transpose_weights(&mut self.wt, params, &cfg);
+            }
             self.dropped = dropout.is_some() && !self.shards[0].acts.drop_emb.is_empty();
             // The mean over all rows, summed in row order as the unsplit pass does.
             let mut sum = 0f64;

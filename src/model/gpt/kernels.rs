@@ -1543,8 +1543,8 @@ mod gelu512 {
         const A: f32 = 0.044715;
 
         /// (x, e = exp(2 s (x + A x^3)), inv = 1 / (e + 1)) for 16 lanes; the exp is
-        /// [`super::simd::exp`]'s polynomial with its argument clamped to [-87, 80] (so
-        /// 1/(e+1) stays a normal float).
+        /// [`crate::model::gpt::simd512`]'s polynomial with its argument clamped to [-87, 80]
+        /// (so 1/(e+1) stays a normal float).
         #[inline(always)]
         unsafe fn e_inv(x: __m512) -> (__m512, __m512) {
             let one = _mm512_set1_ps(1.0);
@@ -1557,30 +1557,7 @@ mod gelu512 {
                 _mm512_max_ps(y, _mm512_set1_ps(-87.0)),
                 _mm512_set1_ps(80.0),
             );
-            let magic = _mm512_set1_ps(12_582_912.0);
-            let t = _mm512_fmadd_ps(z, _mm512_set1_ps(std::f32::consts::LOG2_E), magic);
-            let nn = _mm512_sub_ps(t, magic);
-            let r = _mm512_fnmadd_ps(
-                nn,
-                _mm512_set1_ps(-2.121_944_4e-4),
-                _mm512_fnmadd_ps(nn, _mm512_set1_ps(0.693_359_4), z),
-            );
-            let mut p = _mm512_fmadd_ps(
-                _mm512_set1_ps(1.987_569_1e-4),
-                r,
-                _mm512_set1_ps(1.398_199_9e-3),
-            );
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
-            p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, one));
-            // 2^n: the integer n sits in t's low mantissa bits (t = n + 1.5 * 2^23).
-            let pow2 = _mm512_castsi512_ps(_mm512_slli_epi32(
-                _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127 - 0x4B40_0000)),
-                23,
-            ));
-            let e = _mm512_mul_ps(p, pow2);
+            let e = crate::model::gpt::simd512::exp16_in_range(z);
             let d = _mm512_add_ps(e, one);
             let r0 = _mm512_rcp14_ps(d);
             let inv = _mm512_mul_ps(r0, _mm512_fnmadd_ps(d, r0, _mm512_set1_ps(2.0)));

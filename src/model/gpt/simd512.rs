@@ -80,11 +80,18 @@ fn lanes(rem: usize) -> __mmask16 {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn exp16(x: __m512) -> __m512 {
-    let one = _mm512_set1_ps(1.0);
-    let z = _mm512_min_ps(
+    exp16_in_range(_mm512_min_ps(
         _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
         _mm512_set1_ps(88.0),
-    );
+    ))
+}
+
+/// [`exp16`] without the clamp, for callers that clamp `z` to a narrower range themselves
+/// (the AVX-512 GELU keeps e^z + 1 invertible); z must lie in [-87, 88].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn exp16_in_range(z: __m512) -> __m512 {
+    let one = _mm512_set1_ps(1.0);
     let magic = _mm512_set1_ps(12_582_912.0);
     let t = _mm512_fmadd_ps(z, _mm512_set1_ps(std::f32::consts::LOG2_E), magic);
     let nn = _mm512_sub_ps(t, magic);

@@ -649,62 +649,17 @@ impl<F: Float> GptTrainer<F> {
             return self.forward_backward_split(model, inputs, targets, dropout, scale);
         }
         let loss = self.loss_grad(model, inputs, targets, dropout, Some(scale), true)? as f32;
-        let (cfg, t, dropped) = (self.config, self.t, self.dropped);
-        let params = model.params();
-        let wt = &self.wt;
-        if self.shards.is_empty() {
-            backward(
-                &cfg,
-                params,
-                wt,
-                &mut self.acts,
-                &mut self.scratch,
-                &mut self.grads,
-                inputs,
-                dropped,
-                false,
-            );
-            return Ok(loss);
-        }
-        // Shard 0 adds straight into `grads`; the others write their own buffers (the
-        // weight matrices' first write overwrites, the add-only ranges are zeroed first),
-        // which are then added in shard order.
-        let serial = rayon::current_num_threads() <= self.shards.len();
-        let mut dst: Vec<&mut [F]> = Vec::with_capacity(self.shards.len());
-        dst.push(&mut self.grads);
-        for g in self.shard_grads.iter_mut() {
-            dst.push(g);
-        }
-        let add_only = &self.add_only;
-        self.shards
-            .par_iter_mut()
-            .zip(dst)
-            .enumerate()
-            .for_each(|(i, (sh, g))| {
-                let fresh = i > 0;
-                if fresh {
-                    for r in add_only {
-                        g[r.clone()].fill(F::ZERO);
-                    }
-                }
-                let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
-                in_shard(serial, || {
-                    backward(
-                        &cfg,
-                        params,
-                        wt,
-                        &mut sh.acts,
-                        &mut sh.scratch,
-                        g,
-                        &inputs[r],
-                        dropped,
-                        fresh,
-                    )
-                });
-            });
-        for g in &self.shard_grads {
-            kernels::residual_add(&mut self.grads, g);
-        }
+        backward(
+            &self.config,
+            model.params(),
+            &self.wt,
+            &mut self.acts,
+            &mut self.scratch,
+            &mut self.grads,
+            inputs,
+            self.dropped,
+            false,
+        );
         Ok(loss)
     }
 }

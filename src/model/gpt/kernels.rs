@@ -720,11 +720,12 @@ unsafe fn gemm_raw<F: Float>(
 /// 75% of the full T x T products; T=256: 56%).
 const ATT_BLOCK: usize = 32;
 
-/// Causal self-attention, per (b, h) as small GEMMs (S = Q K^T, softmax, O = P V) on
-/// strided views of qkv, in blocks of [`ATT_BLOCK`] query rows that each multiply only the
-/// keys they can see; parallel over (b, h). Same contract as [`attention_forward_loops`]
-/// (inside a block, the masked entries of S are computed and discarded: cheaper than loops
-/// that cannot use the GEMM microkernels).
+/// Causal self-attention, parallel over (b, h), same contract as
+/// [`attention_forward_loops`]. f32 on AVX-512: [`simd512::attention_forward`]'s
+/// register-tiled kernels (no per-call GEMM packing). Otherwise small GEMMs (S = Q K^T,
+/// softmax, O = P V) on strided views of qkv, in blocks of [`ATT_BLOCK`] query rows that
+/// each multiply only the keys they can see (inside a block, the masked entries of S are
+/// computed and discarded: cheaper than loops that cannot use the GEMM microkernels).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward<F: Float>(
     out: &mut [F],
@@ -894,7 +895,8 @@ fn softmax_grad_causal_rows<F: Float>(
     );
 }
 
-/// Backward of [`attention_forward`] as GEMMs per (b, h): dP = dO V^T, dV = P^T dO,
+/// Backward of [`attention_forward`] (f32 on AVX-512: [`simd512::attention_backward`];
+/// otherwise as below) as GEMMs per (b, h): dP = dO V^T, dV = P^T dO,
 /// dS = P (dP - rowsum(P dP)) / sqrt(hs), dQ = dS K, dK = dS^T Q, each over the causal
 /// blocks only (query block i: keys ..(i+1)*BS; key block j: queries j*BS..). dqkv is
 /// OVERWRITTEN; datt (B,NH,T,T) is scratch.

@@ -38,17 +38,10 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Whether the CPU runs the AVX-512 functions below.
+/// Whether the CPU runs the AVX-512 functions below ([`crate::cpu::has_avx512`]).
 #[inline]
 pub fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::cpu::has_avx512()
 }
 
 /// Whether the CPU runs [`transpose`].

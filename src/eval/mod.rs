@@ -1,15 +1,16 @@
 //! Chain-rule scoring and evaluation: log p(x_1..x_n) = sum_t log p(x_t | x_<t).
 //!
-//! Two entry points, both generic over [`LanguageModel`] and any [`Tokenizer`]:
+//! Two entry points, both generic over [`LanguageModel`](crate::model::LanguageModel) and
+//! any [`Tokenizer`](crate::tokenizer::Tokenizer):
 //!
 //! - [`score`]: one text (optionally conditioned on a context) in full detail: every
 //!   token's log-prob, rank, the entropy of its distribution and the top-k alternatives,
 //!   plus the joint log-probability, which is by construction the sum of the per-token
 //!   terms. Rendered as JSONL, a GLTR-coloured terminal table, or a standalone HTML page
 //!   ([`report`]).
-//! - [`evaluate`]: a corpus, as fast as the model allows: documents are cut into
+//! - [`evaluate()`]: a corpus, as fast as the model allows: documents are cut into
 //!   sliding [`window`]s, windows are grouped into batches for
-//!   [`LanguageModel::score_next_batch`], and the per-token log-probs are summed in f64 in
+//!   [`LanguageModel::score_next_batch`](crate::model::LanguageModel::score_next_batch), and the per-token log-probs are summed in f64 in
 //!   a fixed order, so the result does not depend on the thread count. It reports token,
 //!   byte and word [`metrics`] with [`bootstrap`] confidence intervals, and always the
 //!   [`evaluate::Protocol`] that produced them: a perplexity without its protocol is not a

@@ -48,7 +48,7 @@ pub trait Trainable {
     fn describe(&self) -> String;
 }
 
-/// A bigram model p(y | x) = softmax(W[x]) with an optional bias, for testing the loop:
+/// A bigram model p(y | x) = softmax(W\[x\]) with an optional bias, for testing the loop:
 /// its loss and gradient are exact and cheap.
 pub struct Bigram {
     vocab: usize,

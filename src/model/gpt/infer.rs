@@ -4,8 +4,8 @@
 //! - incremental: [`GptState`] is a KV cache (head-major: per layer and head, (pos, head
 //!   size) keys and values); [`LanguageModel::feed`] runs one token through every block as
 //!   matrix-vector products, attending over the cached keys/values with one fused kernel
-//!   per head ([`attend`]: scores, softmax, weighted sum). The whole step is ONE parallel
-//!   region ([`super::team`]): the caller and `threads - 1` helpers run ~60 dependent
+//!   per head (`attend`: scores, softmax, weighted sum). The whole step is ONE parallel
+//!   region (`team.rs`): the caller and `threads - 1` helpers run ~60 dependent
 //!   phases per token (each matvec in chunks of output rows, attention one chunk per head)
 //!   synchronized through shared atomics instead of one rayon fork-join per phase. Chunks
 //!   are fixed by the shape, so the logits are bit-identical for any thread count.

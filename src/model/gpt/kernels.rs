@@ -3,7 +3,7 @@
 //! All tensors are row-major slices; weights are stored as Hugging Face's GPT-2 `Conv1D`
 //! does, (in, out), so `out = inp @ w + b`.
 //!
-//! Each kernel has a plain reference version in [`reference`] (obviously correct loops);
+//! Each kernel has a plain reference version in [`reference`](mod@reference) (obviously correct loops);
 //! the optimized versions here are checked against them in the unit tests, and the
 //! reference versions are checked against finite differences.
 //!
@@ -154,7 +154,7 @@ pub fn gemm_ceiling_gflops(n: usize, reps: usize) -> f64 {
 
 // ---------------------------------------------------------------- encoder
 
-/// out(N,C) = wte[tokens] + wpe[t]: token plus position embedding.
+/// out(N,C) = wte\[tokens\] + wpe\[t\]: token plus position embedding.
 pub fn encoder_forward<F: Float>(
     out: &mut [F],
     tokens: &[u32],
@@ -177,7 +177,7 @@ pub fn encoder_forward<F: Float>(
         });
 }
 
-/// dwte[tokens] += dout, dwpe[t] += dout (accumulates; sequential over rows because
+/// dwte\[tokens\] += dout, dwpe\[t\] += dout (accumulates; sequential over rows because
 /// rows scatter into shared embedding rows; parallel over channel blocks instead).
 pub fn encoder_backward<F: Float>(
     dwte: &mut [F],
@@ -723,7 +723,7 @@ const ATT_BLOCK: usize = 32;
 /// Causal self-attention, parallel over (b, h), same contract as
 /// [`attention_forward_loops`]. f32 on AVX-512: [`simd512::attention_forward`]'s
 /// register-tiled kernels (no per-call GEMM packing). Otherwise small GEMMs (S = Q K^T,
-/// softmax, O = P V) on strided views of qkv, in blocks of [`ATT_BLOCK`] query rows that
+/// softmax, O = P V) on strided views of qkv, in blocks of `ATT_BLOCK` query rows that
 /// each multiply only the keys they can see (inside a block, the masked entries of S are
 /// computed and discarded: cheaper than loops that cannot use the GEMM microkernels).
 #[allow(clippy::too_many_arguments)]
@@ -1388,8 +1388,8 @@ pub fn residual_bias_add<F: Float>(out: &mut [F], inp: &[F], bias: &[F], c: usiz
 
 // ---------------------------------------------------------------- softmax + cross-entropy
 
-/// Fused softmax + cross-entropy: logits(N,V) become probabilities in place; losses[i] =
-/// -log p[i][targets[i]]. Returns the mean loss (in f64).
+/// Fused softmax + cross-entropy: logits(N,V) become probabilities in place; losses\[i\] =
+/// -log p\[i\]\[targets\[i\]\]. Returns the mean loss (in f64).
 pub fn softmax_ce_forward<F: Float>(
     logits: &mut [F],
     losses: &mut [F],
@@ -1432,8 +1432,8 @@ pub fn softmax_ce_forward<F: Float>(
 }
 
 /// [`softmax_ce_forward`] then [`softmax_ce_backward_inplace`] in one pass over the
-/// logits (training): logits(N,V) become dlogits = (p - onehot(target)) * scale, losses[i] =
-/// -log p[i][targets[i]]; returns the mean loss. The f32 path fuses the scaling into the
+/// logits (training): logits(N,V) become dlogits = (p - onehot(target)) * scale, losses\[i\] =
+/// -log p\[i\]\[targets\[i\]\]; returns the mean loss. The f32 path fuses the scaling into the
 /// softmax normalization (one fewer read and write of the N x V logits, 206 MB at model
 /// B); other types run the two reference kernels.
 pub fn softmax_ce_forward_backward<F: Float>(

@@ -14,7 +14,7 @@
 //!   x86-64), the rest is rayon-parallel loops.
 //! - Everything is generic over [`Float`] (f32 and f64) so finite-difference checks of
 //!   every layer and of the whole model run in f64.
-//! - Inference ([`LanguageModel`]): the state is a KV cache ([`GptState`]) so `feed` is one
+//! - Inference ([`LanguageModel`](crate::model::LanguageModel)): the state is a KV cache ([`GptState`]) so `feed` is one
 //!   incremental step (gemv-shaped, parallel over output columns); `score_next`,
 //!   `distributions`, `prefill` and `score_next_batch` are parallel passes.
 //!
@@ -119,7 +119,7 @@
 //!   a shard's gradient buffer is no longer memset: its matrices' first GEMM overwrites
 //!   (`read_dst = false`), only biases/LayerNorm/wpe are zeroed.
 //! - **One parallel region per step** (trainer's `forward_backward_split`, on
-//!   [`team`]): a phase timing of A (load 1.4) showed each rayon region (forward,
+//!   `team.rs`): a phase timing of A (load 1.4) showed each rayon region (forward,
 //!   backward) ~0.6-0.7 ms longer than its slower shard's busy time (worker wake-up,
 //!   stealing), plus a separate merge region; as three phases of one team (helpers spin
 //!   briefly between phases) A's wall went 27.2 -> 26.4 ms over 6 interleaved pairs, CPU

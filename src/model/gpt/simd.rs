@@ -90,7 +90,7 @@ pub fn softmax_scaled(row: &mut [f32], scale: f32) {
 }
 
 /// Fused softmax + cross-entropy of one row: row <- softmax(row); returns
-/// -log p[target] computed from the logit (exact even when p underflows).
+/// -log p\[target\] computed from the logit (exact even when p underflows).
 pub fn softmax_ce_row(row: &mut [f32], target: usize) -> f32 {
     crate::cpu::avx512(
         #[inline(always)]
@@ -108,7 +108,7 @@ pub fn softmax_ce_row(row: &mut [f32], target: usize) -> f32 {
 }
 
 /// Fused softmax + cross-entropy + its gradient for one row of a mean loss: row <-
-/// (softmax(row) - onehot(target)) * scale; returns -log p[target] (as
+/// (softmax(row) - onehot(target)) * scale; returns -log p\[target\] (as
 /// [`softmax_ce_row`]). Saves the separate scaling pass over the logits.
 pub fn softmax_ce_grad_row(row: &mut [f32], target: usize, scale: f32) -> f32 {
     crate::cpu::avx512(

@@ -693,9 +693,9 @@ fn with_head_t<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 
 /// Causal self-attention forward, f32, AVX-512, with the same contract as kernels'
 /// `attention_forward` (qkv (B,T,3C) in, out (B,T,C) and att (B,NH,T,T) = P with zeros
-/// above the diagonal): per (b, h), K^T once, then per block of [`ROWS`] queries S = Q K^T
+/// above the diagonal): per (b, h), K^T once, then per block of `ROWS` queries S = Q K^T
 /// over the visible keys, the softmax rows, and O = P V over the visible keys, all with
-/// [`mm`]'s register tiles. Parallel over (b, h) as the `gemm` version. Requires
+/// `mm`'s register tiles. Parallel over (b, h) as the `gemm` version. Requires
 /// [`avx512`].
 pub fn attention_forward(
     out: &mut [f32],
@@ -762,8 +762,8 @@ pub fn attention_forward(
 
 /// Backward of [`attention_forward`] (same contract as kernels' `attention_backward`:
 /// dqkv OVERWRITTEN, datt (B,NH,T,T) scratch): per (b, h), V^T once; per block of
-/// [`ROWS`] queries dP = dO V^T, dS = the softmax backward, dQ = dS K; per block of
-/// [`ROWS`] keys dK = dS^T Q and dV = P^T dO over the queries that see them. Requires
+/// `ROWS` queries dP = dO V^T, dS = the softmax backward, dQ = dS K; per block of
+/// `ROWS` keys dK = dS^T Q and dV = P^T dO over the queries that see them. Requires
 /// [`avx512`].
 pub fn attention_backward(
     dqkv: &mut [f32],

@@ -1,6 +1,6 @@
 //! The training-time forward and backward passes over a fixed (B, T).
 //!
-//! [`Acts`] holds every activation the backward pass needs, per layer, allocated once.
+//! `Acts` holds every activation the backward pass needs, per layer, allocated once.
 //! The same forward code also serves inference with a single layer slot (activations of
 //! layer l overwrite layer l-1's, since nothing will be differentiated).
 

@@ -1338,19 +1338,10 @@ pub fn residual_add<F: Float>(out: &mut [F], inp: &[F]) {
     out.par_chunks_mut(1 << 14)
         .zip(inp.par_chunks(1 << 14))
         .with_min_len(min_len())
-        .for_each(|(o, x)| {
-            cpu::avx2(
-                #[inline(always)]
-                || {
-                    for (a, b) in o.iter_mut().zip(x) {
-                        *a += *b;
-                    }
-                },
-            )
-        });
+        .for_each(|(o, x)| add_in_place(o, x));
 }
 
-/// out += inp on one chunk, serially (the per-chunk body of [`residual_add`]: same bits).
+/// out += inp on one chunk, serially (the per-chunk body of [`residual_add`]).
 #[inline]
 pub fn add_in_place<F: Float>(out: &mut [F], inp: &[F]) {
     cpu::avx2(

@@ -94,16 +94,7 @@ pub fn softmax_scaled(row: &mut [f32], scale: f32) {
 pub fn softmax_ce_row(row: &mut [f32], target: usize) -> f32 {
     crate::cpu::avx512(
         #[inline(always)]
-        || {
-            let logit = row[target];
-            let m = max8(row);
-            let s = exp_shift_sum(row, m, 1.0);
-            let inv = 1.0 / s;
-            for x in row.iter_mut() {
-                *x *= inv;
-            }
-            -(logit - m - s.ln())
-        },
+        || scaled_softmax_ce(row, target, 1.0),
     )
 }
 
@@ -114,17 +105,26 @@ pub fn softmax_ce_grad_row(row: &mut [f32], target: usize, scale: f32) -> f32 {
     crate::cpu::avx512(
         #[inline(always)]
         || {
-            let logit = row[target];
-            let m = max8(row);
-            let s = exp_shift_sum(row, m, 1.0);
-            let k = scale / s;
-            for x in row.iter_mut() {
-                *x *= k;
-            }
+            let loss = scaled_softmax_ce(row, target, scale);
             row[target] -= scale;
-            -(logit - m - s.ln())
+            loss
         },
     )
+}
+
+/// row <- softmax(row) * scale; returns -log p\[target\] from the logit. The shared body
+/// of [`softmax_ce_row`] (scale 1: `1.0 / s` is the same division as `scale / s`) and
+/// [`softmax_ce_grad_row`].
+#[inline(always)]
+fn scaled_softmax_ce(row: &mut [f32], target: usize, scale: f32) -> f32 {
+    let logit = row[target];
+    let m = max8(row);
+    let s = exp_shift_sum(row, m, 1.0);
+    let k = scale / s;
+    for x in row.iter_mut() {
+        *x *= k;
+    }
+    -(logit - m - s.ln())
 }
 
 /// log(sum exp(row)) for a long row (a decode step's vocabulary): the polynomial exp

@@ -541,14 +541,13 @@ impl<F: Float> GptTrainer<F> {
         targets: &[u32],
         dropout: Option<(f32, u64)>,
     ) -> Result<f64, ModelError> {
-        self.loss_grad(model, inputs, targets, dropout, None, false)
+        self.loss_grad(model, inputs, targets, dropout, None)
     }
 
     /// [`GptTrainer::loss_inner`]; with `grad_scale`, the logits become dlogits of the
-    /// loss times `grad_scale` (the fused training kernel) instead of probabilities. With
-    /// `transpose`, also fills `self.wt` ([`transpose_weights`]) for the backward pass.
+    /// loss times `grad_scale` (the fused training kernel) instead of probabilities.
     /// (A batch-split training step does not come here: `forward_backward_split` runs
-    /// the shards' transposes inside their forward tasks.)
+    /// the shards' forwards inside its own parallel region.)
     fn loss_grad(
         &mut self,
         model: &Gpt<F>,
@@ -556,7 +555,6 @@ impl<F: Float> GptTrainer<F> {
         targets: &[u32],
         dropout: Option<(f32, u64)>,
         grad_scale: Option<F>,
-        transpose: bool,
     ) -> Result<f64, ModelError> {
         self.check(model, inputs, targets)?;
         let cfg = self.config;
@@ -578,9 +576,6 @@ impl<F: Float> GptTrainer<F> {
                 ),
             };
             self.losses.copy_from_slice(&a.losses);
-            if transpose {
-                transpose_weights(&mut self.wt, params, &cfg);
-            }
             loss
         } else {
             let t = self.t;
@@ -611,19 +606,8 @@ impl<F: Float> GptTrainer<F> {
                     }
                 })
             });
-            if transpose {
-                transpose_weights(&mut self.wt, params, &cfg);
-            }
             self.dropped = dropout.is_some() && !self.shards[0].acts.drop_emb.is_empty();
-            // The mean over all rows, summed in row order as the unsplit pass does.
-            let mut sum = 0f64;
-            for sh in &self.shards {
-                self.losses[sh.b0 * t..(sh.b0 + sh.acts.b) * t].copy_from_slice(&sh.acts.losses);
-                for &l in &sh.acts.losses {
-                    sum += l.to_f64();
-                }
-            }
-            sum / (self.b * t) as f64
+            gather_shard_losses(&self.shards, &mut self.losses, t)
         };
         if !loss.is_finite() {
             return Err(ModelError::NonFinite(format!("loss {loss}")));
@@ -648,7 +632,8 @@ impl<F: Float> GptTrainer<F> {
         if !self.shards.is_empty() {
             return self.forward_backward_split(model, inputs, targets, dropout, scale);
         }
-        let loss = self.loss_grad(model, inputs, targets, dropout, Some(scale), true)? as f32;
+        let loss = self.loss_grad(model, inputs, targets, dropout, Some(scale))? as f32;
+        transpose_weights(&mut self.wt, model.params(), &self.config);
         backward(
             &self.config,
             model.params(),
@@ -732,17 +717,9 @@ impl<F: Float> GptTrainer<F> {
                     );
                 });
             });
-            // The mean over all rows, summed in row order as the unsplit pass does.
             let shards = unsafe { std::slice::from_raw_parts(shards_p.ptr(), ns) };
             dropped = dropout.is_some() && !shards[0].acts.drop_emb.is_empty();
-            let mut sum = 0f64;
-            for sh in shards {
-                losses[sh.b0 * t..(sh.b0 + sh.acts.b) * t].copy_from_slice(&sh.acts.losses);
-                for &l in &sh.acts.losses {
-                    sum += l.to_f64();
-                }
-            }
-            let loss = sum / self_rows(shards, t) as f64;
+            let loss = gather_shard_losses(shards, losses, t);
             if !loss.is_finite() {
                 return Err(ModelError::NonFinite(format!("loss {loss}")));
             }
@@ -789,9 +766,19 @@ impl<F: Float> GptTrainer<F> {
     }
 }
 
-/// Rows of all shards together (B * T).
-fn self_rows<F>(shards: &[Shard<F>], t: usize) -> usize {
-    shards.iter().map(|s| s.acts.b * t).sum()
+/// Copies each shard's per-position losses into `losses` (B*T, row order) and returns
+/// their mean, summed in row order as the unsplit pass does.
+fn gather_shard_losses<F: Float>(shards: &[Shard<F>], losses: &mut [F], t: usize) -> f64 {
+    let mut sum = 0f64;
+    let mut rows = 0;
+    for sh in shards {
+        losses[sh.b0 * t..(sh.b0 + sh.acts.b) * t].copy_from_slice(&sh.acts.losses);
+        for &l in &sh.acts.losses {
+            sum += l.to_f64();
+        }
+        rows += sh.acts.b * t;
+    }
+    sum / rows as f64
 }
 
 /// Runs one shard's work, with single-threaded GEMMs when `serial`.

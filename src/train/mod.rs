@@ -560,7 +560,8 @@ impl<M: Trainable> Trainer<M> {
         self.last_good = Some(dir);
         checkpoint::prune(&out, self.config.keep_last)?;
         self.model.save(&out)?;
-        crate::tokenizer::save(self.data.tokenizer.as_ref(), &out.join("tokenizer.json"))?;
+        let context = Some(self.config.block_size);
+        crate::tokenizer::save_in_model_dir(self.data.tokenizer.as_ref(), &out, context)?;
         Ok(())
     }
 

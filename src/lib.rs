@@ -11,11 +11,11 @@
 
 pub mod atomic;
 pub mod corpus;
-pub mod cpu;
 pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod model;
+pub mod ops;
 pub mod tokenizer;
 pub mod train;
 

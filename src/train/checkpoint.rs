@@ -16,10 +16,10 @@
 //! temporary name and renamed into place, so a crash mid-write never damages the
 //! previous checkpoints.
 
-use super::adamw::AdamW;
 use super::config::TrainConfig;
 use super::trainable::Trainable;
 use super::TrainError;
+use crate::ops::AdamW;
 use crate::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -39,6 +39,9 @@ pub enum ModelError {
     Format { path: PathBuf, message: String },
     #[error("the model's output is not finite ({0}); the weights may have diverged")]
     NonFinite(String),
+    /// An n-gram model's own error (ARPA syntax, order, I/O), kept whole as the cause.
+    #[error(transparent)]
+    Ngram(#[from] ngram::NgramError),
 }
 
 /// An autoregressive model: a conditional distribution p(x_t | x_<t) over a vocabulary.

@@ -158,6 +158,10 @@ fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
 }
 
 /// Runs `arlm bench generate`.
+///
+/// Long (~170 lines): the alternating arlm / transformers runs, the table and the JSON are
+/// written from the same per-run vectors in one place; the reporting half is the part to
+/// split out next.
 pub fn run(args: Args) -> Result<()> {
     let dir = match &args.model {
         Some(d) => d.clone(),

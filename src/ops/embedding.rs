@@ -6,7 +6,7 @@
 //! # Performance notes
 //! - **LM head in vocabulary blocks** ([`lm_head_forward`], [`lm_head_backward_dwte`]):
 //!   one parallel GEMM over 50K columns made `gemm` allocate, page-fault and pack a whole
-//!   (C x V) copy of wte per call; blocks of [`VOCAB_BLOCK`] columns as single-threaded
+//!   (C x V) copy of wte per call; blocks of `VOCAB_BLOCK` columns as single-threaded
 //!   GEMMs in parallel avoid it, with the same sums (tested against the single GEMM).
 
 use crate::ops::float::Float;
@@ -119,7 +119,7 @@ pub fn lm_head_forward<F: Float>(
 
 /// dwte(V,C) += dlogits^T(V,N) @ lnf(N,C): the LM head's weight gradient, in blocks of
 /// vocabulary rows for large V (reference: the single `gemm_strided` call); `=` instead
-/// of `+=` with `overwrite` (see [`matmul_backward_t`]).
+/// of `+=` with `overwrite` (see [`crate::ops::matmul_backward_t`]).
 pub fn lm_head_backward_dwte<F: Float>(
     dwte: &mut [F],
     dlogits: &[F],

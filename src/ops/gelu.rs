@@ -7,7 +7,7 @@
 //! two backwards that match them ([`gelu_backward_stored`], [`gelu_backward_inplace`]).
 //!
 //! # Performance notes
-//! - **AVX-512 body** ([`avx512`](mod@avx512)): exp as [`simd::exp`], but 1/(e^{2y}+1) by
+//! - **AVX-512 body** (the inner `avx512` module): exp as [`simd::exp`], but 1/(e^{2y}+1) by
 //!   `vrcp14ps` plus one Newton step instead of `vdivps` (the division was the
 //!   bottleneck: 0.70 -> 0.46 ns/element forward). Within a few ulp of the division-based
 //!   [`simd::gelu`] but not the same bits, so a machine without AVX-512 trains to slightly
@@ -76,7 +76,7 @@ pub fn gelu_inplace<F: Float>(x: &mut [F]) {
 
 /// inp(N,OC) += bias per row, then out = GELU(inp): the bias of the matmul before the
 /// GELU fused into the GELU pass (that matmul then runs without bias, so no separate pass
-/// writes bias rows into its output). Same bits as [`matmul_forward`] with the bias
+/// writes bias rows into its output). Same bits as [`crate::ops::matmul_forward`] with the bias
 /// followed by [`gelu_forward`] (float addition commutes).
 pub fn bias_gelu_forward<F: Float>(out: &mut [F], inp: &mut [F], bias: &[F], oc: usize) {
     let n = inp.len() / oc;

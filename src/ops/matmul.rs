@@ -168,7 +168,7 @@ pub fn matmul_backward_t<F: Float>(
     }
 }
 
-/// dst(cols, rows) = src(rows, cols)^T, in 16 x 16 tiles ([`avx512::transpose`]'s AVX
+/// dst(cols, rows) = src(rows, cols)^T, in 16 x 16 tiles (`avx512::transpose`'s AVX
 /// register tiles for f32 when the CPU has AVX).
 pub fn transpose<F: Float>(dst: &mut [F], src: &[F], rows: usize, cols: usize) {
     if cpu::has_avx() {

@@ -52,7 +52,7 @@ thread_local! {
 /// without splitting (no jobs pushed, no sleeping worker woken, no stealing of another
 /// shard's chunks). The chunking, and so the bits of every result, stay the same.
 #[inline]
-pub(crate) fn min_len() -> usize {
+pub fn min_len() -> usize {
     if serial() {
         usize::MAX
     } else {
@@ -60,7 +60,7 @@ pub(crate) fn min_len() -> usize {
     }
 }
 
-/// Runs `f` with every [`gemm_strided`] call made on this thread single-threaded and the
+/// Runs `f` with every `gemm_strided` call made on this thread single-threaded and the
 /// kernels' rayon loops inline ([`min_len`]) (restores the previous setting afterwards,
 /// also on unwind).
 pub fn with_serial_gemm<R>(f: impl FnOnce() -> R) -> R {

@@ -28,7 +28,7 @@ pub fn add_in_place<F: Float>(out: &mut [F], inp: &[F]) {
 
 /// out += inp + bias per row of C: the residual connection with the bias of the branch's
 /// output projection fused in (the projection then runs without bias). Same bits as
-/// [`matmul_forward`] with the bias followed by [`residual_add`].
+/// [`crate::ops::matmul_forward`] with the bias followed by [`residual_add`].
 pub fn residual_bias_add<F: Float>(out: &mut [F], inp: &[F], bias: &[F], c: usize) {
     let rpt = rows_per_task(out.len() / c, c);
     let bias = &bias[..c];

@@ -2,7 +2,7 @@
 //! and `tanh` built on it, written so LLVM vectorizes them, and the loops that use them
 //! (softmax, softmax + cross-entropy, GELU, dot products with 8 partial sums).
 //!
-//! Each public function runs its loop through [`crate::cpu`]'s run-time dispatch: 16-wide
+//! Each public function runs its loop through [`crate::ops::cpu`]'s run-time dispatch: 16-wide
 //! AVX-512 for the elementwise loops of training, 8-wide AVX2+FMA for the rest, baseline
 //! x86-64 elsewhere, the same bits in every variant.
 

@@ -103,6 +103,19 @@ pub struct GptConfig {
 }
 
 impl GptConfig {
+    /// GPT-2 small (124M parameters): 12 layers, 12 heads, 768 channels, context 1024,
+    /// GPT-2's 50257-token vocabulary, no dropout.
+    pub fn gpt2_124m() -> GptConfig {
+        GptConfig {
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            block_size: 1024,
+            vocab_size: 50257,
+            dropout: 0.0,
+        }
+    }
+
     /// Checks the configuration is usable.
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::InvalidConfig(m));

@@ -31,7 +31,7 @@ use std::arch::x86_64::*;
 
 /// Rows `r0..r1` of a causal score matrix `s` (rows of `t_len`): row t <- softmax of
 /// scale times row[..=t], row[t+1..] = 0 (the plain version: kernels' `softmax_causal_row`).
-/// Requires [`avx512`]; r1 <= t_len and s.len() >= r1 * t_len.
+/// Requires AVX-512 ([`crate::ops::cpu::has_avx512`]); r1 <= t_len and s.len() >= r1 * t_len.
 pub fn softmax_causal_rows(s: &mut [f32], t_len: usize, r0: usize, r1: usize, scale: f32) {
     assert!(r1 <= t_len && s.len() >= r1 * t_len);
     #[cfg(target_arch = "x86_64")]
@@ -154,7 +154,7 @@ unsafe fn softmax_row(row: *mut f32, n: usize, len: usize, scale: f32) {
 
 /// The attention softmax backward on rows `r0..r1` of `ds` (dP in, dS out) with the
 /// probabilities `p` (same layout, rows of `t_len`): over j <= t, ds = scale p (ds -
-/// sum_j p ds); ds[t+1..] = 0. Requires [`avx512`].
+/// sum_j p ds); ds[t+1..] = 0. Requires AVX-512 ([`crate::ops::cpu::has_avx512`]).
 pub fn softmax_grad_causal_rows(
     ds: &mut [f32],
     p: &[f32],
@@ -363,7 +363,7 @@ fn with_head_t<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// above the diagonal): per (b, h), K^T once, then per block of `ROWS` queries S = Q K^T
 /// over the visible keys, the softmax rows, and O = P V over the visible keys, all with
 /// `mm`'s register tiles. Parallel over (b, h) as the `gemm` version. Requires
-/// [`avx512`].
+/// AVX-512 ([`crate::ops::cpu::has_avx512`]).
 pub fn attention_forward(
     out: &mut [f32],
     att: &mut [f32],
@@ -431,7 +431,7 @@ pub fn attention_forward(
 /// dqkv OVERWRITTEN, datt (B,NH,T,T) scratch): per (b, h), V^T once; per block of
 /// `ROWS` queries dP = dO V^T, dS = the softmax backward, dQ = dS K; per block of
 /// `ROWS` keys dK = dS^T Q and dV = P^T dO over the queries that see them. Requires
-/// [`avx512`].
+/// AVX-512 ([`crate::ops::cpu::has_avx512`]).
 pub fn attention_backward(
     dqkv: &mut [f32],
     datt: &mut [f32],

@@ -7,9 +7,9 @@
 //! register-tiled kernels of [`avx512`](mod@avx512).
 //!
 //! # Performance notes
-//! - **Blocked causal GEMMs**: scores and products run on [`ATT_BLOCK`]-row blocks that
+//! - **Blocked causal GEMMs**: scores and products run on `ATT_BLOCK`-row blocks that
 //!   skip the masked upper triangle.
-//! - **Softmax rows** ([`softmax_causal_rows`]): see [`avx512`](mod@avx512); the 8-lane
+//! - **Softmax rows** (`softmax_causal_rows`): see [`avx512`](mod@avx512); the 8-lane
 //!   loops ran each row's 0-7 element tail as scalar `exp`s.
 
 use crate::ops::float::{as_f32, as_f32_mut, sum_lanes, Float};

@@ -26,6 +26,22 @@ fn s(p: &Path) -> &str {
 
 const TEXT: &str = "the cat sat on the mat\nthe dog sat on the log\na cat and a dog\n";
 
+/// A small Kneser-Ney model of `txt` (fixed discounts: the text is too small to estimate them).
+fn fit_kn(txt: &Path, out: &Path, order: &str) {
+    common::arlm_ok(&[
+        "ngram",
+        "fit",
+        "--order",
+        order,
+        "--input",
+        s(txt),
+        "--out",
+        s(out),
+        "--discount-fallback",
+        "0.5 1 1.5",
+    ]);
+}
+
 /// A prepared data dir and a tiny trained run in `dir`.
 fn data_and_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let txt = dir.join("t.txt");
@@ -102,6 +118,8 @@ fn commands_refuse_directories_that_are_not_their_own() {
         s(&txt),
         "--out",
         s(&run),
+        "--discount-fallback",
+        "0.5 1 1.5",
     ]);
     clean_error(&out, &["training run"]);
     let out = common::arlm(&[
@@ -117,16 +135,7 @@ fn commands_refuse_directories_that_are_not_their_own() {
 
     // A KN model directory is not a training run either, and a project folder is neither.
     let kn = dir.path().join("kn");
-    common::arlm_ok(&[
-        "ngram",
-        "fit",
-        "--order",
-        "2",
-        "--input",
-        s(&txt),
-        "--out",
-        s(&kn),
-    ]);
+    fit_kn(&txt, &kn, "2");
     let kn_config = std::fs::read(kn.join("config.json")).unwrap();
     let out = common::arlm(&["train", "--preset", "tiny", "--steps", "2", "--out", s(&kn)]);
     clean_error(&out, &["arlm-kneser-ney"]);
@@ -150,16 +159,7 @@ fn commands_refuse_directories_that_are_not_their_own() {
     );
 
     // Re-fitting an n-gram model into its own directory is fine; --force overrides.
-    common::arlm_ok(&[
-        "ngram",
-        "fit",
-        "--order",
-        "3",
-        "--input",
-        s(&txt),
-        "--out",
-        s(&kn),
-    ]);
+    fit_kn(&txt, &kn, "3");
     let notes = dir.path().join("notes");
     std::fs::create_dir(&notes).unwrap();
     std::fs::write(notes.join("todo.txt"), b"x").unwrap();
@@ -239,16 +239,7 @@ fn hostile_numbers_and_sizes_are_clear_errors() {
     let empty = d.join("empty.txt");
     std::fs::write(&empty, b"").unwrap();
     let kn = d.join("kn");
-    common::arlm_ok(&[
-        "ngram",
-        "fit",
-        "--order",
-        "2",
-        "--input",
-        s(&txt),
-        "--out",
-        s(&kn),
-    ]);
+    fit_kn(&txt, &kn, "2");
     let out = common::arlm(&["eval", "--model", s(&kn), "--data", s(&empty)]);
     clean_error(&out, &["nothing to score"]);
     let out = common::arlm(&[
@@ -316,16 +307,7 @@ fn a_kn_config_cannot_point_outside_its_directory() {
     let txt = dir.path().join("t.txt");
     std::fs::write(&txt, TEXT.repeat(30)).unwrap();
     let kn = dir.path().join("kn");
-    common::arlm_ok(&[
-        "ngram",
-        "fit",
-        "--order",
-        "2",
-        "--input",
-        s(&txt),
-        "--out",
-        s(&kn),
-    ]);
+    fit_kn(&txt, &kn, "2");
     let cpath = kn.join("config.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cpath).unwrap()).unwrap();

@@ -143,8 +143,18 @@ impl GptConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
-        // Sizes come from files and flags: count in u128 so that nothing wraps, and refuse
-        // a model whose parameters alone could not be addressed as f32.
+        // Sizes come from files and flags: bound each one, then count in u128 (where those
+        // bounds cannot wrap), and refuse a model whose parameters could not be addressed.
+        const DIM_MAX: usize = 1 << 24;
+        let dims = [
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_embd", self.n_embd),
+            ("n_positions", self.block_size),
+        ];
+        if let Some((name, v)) = dims.iter().find(|(_, v)| *v > DIM_MAX) {
+            return bad(format!("{name} {v} is too large (at most {DIM_MAX})"));
+        }
         let (c, l) = (self.n_embd as u128, self.n_layer as u128);
         let params =
             (self.vocab_size as u128 + self.block_size as u128 + 2) * c + l * (12 * c * c + 13 * c);

@@ -1,8 +1,11 @@
-//! `arlm bench tokenizer`: GPT-2 encode throughput of arlm vs tiktoken on the same text.
+//! `arlm bench tokenizer`: GPT-2 encode throughput of arlm vs tiktoken on the same text,
+//! or, with a Unigram `--tokenizer` (for example tests/fixtures/hf_unigram_wt2.json),
+//! arlm vs Hugging Face `tokenizers` on that file.
 //!
-//! arlm runs in-process at 1 and 2 rayon threads; tiktoken runs through
-//! `tools/bench_tiktoken.py` with the peers Python (`$ARLM_PEERS_PYTHON`, else
-//! `/root/.cache/arlm-peers/bin/python`) and is skipped with a message when absent.
+//! arlm runs in-process at 1 and 2 rayon threads; the peer runs through
+//! `tools/bench_tiktoken.py` or `tools/bench_hf_unigram.py` with the peers Python
+//! (`$ARLM_PEERS_PYTHON`, else `/root/.cache/arlm-peers/bin/python`) and is skipped with
+//! a message when absent.
 //! Each number is the median of `--runs` timed runs after one warm-up; token counts of
 //! both implementations are printed and must be equal.
 
@@ -70,23 +73,30 @@ fn peers_python() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn script() -> PathBuf {
-    super::tool_script("bench_tiktoken.py")
+/// The peer implementation for a tokenizer kind: (name, script, its tokenizer flag).
+fn peer(kind: &str) -> (&'static str, &'static str, &'static str) {
+    if kind == "unigram" {
+        ("hf-tokenizers", "bench_hf_unigram.py", "--tokenizer")
+    } else {
+        ("tiktoken", "bench_tiktoken.py", "--gpt2")
+    }
 }
 
-fn bench_tiktoken(
+fn bench_peer(
     py: &Path,
+    kind: &str,
     input: &Path,
-    gpt2: &Path,
+    tok_path: &Path,
     a: &Args,
 ) -> anyhow::Result<Vec<(usize, Row)>> {
+    let (_, script, flag) = peer(kind);
     let threads: Vec<String> = a.threads.iter().map(|t| t.to_string()).collect();
     let out = std::process::Command::new(py)
-        .arg(script())
+        .arg(super::tool_script(script))
         .arg("--input")
         .arg(input)
-        .arg("--gpt2")
-        .arg(gpt2)
+        .arg(flag)
+        .arg(tok_path)
         .arg("--runs")
         .arg(a.runs.to_string())
         .arg("--threads")
@@ -95,14 +105,14 @@ fn bench_tiktoken(
         .with_context(|| format!("cannot run {}", py.display()))?;
     if !out.status.success() {
         bail!(
-            "tools/bench_tiktoken.py failed: {}",
+            "tools/{script} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let mut rows = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("bench_tiktoken.py printed {line:?}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{script} printed {line:?}"))?;
         rows.push((
             v["threads"].as_u64().unwrap_or(0) as usize,
             Row {
@@ -145,26 +155,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ours.push((t, bench_arlm(tok.as_ref(), &text, t, a.runs)?));
     }
     let gpt2_dir = tok_path.is_dir() && tok_path.join("vocab.bpe").exists();
+    let kind = tok.kind();
+    let (name, _, _) = peer(kind);
     let theirs = match peers_python() {
         None => {
-            println!("tiktoken: skipped (no peers Python; set ARLM_PEERS_PYTHON)");
+            println!("{name}: skipped (no peers Python; set ARLM_PEERS_PYTHON)");
             Vec::new()
         }
-        Some(_) if !gpt2_dir => {
+        Some(_) if kind != "unigram" && !gpt2_dir => {
             println!("tiktoken: skipped (it needs GPT-2's encoder.json + vocab.bpe directory)");
             Vec::new()
         }
-        Some(py) => match bench_tiktoken(&py, &input, &tok_path, &a) {
+        Some(py) => match bench_peer(&py, kind, &input, &tok_path, &a) {
             Ok(rows) => rows,
             Err(e) => {
-                println!("tiktoken: skipped ({e:#})");
+                println!("{name}: skipped ({e:#})");
                 Vec::new()
             }
         },
     };
     println!(
-        "{:<10} {:>7} {:>10} {:>12} {:>13}",
-        "impl", "threads", "MB/s", "tokens", "vs tiktoken"
+        "{:<14} {:>7} {:>10} {:>12} {:>17}",
+        "impl",
+        "threads",
+        "MB/s",
+        "tokens",
+        format!("vs {name}")
     );
     let mut mismatch = false;
     for (t, row) in &ours {
@@ -173,19 +189,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             format!("{:.2}x", row.mb_per_s / o.mb_per_s)
         });
         println!(
-            "{:<10} {:>7} {:>10.1} {:>12} {:>13}",
+            "{:<14} {:>7} {:>10.1} {:>12} {:>17}",
             "arlm", t, row.mb_per_s, row.tokens, ratio
         );
         if let Some(o) = other {
             println!(
-                "{:<10} {:>7} {:>10.1} {:>12} {:>13}",
-                "tiktoken", t, o.mb_per_s, o.tokens, "1.00x"
+                "{:<14} {:>7} {:>10.1} {:>12} {:>17}",
+                name, t, o.mb_per_s, o.tokens, "1.00x"
             );
             mismatch |= o.tokens != row.tokens;
         }
     }
     if mismatch {
-        bail!("token counts differ between arlm and tiktoken");
+        bail!("token counts differ between arlm and {name}");
     }
     if !theirs.is_empty() {
         println!("token counts match");

@@ -31,6 +31,7 @@
 
 pub mod bootstrap;
 pub mod evaluate;
+pub mod exposure;
 pub mod metrics;
 pub mod report;
 pub mod score;

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod corpus;
 pub mod eval;
+pub mod exposure;
 pub mod generate;
 pub mod ngram;
 pub mod prepare;

@@ -16,7 +16,7 @@ pub fn as_unigram(tok: &dyn Tokenizer, flag: &str) -> anyhow::Result<UnigramToke
             tok.kind()
         );
     }
-    Ok(unigram::hf::from_hf_json(&tok.to_hf_json())?.context("a unigram tokenizer's own JSON")?)
+    unigram::hf::from_hf_json(&tok.to_hf_json())?.context("a unigram tokenizer's own JSON")
 }
 
 /// Trains `arlm tokenizer train --kind unigram`.

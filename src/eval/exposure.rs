@@ -6,6 +6,7 @@
 //! - `teacher_forced_nll`: the model's NLL of the true token after the true prefix;
 //! - the model's free-running continuation (ancestral sampling at temperature 1, and
 //!   greedy): the model's own NLL of each token it chose;
+//!
 //! and when the true source is known (the embedded synthetic corpus, whose exact
 //! conditionals [`crate::corpus::synth::SynthSource`] gives):
 //! - `true_nll` of the true continuation (the floor) and of the model's continuation

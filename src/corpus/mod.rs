@@ -28,6 +28,8 @@ pub enum CorpusError {
     },
     #[error("invalid corpus settings: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    TooLarge(#[from] crate::memory::TooLarge),
 }
 
 /// The embedded default corpus: [`DEFAULT_BYTES`] bytes from [`DEFAULT_SEED`], generated
@@ -90,6 +92,8 @@ pub fn synth_with_meta(seed: u64, n_bytes: usize) -> Result<(String, SynthMeta),
     if n_bytes == 0 {
         return Err(CorpusError::Invalid("--bytes must be positive".into()));
     }
+    // The text is built in memory (and then written): twice its size, to be safe.
+    crate::memory::check_fits(format!("--bytes {n_bytes}"), 2 * n_bytes as u128)?;
     let text = if seed == DEFAULT_SEED && n_bytes == DEFAULT_BYTES {
         default_corpus().to_string()
     } else {
@@ -129,14 +133,12 @@ pub fn save_model_dir(dir: &Path, meta: Option<&SynthMeta>) -> Result<(), Corpus
     }
     let text = serde_json::to_string_pretty(&config).unwrap_or_default();
     crate::atomic::write_atomic(dir.join("config.json"), text.as_bytes()).map_err(io)?;
-    crate::tokenizer::save(
-        &crate::tokenizer::bytes::ByteTokenizer,
-        &dir.join("tokenizer.json"),
+    crate::tokenizer::save_in_model_dir(&crate::tokenizer::bytes::ByteTokenizer, dir, None).map_err(
+        |e| CorpusError::Io {
+            path: dir.join("tokenizer.json"),
+            source: std::io::Error::other(crate::error_chain(&e)),
+        },
     )
-    .map_err(|e| CorpusError::Io {
-        path: dir.join("tokenizer.json"),
-        source: std::io::Error::other(crate::error_chain(&e)),
-    })
 }
 
 #[cfg(test)]

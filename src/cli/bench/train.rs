@@ -8,8 +8,9 @@
 //! 2048^3 through the `gemm` crate), peak RSS, and the ratio PyTorch/arlm time.
 
 use anyhow::bail;
-use arlm::model::gpt::{kernels, Gpt, GptConfig, GptTrainer};
-use arlm::train::adamw::AdamW;
+use arlm::model::gpt::{Gpt, GptConfig, GptTrainer};
+use arlm::ops as kernels;
+use arlm::ops::AdamW;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;

@@ -20,6 +20,7 @@
 //! x). Every output row is computed by one task start to end, so results do not depend on
 //! the thread count.
 
+use crate::ops::cpu::Isa;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -92,43 +93,6 @@ impl FromStr for WeightFormat {
             "w8a8" | "q8a8" => Ok(WeightFormat::W8A8),
             _ => Err(UnknownWeightFormat(s.to_string())),
         }
-    }
-}
-
-/// Which kernel family runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Isa {
-    Scalar,
-    Avx2,
-    Avx512,
-}
-
-impl Isa {
-    /// The best the CPU supports.
-    pub(crate) fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Scalar
-    }
-
-    /// Every kernel family this CPU can run (for tests).
-    #[cfg(test)]
-    pub(crate) fn available() -> Vec<Isa> {
-        let best = Isa::detect();
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-            .into_iter()
-            .filter(|&i| i as u8 <= best as u8)
-            .collect()
     }
 }
 
@@ -316,7 +280,7 @@ impl QMat {
             let s = &scales[r0 * nb..(r0 + y.len()) * nb];
             assert_eq!(xq.q.len(), n, "input not quantized for a w8a8 matrix");
             #[cfg(target_arch = "x86_64")]
-            if isa == Isa::Avx512 && has_vnni() {
+            if isa == Isa::Avx512 && crate::ops::cpu::has_avx512_vnni() {
                 // SAFETY: AVX-512F (the Isa) plus VNNI/VL/BW, detected.
                 unsafe { w8a8_vnni(y, w, s, xq) };
                 return;
@@ -358,7 +322,7 @@ impl QMat {
 fn f32_scalar(y: &mut [f32], w: &[f32], x: &[f32]) {
     let n = x.len();
     for (i, yi) in y.iter_mut().enumerate() {
-        *yi = super::simd::dot(&w[i * n..(i + 1) * n], x);
+        *yi = crate::ops::simd::dot(&w[i * n..(i + 1) * n], x);
     }
 }
 
@@ -679,18 +643,6 @@ impl ActQ8 {
     }
 }
 
-/// AVX-512 VNNI with 256-bit vectors (VL) and byte ops (BW), checked once.
-#[cfg(target_arch = "x86_64")]
-fn has_vnni() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512bw")
-    })
-}
-
 /// One w8a8 row: sum over blocks of (w scale * x scale) * (integer q . xq), in block
 /// order.
 fn w8a8_row_scalar(q: &[i8], s: &[f32], xq: &ActQ8) -> f32 {
@@ -806,7 +758,7 @@ pub(crate) fn axpy_rows_isa(acc: &mut [f32], x: &[f32], w: &[f32], isa: Isa) {
         _ => {
             let m = acc.len();
             for (i, &xi) in x.iter().enumerate() {
-                super::simd::axpy(acc, xi, &w[i * m..(i + 1) * m]);
+                crate::ops::simd::axpy(acc, xi, &w[i * m..(i + 1) * m]);
             }
         }
     }
@@ -854,7 +806,7 @@ unsafe fn axpy_rows_avx512(acc: &mut [f32], x: &[f32], w: &[f32]) {
         i += 4;
     }
     for (k, &xk) in x.iter().enumerate().skip(i) {
-        super::simd::axpy(acc, xk, &w[k * m..(k + 1) * m]);
+        crate::ops::simd::axpy(acc, xk, &w[k * m..(k + 1) * m]);
     }
 }
 

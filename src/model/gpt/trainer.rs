@@ -4,9 +4,9 @@
 //! The same forward code also serves inference with a single layer slot (activations of
 //! layer l overwrite layer l-1's, since nothing will be differentiated).
 
-use super::kernels::{self, LN_BLOCKS};
 use super::{layer, layer_mut, parts, parts_mut, Float, Gpt, GptConfig};
 use crate::model::ModelError;
+use crate::ops::{self, LN_BLOCKS};
 use rayon::prelude::*;
 
 /// Activations for one (B, T). `slots` is L for training, 1 for inference.
@@ -98,7 +98,7 @@ fn fill_dropout_mask<F: Float>(
     let thresh = (p as f64 * (1u64 << 53) as f64) as u64;
     mask.par_chunks_mut(1 << 14)
         .enumerate()
-        .with_min_len(kernels::min_len())
+        .with_min_len(crate::ops::par::min_len())
         .for_each(|(ci, ch)| {
             for (i, m) in ch.iter_mut().enumerate() {
                 let li = (ci << 14) + i;
@@ -118,7 +118,7 @@ fn fill_dropout_mask<F: Float>(
 fn apply_mask<F: Float>(x: &mut [F], mask: &[F]) {
     x.par_chunks_mut(1 << 14)
         .zip(mask.par_chunks(1 << 14))
-        .with_min_len(kernels::min_len())
+        .with_min_len(crate::ops::par::min_len())
         .for_each(|(x, m)| {
             for (a, &b) in x.iter_mut().zip(m) {
                 *a *= b;
@@ -130,7 +130,7 @@ fn apply_mask<F: Float>(x: &mut [F], mask: &[F]) {
 fn masked_copy<F: Float>(out: &mut [F], x: &[F], mask: &[F]) {
     out.par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14).zip(mask.par_chunks(1 << 14)))
-        .with_min_len(kernels::min_len())
+        .with_min_len(crate::ops::par::min_len())
         .for_each(|(o, (x, m))| {
             for ((a, &b), &c) in o.iter_mut().zip(x).zip(m) {
                 *a = b * c;
@@ -154,7 +154,7 @@ pub(crate) fn forward<F: Float>(
     let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
     let n = b * t;
     let p = parts(params, cfg);
-    kernels::encoder_forward(&mut acts.encoded, tokens, p.wte, p.wpe, t, c);
+    ops::encoder_forward(&mut acts.encoded, tokens, p.wte, p.wpe, t, c);
     let training = acts.slots == cfg.n_layer;
     // Dropout needs the per-layer masks only the trainer allocates.
     let dropout = dropout.filter(|&(p, _)| p > 0.0 && training && !acts.drop_emb.is_empty());
@@ -175,7 +175,7 @@ pub(crate) fn forward<F: Float>(
             &a.res3[(l - 1) * n * c..l * n * c]
         };
         let ln1 = &mut a.ln1[s * n * c..(s + 1) * n * c];
-        kernels::layernorm_forward(
+        ops::layernorm_forward(
             ln1,
             &mut a.ln1_mean[s * n..(s + 1) * n],
             &mut a.ln1_rstd[s * n..(s + 1) * n],
@@ -185,25 +185,25 @@ pub(crate) fn forward<F: Float>(
             c,
         );
         let qkv = &mut a.qkv[s * n * 3 * c..(s + 1) * n * 3 * c];
-        kernels::matmul_forward(qkv, ln1, w.qkv_w, Some(w.qkv_b), n, c, 3 * c);
+        ops::matmul_forward(qkv, ln1, w.qkv_w, Some(w.qkv_b), n, c, 3 * c);
         if let Some(h) = hook.as_mut() {
             h(l, qkv);
         }
         let atty = &mut a.atty[s * n * c..(s + 1) * n * c];
         let att = &mut a.att[s * b * nh * t * t..(s + 1) * b * nh * t * t];
-        kernels::attention_forward(atty, att, qkv, b, t, c, nh);
+        ops::attention_forward(atty, att, qkv, b, t, c, nh);
         let res2 = &mut a.res2[s * n * c..(s + 1) * n * c];
         // Without dropout the projection biases are added in the residual pass.
         if dropout.is_some() {
-            kernels::matmul_forward(res2, atty, w.attn_proj_w, Some(w.attn_proj_b), n, c, c);
+            ops::matmul_forward(res2, atty, w.attn_proj_w, Some(w.attn_proj_b), n, c, c);
             apply_mask(res2, &a.drop_attn[l * n * c..(l + 1) * n * c]);
-            kernels::residual_add(res2, input);
+            ops::residual_add(res2, input);
         } else {
-            kernels::matmul_forward(res2, atty, w.attn_proj_w, None, n, c, c);
-            kernels::residual_bias_add(res2, input, w.attn_proj_b, c);
+            ops::matmul_forward(res2, atty, w.attn_proj_w, None, n, c, c);
+            ops::residual_bias_add(res2, input, w.attn_proj_b, c);
         }
         let ln2 = &mut a.ln2[s * n * c..(s + 1) * n * c];
-        kernels::layernorm_forward(
+        ops::layernorm_forward(
             ln2,
             &mut a.ln2_mean[s * n..(s + 1) * n],
             &mut a.ln2_rstd[s * n..(s + 1) * n],
@@ -213,22 +213,22 @@ pub(crate) fn forward<F: Float>(
             c,
         );
         let fch = &mut a.fch[s * n * 4 * c..(s + 1) * n * 4 * c];
-        kernels::matmul_forward(fch, ln2, w.fc_w, None, n, c, 4 * c);
+        ops::matmul_forward(fch, ln2, w.fc_w, None, n, c, 4 * c);
         let fch_gelu = &mut a.fch_gelu[s * n * 4 * c..(s + 1) * n * 4 * c];
         if training {
             // fch keeps GELU'(x) where the CPU allows (gelu_keeps_derivative), else x
-            kernels::bias_gelu_forward_train(fch_gelu, fch, w.fc_b, 4 * c);
+            ops::bias_gelu_forward_train(fch_gelu, fch, w.fc_b, 4 * c);
         } else {
-            kernels::bias_gelu_forward(fch_gelu, fch, w.fc_b, 4 * c);
+            ops::bias_gelu_forward(fch_gelu, fch, w.fc_b, 4 * c);
         }
         let res3 = &mut a.res3[s * n * c..(s + 1) * n * c];
         if dropout.is_some() {
-            kernels::matmul_forward(res3, fch_gelu, w.proj_w, Some(w.proj_b), n, 4 * c, c);
+            ops::matmul_forward(res3, fch_gelu, w.proj_w, Some(w.proj_b), n, 4 * c, c);
             apply_mask(res3, &a.drop_mlp[l * n * c..(l + 1) * n * c]);
-            kernels::residual_add(res3, res2);
+            ops::residual_add(res3, res2);
         } else {
-            kernels::matmul_forward(res3, fch_gelu, w.proj_w, None, n, 4 * c, c);
-            kernels::residual_bias_add(res3, res2, w.proj_b, c);
+            ops::matmul_forward(res3, fch_gelu, w.proj_w, None, n, 4 * c, c);
+            ops::residual_bias_add(res3, res2, w.proj_b, c);
         }
         if !training {
             // The next layer reads its input from `encoded`.
@@ -240,7 +240,7 @@ pub(crate) fn forward<F: Float>(
     } else {
         &acts.encoded
     };
-    kernels::layernorm_forward(
+    ops::layernorm_forward(
         &mut acts.lnf,
         &mut acts.lnf_mean,
         &mut acts.lnf_rstd,
@@ -255,7 +255,7 @@ pub(crate) fn forward<F: Float>(
         return;
     }
     // logits(N,V) = lnf(N,C) @ wte^T(C,V)
-    kernels::lm_head_forward(&mut acts.logits, &acts.lnf, p.wte, n, v, c);
+    ops::lm_head_forward(&mut acts.logits, &acts.lnf, p.wte, n, v, c);
 }
 
 /// Backward-pass scratch gradients for one (B, T), allocated once.
@@ -566,8 +566,8 @@ impl<F: Float> GptTrainer<F> {
             forward(&cfg, params, a, inputs, None, dropout);
             self.dropped = dropout.is_some() && !a.drop_emb.is_empty();
             let loss = match grad_scale {
-                None => kernels::softmax_ce_forward(&mut a.logits, &mut a.losses, targets, v),
-                Some(scale) => kernels::softmax_ce_forward_backward(
+                None => ops::softmax_ce_forward(&mut a.logits, &mut a.losses, targets, v),
+                Some(scale) => ops::softmax_ce_forward_backward(
                     &mut a.logits,
                     &mut a.losses,
                     targets,
@@ -587,15 +587,10 @@ impl<F: Float> GptTrainer<F> {
                     forward(&cfg, params, a, &inputs[r.clone()], None, dropout);
                     match grad_scale {
                         None => {
-                            kernels::softmax_ce_forward(
-                                &mut a.logits,
-                                &mut a.losses,
-                                &targets[r],
-                                v,
-                            );
+                            ops::softmax_ce_forward(&mut a.logits, &mut a.losses, &targets[r], v);
                         }
                         Some(scale) => {
-                            kernels::softmax_ce_forward_backward(
+                            ops::softmax_ce_forward_backward(
                                 &mut a.logits,
                                 &mut a.losses,
                                 &targets[r],
@@ -679,18 +674,18 @@ impl<F: Float> GptTrainer<F> {
         let per_layer = 12 * c * c;
         let n_layer = cfg.n_layer;
         let np = self.grads.len();
-        let shards_p = kernels::SyncPtr(self.shards.as_mut_ptr());
-        let wt_p = kernels::SyncPtr(self.wt.as_mut_ptr());
+        let shards_p = ops::SyncPtr(self.shards.as_mut_ptr());
+        let wt_p = ops::SyncPtr(self.wt.as_mut_ptr());
         let wt_len = self.wt.len();
-        let mut gbufs = vec![kernels::SyncPtr(self.grads.as_mut_ptr())];
+        let mut gbufs = vec![ops::SyncPtr(self.grads.as_mut_ptr())];
         for g in self.shard_grads.iter_mut() {
-            gbufs.push(kernels::SyncPtr(g.as_mut_ptr()));
+            gbufs.push(ops::SyncPtr(g.as_mut_ptr()));
         }
         let add_only = &self.add_only;
         let losses = &mut self.losses;
         let mut dropped = false;
         let parallel = rayon::current_num_threads() > 1;
-        let loss = super::team::with_team(parallel, |team| {
+        let loss = crate::ops::team::with_team(parallel, |team| {
             // SAFETY (all three phases): chunk i of a phase touches only shard i, its
             // layers' part of wt and its gradient buffer (phases 1, 2), or elements
             // [ci * CH, ..) of every gradient buffer (phase 3); each chunk index runs
@@ -708,7 +703,7 @@ impl<F: Float> GptTrainer<F> {
                     }
                     let a = &mut sh.acts;
                     forward(&cfg, params, a, &inputs[r.clone()], None, dropout);
-                    kernels::softmax_ce_forward_backward(
+                    ops::softmax_ce_forward_backward(
                         &mut a.logits,
                         &mut a.losses,
                         &targets[r],
@@ -756,7 +751,7 @@ impl<F: Float> GptTrainer<F> {
                 for gb in &gbufs[1..] {
                     let src =
                         unsafe { std::slice::from_raw_parts(gb.get().add(r0) as *const F, len) };
-                    kernels::add_in_place(dst, src);
+                    ops::add_in_place(dst, src);
                 }
             });
             Ok(loss)
@@ -784,7 +779,7 @@ fn gather_shard_losses<F: Float>(shards: &[Shard<F>], losses: &mut [F], t: usize
 /// Runs one shard's work, with single-threaded GEMMs when `serial`.
 fn in_shard<R>(serial: bool, f: impl FnOnce() -> R) -> R {
     if serial {
-        kernels::with_serial_gemm(f)
+        ops::with_serial_gemm(f)
     } else {
         f()
     }
@@ -792,7 +787,7 @@ fn in_shard<R>(serial: bool, f: impl FnOnce() -> R) -> R {
 
 /// Per layer, the transposes of the four block matrices, in this order: qkv (3C,C), attn
 /// proj (C,C), fc (4C,C), proj (C,4C); parallel over layers. The backward's dinp = dout @
-/// W^T then reads row-major matrices (see [`kernels::matmul_backward_t`]).
+/// W^T then reads row-major matrices (see [`ops::matmul_backward_t`]).
 fn transpose_weights<F: Float>(wt: &mut [F], params: &[F], cfg: &GptConfig) {
     let c = cfg.n_embd;
     wt.par_chunks_mut(12 * c * c)
@@ -807,16 +802,16 @@ fn transpose_layer<F: Float>(out: &mut [F], params: &[F], cfg: &GptConfig, l: us
     let (qkv, rest) = out.split_at_mut(3 * c * c);
     let (attn, rest) = rest.split_at_mut(c * c);
     let (fc, proj) = rest.split_at_mut(4 * c * c);
-    kernels::transpose(qkv, w.qkv_w, c, 3 * c);
-    kernels::transpose(attn, w.attn_proj_w, c, c);
-    kernels::transpose(fc, w.fc_w, c, 4 * c);
-    kernels::transpose(proj, w.proj_w, 4 * c, c);
+    ops::transpose(qkv, w.qkv_w, c, 3 * c);
+    ops::transpose(attn, w.attn_proj_w, c, c);
+    ops::transpose(fc, w.fc_w, c, 4 * c);
+    ops::transpose(proj, w.proj_w, 4 * c, c);
 }
 
 /// The backward pass of one forward (`a`) into `grads` (ADDS; with `fresh`, the weight
 /// matrices and wte are OVERWRITTEN by their first write instead, and only the other
 /// ranges must be zero); `a.logits` must already hold dlogits
-/// ([`kernels::softmax_ce_forward_backward`]); `wt` holds [`transpose_weights`] of
+/// ([`ops::softmax_ce_forward_backward`]); `wt` holds [`transpose_weights`] of
 /// `params`.
 #[allow(clippy::too_many_arguments)]
 fn backward<F: Float>(
@@ -837,12 +832,12 @@ fn backward<F: Float>(
     let p = parts(params, cfg);
     let g = parts_mut(grads, cfg);
     // logits = lnf @ wte^T: dlnf(N,C) = dlogits(N,V) @ wte(V,C)
-    kernels::gemm_strided(n, c, v, &mut s.dln, c, false, dlogits, v, 1, p.wte, c, 1);
+    crate::ops::matmul::gemm_strided(n, c, v, &mut s.dln, c, false, dlogits, v, 1, p.wte, c, 1);
     // dwte(V,C) += dlogits^T(V,N) @ lnf(N,C)
-    kernels::lm_head_backward_dwte(g.wte, dlogits, &a.lnf, (n, v, c), fresh);
+    ops::lm_head_backward_dwte(g.wte, dlogits, &a.lnf, (n, v, c), fresh);
     let last = &a.res3[(cfg.n_layer - 1) * n * c..];
     s.dres.fill(F::ZERO);
-    kernels::layernorm_backward(
+    ops::layernorm_backward(
         &mut s.dres,
         g.lnf_w,
         g.lnf_b,
@@ -882,7 +877,7 @@ fn backward<F: Float>(
         } else {
             &s.dres
         };
-        kernels::matmul_backward_t(
+        ops::matmul_backward_t(
             &mut s.dfch,
             gw.proj_w,
             Some(gw.proj_b),
@@ -892,12 +887,12 @@ fn backward<F: Float>(
             (n, 4 * c, c),
             fresh,
         );
-        if kernels::gelu_keeps_derivative::<F>(4 * c) {
-            kernels::gelu_backward_stored(&mut s.dfch, fch);
+        if ops::gelu_keeps_derivative::<F>(4 * c) {
+            ops::gelu_backward_stored(&mut s.dfch, fch);
         } else {
-            kernels::gelu_backward_inplace(&mut s.dfch, fch);
+            ops::gelu_backward_inplace(&mut s.dfch, fch);
         }
-        kernels::matmul_backward_t(
+        ops::matmul_backward_t(
             &mut s.dln,
             gw.fc_w,
             Some(gw.fc_b),
@@ -907,7 +902,7 @@ fn backward<F: Float>(
             (n, c, 4 * c),
             fresh,
         );
-        kernels::layernorm_backward(
+        ops::layernorm_backward(
             &mut s.dres,
             gw.ln2_w,
             gw.ln2_b,
@@ -926,7 +921,7 @@ fn backward<F: Float>(
         } else {
             &s.dres
         };
-        kernels::matmul_backward_t(
+        ops::matmul_backward_t(
             &mut s.datty,
             gw.attn_proj_w,
             Some(gw.attn_proj_b),
@@ -936,8 +931,8 @@ fn backward<F: Float>(
             (n, c, c),
             fresh,
         );
-        kernels::attention_backward(&mut s.dqkv, &mut s.datt, &s.datty, qkv, att, b, t, c, nh);
-        kernels::matmul_backward_t(
+        ops::attention_backward(&mut s.dqkv, &mut s.datt, &s.datty, qkv, att, b, t, c, nh);
+        ops::matmul_backward_t(
             &mut s.dln,
             gw.qkv_w,
             Some(gw.qkv_b),
@@ -947,7 +942,7 @@ fn backward<F: Float>(
             (n, c, 3 * c),
             fresh,
         );
-        kernels::layernorm_backward(
+        ops::layernorm_backward(
             &mut s.dres,
             gw.ln1_w,
             gw.ln1_b,
@@ -963,7 +958,7 @@ fn backward<F: Float>(
     if dropped {
         apply_mask(&mut s.dres, &a.drop_emb);
     }
-    kernels::encoder_backward(g.wte, g.wpe, &s.dres, inputs, t, c);
+    ops::encoder_backward(g.wte, g.wpe, &s.dres, inputs, t, c);
 }
 
 #[cfg(test)]

@@ -380,7 +380,11 @@ mod tests {
         assert!(multi >= 3, "frequent substrings become pieces: {pieces:?}");
         let ids = t.encode(&text).unwrap();
         assert_eq!(t.decode(&ids).unwrap(), text);
-        assert!(ids.len() * 3 < text.chars().count() * 2, "{} ids", ids.len());
+        assert!(
+            ids.len() * 3 < text.chars().count() * 2,
+            "{} ids",
+            ids.len()
+        );
         let back = crate::tokenizer::from_hf_json(&t.to_hf_json()).unwrap();
         assert_eq!(back.fingerprint(), t.fingerprint());
         assert_eq!(back.encode(&text).unwrap(), ids);

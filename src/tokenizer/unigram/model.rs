@@ -222,7 +222,7 @@ impl UnigramModel {
 
     /// A segmentation drawn from p(seg) = exp(alpha * score(seg)) / Z(alpha): forward
     /// log-sums to every boundary, then pieces drawn backwards from the end, each edge
-    /// ending at the current boundary with probability exp(fwd[start] + alpha*score - fwd[end]).
+    /// ending at the current boundary with probability `exp(fwd[start] + alpha*score - fwd[end])`.
     pub fn sample(
         &self,
         s: &str,

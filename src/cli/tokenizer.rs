@@ -40,6 +40,8 @@ enum Kind {
     Bytes,
     /// Whitespace words with <unk>, <s>, </s> (for n-gram models).
     Words,
+    /// SentencePiece-style Unigram language model over ▁-marked words (EM + pruning).
+    Unigram,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,6 +64,12 @@ struct TrainArgs {
     /// words: drop words seen fewer times than this (they become <unk>).
     #[arg(long, default_value_t = 1)]
     min_count: usize,
+    /// unigram: longest piece, in characters.
+    #[arg(long, default_value_t = 16)]
+    max_piece_length: usize,
+    /// unigram: extra special tokens (after <|unk|> and <|endoftext|>).
+    #[arg(long = "special", num_args = 1..)]
+    special: Vec<String>,
     /// UTF-8 text files to learn from (default: the embedded synthetic corpus).
     #[arg(long, num_args = 1..)]
     input: Vec<PathBuf>,
@@ -89,6 +97,18 @@ struct EncodeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "ids")]
     format: Format,
+    /// unigram: sample each word's segmentation (subword regularization) instead of Viterbi.
+    #[arg(long)]
+    sample: bool,
+    /// unigram --sample: p(segmentation) ∝ exp(alpha * score); 0 is uniform, large is Viterbi.
+    #[arg(long, default_value_t = 0.1)]
+    alpha: f64,
+    /// unigram --sample: random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// unigram: print the N best segmentations of each word with log-probabilities.
+    #[arg(long, value_name = "N")]
+    show_lattice: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -173,6 +193,12 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             Box::new(t)
         }
         Kind::Words => train_words(&refs, a.vocab_size, a.min_count)?,
+        Kind::Unigram => Box::new(super::unigram::train(
+            &refs,
+            a.vocab_size,
+            a.max_piece_length,
+            &a.special,
+        )?),
     };
     let secs = start.elapsed().as_secs_f64();
     tokenizer::save(tok.as_ref(), &a.out)?;
@@ -220,7 +246,17 @@ fn read_input(path: Option<&Path>) -> anyhow::Result<String> {
 fn encode(a: EncodeArgs) -> anyhow::Result<()> {
     let tok = load(&a.tokenizer)?;
     let text = read_input(a.input.as_deref())?;
-    let ids = tok.encode(&text)?;
+    if let Some(n) = a.show_lattice {
+        let u = super::unigram::as_unigram(tok.as_ref(), "--show-lattice")?;
+        print!("{}", super::unigram::show_lattice(&u, &text, n));
+        return Ok(());
+    }
+    let ids = if a.sample {
+        let u = super::unigram::as_unigram(tok.as_ref(), "--sample")?;
+        super::unigram::encode_sampled(&u, &text, a.alpha, a.seed)?
+    } else {
+        tok.encode(&text)?
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match a.format {
         Format::Json => serde_json::to_writer(&mut out, &ids)?,

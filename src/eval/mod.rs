@@ -31,6 +31,8 @@
 
 pub mod bootstrap;
 pub mod evaluate;
+pub mod exposure;
+pub mod exposure_plot;
 pub mod metrics;
 pub mod report;
 pub mod score;

@@ -2,14 +2,15 @@
 //!
 //! One [`Tokenizer`] trait, one file per implementation: [`bytes`] (256 byte ids),
 //! [`chars`] (a character vocabulary learned from a corpus), [`bpe`] (byte-level BPE,
-//! trained here or loaded from GPT-2's files), [`words`] (whitespace words, for n-gram
-//! models). All of them are saved as Hugging Face `tokenizer.json` files ([`load`]/[`save`]).
+//! trained here or loaded from GPT-2's files), [`unigram`] (SentencePiece's Unigram model
+//! with `▁` metaspace words), [`words`] (whitespace words, for n-gram models). All of them are saved as Hugging Face `tokenizer.json` files ([`load`]/[`save`]).
 //!
 //! Every metric arlm reports names the tokenizer (its kind and [`Tokenizer::fingerprint`]).
 
 pub mod bpe;
 pub mod bytes;
 pub mod chars;
+pub mod unigram;
 pub mod words;
 
 use std::path::{Path, PathBuf};
@@ -125,6 +126,9 @@ pub fn from_hf_json(json: &serde_json::Value) -> Result<Box<dyn Tokenizer>, Toke
         return Ok(Box::new(t));
     }
     if let Some(t) = bpe::BpeTokenizer::from_hf_json(json)? {
+        return Ok(Box::new(t));
+    }
+    if let Some(t) = unigram::hf::from_hf_json(json)? {
         return Ok(Box::new(t));
     }
     Err(TokenizerError::Invalid(format!(

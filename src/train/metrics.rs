@@ -94,7 +94,7 @@ pub fn append_jsonl(path: &Path, record: &Record) -> Result<(), TrainError> {
 }
 
 /// Registers a system sans-serif font with plotters once; false when none is found.
-fn font_available() -> bool {
+pub(crate) fn font_available() -> bool {
     use std::sync::OnceLock;
     static FOUND: OnceLock<bool> = OnceLock::new();
     *FOUND.get_or_init(|| {

@@ -1,8 +1,11 @@
-//! `arlm bench tokenizer`: GPT-2 encode throughput of arlm vs tiktoken on the same text.
+//! `arlm bench tokenizer`: GPT-2 encode throughput of arlm vs tiktoken on the same text,
+//! or, with a Unigram `--tokenizer` (for example tests/fixtures/hf_unigram_wt2.json),
+//! arlm vs Hugging Face `tokenizers` on that file.
 //!
-//! arlm runs in-process at 1 and 2 rayon threads; tiktoken runs through
-//! `tools/bench_tiktoken.py` with the peers Python (`$ARLM_PEERS_PYTHON`, else
-//! the peers venv, see [`super::util::peers_python`]) and is skipped with a message when absent.
+//! arlm runs in-process at 1 and 2 rayon threads; the peer runs through
+//! `tools/bench_tiktoken.py` or `tools/bench_hf_unigram.py` with the peers Python
+//! (`$ARLM_PEERS_PYTHON`, else the peers venv, see [`super::util::peers_python`]) and is
+//! skipped with a message when absent.
 //! Each number is the median of `--runs` timed runs after one warm-up; token counts of
 //! both implementations are printed and must be equal.
 
@@ -53,28 +56,35 @@ fn bench_arlm(tok: &dyn Tokenizer, text: &str, threads: usize, runs: usize) -> a
     })
 }
 
-fn script() -> PathBuf {
-    super::tool_script("bench_tiktoken.py")
+/// The peer implementation for a tokenizer kind: (name, script, its tokenizer flag).
+fn peer(kind: &str) -> (&'static str, &'static str, &'static str) {
+    if kind == "unigram" {
+        ("hf-tokenizers", "bench_hf_unigram.py", "--tokenizer")
+    } else {
+        ("tiktoken", "bench_tiktoken.py", "--gpt2")
+    }
 }
 
-fn bench_tiktoken(
+fn bench_peer(
     py: &Path,
+    kind: &str,
     input: &Path,
-    gpt2: &Path,
+    tok_path: &Path,
     a: &Args,
 ) -> anyhow::Result<Vec<(usize, Row)>> {
+    let (_, script, flag) = peer(kind);
     let threads: Vec<String> = a.threads.iter().map(|t| t.to_string()).collect();
     let args = [
         "--input".to_string(),
         input.display().to_string(),
-        "--gpt2".to_string(),
-        gpt2.display().to_string(),
+        flag.to_string(),
+        tok_path.display().to_string(),
         "--runs".to_string(),
         a.runs.to_string(),
         "--threads".to_string(),
         threads.join(","),
     ];
-    let out = super::util::run_script(py, &script(), &args)?;
+    let out = super::util::run_script(py, &super::tool_script(script), &args)?;
     #[derive(serde::Deserialize)]
     struct Line {
         threads: usize,
@@ -84,7 +94,7 @@ fn bench_tiktoken(
     let mut rows = Vec::new();
     for line in out.lines() {
         let v: Line = serde_json::from_str(line)
-            .with_context(|| format!("bench_tiktoken.py printed {line:?}"))?;
+            .with_context(|| format!("{script} printed {line:?}"))?;
         rows.push((
             v.threads,
             Row {
@@ -130,26 +140,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ours.push((t, bench_arlm(tok.as_ref(), &text, t, a.runs)?));
     }
     let gpt2_dir = tok_path.is_dir() && tok_path.join("vocab.bpe").exists();
+    let kind = tok.kind();
+    let (name, _, _) = peer(kind);
     let theirs = match super::util::peers_python_if_present(None) {
         None => {
-            println!("tiktoken: skipped (no peers Python; set ARLM_PEERS_PYTHON)");
+            println!("{name}: skipped (no peers Python; set ARLM_PEERS_PYTHON)");
             Vec::new()
         }
-        Some(_) if !gpt2_dir => {
+        Some(_) if kind != "unigram" && !gpt2_dir => {
             println!("tiktoken: skipped (it needs GPT-2's encoder.json + vocab.bpe directory)");
             Vec::new()
         }
-        Some(py) => match bench_tiktoken(&py, &input, &tok_path, &a) {
+        Some(py) => match bench_peer(&py, kind, &input, &tok_path, &a) {
             Ok(rows) => rows,
             Err(e) => {
-                println!("tiktoken: skipped ({e:#})");
+                println!("{name}: skipped ({e:#})");
                 Vec::new()
             }
         },
     };
     println!(
-        "{:<10} {:>7} {:>10} {:>12} {:>13}",
-        "impl", "threads", "MB/s", "tokens", "vs tiktoken"
+        "{:<14} {:>7} {:>10} {:>12} {:>17}",
+        "impl",
+        "threads",
+        "MB/s",
+        "tokens",
+        format!("vs {name}")
     );
     let mut mismatch = false;
     for (t, row) in &ours {
@@ -158,19 +174,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             format!("{:.2}x", row.mb_per_s / o.mb_per_s)
         });
         println!(
-            "{:<10} {:>7} {:>10.1} {:>12} {:>13}",
+            "{:<14} {:>7} {:>10.1} {:>12} {:>17}",
             "arlm", t, row.mb_per_s, row.tokens, ratio
         );
         if let Some(o) = other {
             println!(
-                "{:<10} {:>7} {:>10.1} {:>12} {:>13}",
-                "tiktoken", t, o.mb_per_s, o.tokens, "1.00x"
+                "{:<14} {:>7} {:>10.1} {:>12} {:>17}",
+                name, t, o.mb_per_s, o.tokens, "1.00x"
             );
             mismatch |= o.tokens != row.tokens;
         }
     }
     if mismatch {
-        bail!("token counts differ between arlm and tiktoken");
+        bail!("token counts differ between arlm and {name}");
     }
     if !theirs.is_empty() {
         println!("token counts match");

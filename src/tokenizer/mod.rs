@@ -194,11 +194,20 @@ pub fn hf_tokenizer_config(
         config["bos_token"] = eot.clone().into();
         config["eos_token"] = eot.into();
     }
-    let has_unk = json
-        .pointer("/model/vocab/<unk>")
-        .is_some_and(|v| v.is_u64());
-    if has_unk {
-        config["unk_token"] = "<unk>".into();
+    // WordLevel and BPE name their unknown token; Unigram gives its index in the vocab list.
+    let unk = json["model"]["unk_token"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| {
+            let id = json["model"]["unk_id"].as_u64()? as usize;
+            json["model"]["vocab"]
+                .get(id)?
+                .get(0)?
+                .as_str()
+                .map(str::to_string)
+        });
+    if let Some(unk) = unk {
+        config["unk_token"] = unk.into();
     }
     if let Some(n) = model_max_length {
         config["model_max_length"] = n.into();

@@ -93,8 +93,8 @@ fn bench_peer(
     }
     let mut rows = Vec::new();
     for line in out.lines() {
-        let v: Line = serde_json::from_str(line)
-            .with_context(|| format!("{script} printed {line:?}"))?;
+        let v: Line =
+            serde_json::from_str(line).with_context(|| format!("{script} printed {line:?}"))?;
         rows.push((
             v.threads,
             Row {

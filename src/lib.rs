@@ -16,6 +16,7 @@ pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod model;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 

@@ -34,6 +34,8 @@ enum Command {
     Score(cli::score::Args),
     /// Generate text with a chosen decoding method.
     Generate(cli::generate::Args),
+    /// Serve models over HTTP with OpenAI's completions API (generate and score).
+    Serve(cli::serve::Args),
     /// Speed benchmarks, side by side with reference implementations.
     Bench(cli::bench::Args),
 }
@@ -49,6 +51,7 @@ fn main() {
         Command::Eval(a) => cli::eval::run(a),
         Command::Score(a) => cli::score::run(a),
         Command::Generate(a) => cli::generate::run(a),
+        Command::Serve(a) => cli::serve::run(a),
         Command::Bench(a) => cli::bench::run(a),
     };
     if let Err(err) = result {

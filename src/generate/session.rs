@@ -14,7 +14,7 @@
 //! length; `slides()` counts how often the window moved.
 
 use super::GenerateError;
-use crate::model::{check_token, LanguageModel, ModelError};
+use crate::model::{check_logprob_row, check_token, LanguageModel, ModelError};
 
 /// The state of one decoding stream over a model.
 pub struct Session<'m, M: LanguageModel> {
@@ -100,6 +100,9 @@ impl<'m, M: LanguageModel> Session<'m, M> {
             .prefill(&mut self.state, &self.pending[..take], &mut self.logprobs)?;
         self.in_state += take;
         self.pending.drain(..take);
+        if self.pending.is_empty() {
+            check_logprob_row(&self.logprobs, self.in_state)?;
+        }
         Ok(self.pending.is_empty())
     }
 
@@ -127,6 +130,7 @@ impl<'m, M: LanguageModel> Session<'m, M> {
             .prefill(&mut self.state, &input, &mut self.logprobs)?;
         self.in_state = input.len();
         self.slides += 1;
+        check_logprob_row(&self.logprobs, self.in_state)?;
         Ok(())
     }
 
@@ -164,6 +168,7 @@ impl<'m, M: LanguageModel> Session<'m, M> {
             self.model
                 .feed(&mut self.state, token, &mut self.logprobs)?;
             self.in_state += 1;
+            check_logprob_row(&self.logprobs, self.in_state)?;
             Ok(())
         }
     }
@@ -200,6 +205,9 @@ impl<'m, M: LanguageModel> Session<'m, M> {
         }
         if !fed.is_empty() {
             model.feed_batch(&mut states, &fed, &mut rows)?;
+        }
+        for s in sessions.iter() {
+            check_logprob_row(&s.logprobs, s.in_state)?;
         }
         Ok(())
     }

@@ -24,18 +24,31 @@ import time
 from pathlib import Path
 
 
+def write_tokenizer(d: Path, data: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    bpe = models.BPE.from_file(str(data / "encoder.json"), str(data / "vocab.bpe"))
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>"])
+    tok.save(str(d / "tokenizer.json"))
+
+
 def ensure_model(d: Path, data: Path):
     if (d / "model.safetensors").exists() and (d / "tokenizer.json").exists():
         return
+    if (d / "model.safetensors").exists():
+        write_tokenizer(d, data)
+        return
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     d.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(1234)
     model = GPT2LMHeadModel(GPT2Config(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257))
     model.save_pretrained(d, safe_serialization=True)
-    tok = GPT2TokenizerFast(vocab_file=str(data / "encoder.json"), merges_file=str(data / "vocab.bpe"))
-    tok.backend_tokenizer.save(str(d / "tokenizer.json"))
+    write_tokenizer(d, data)
 
 
 def pct(xs, p):

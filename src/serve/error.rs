@@ -134,8 +134,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
-    fn from(r: axum::extract::rejection::JsonRejection) -> ApiError {
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> ApiError {
         let mut e = ApiError::bad_body(r.body_text());
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             e.status = StatusCode::PAYLOAD_TOO_LARGE;

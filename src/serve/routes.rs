@@ -10,7 +10,8 @@ use super::{AppState, ServedModel};
 use crate::eval::score::{piece, score_ids};
 use crate::eval::WindowSpec;
 use crate::model::LanguageModel;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -110,11 +111,14 @@ async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"object": "list", "data": data}))
 }
 
+/// Parses a JSON body whatever its Content-Type says (curl's `-d` sends a form type;
+/// llama.cpp's server accepts that too).
 fn parse<T: serde::de::DeserializeOwned>(
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    let Json(v) = body?;
-    serde_json::from_value(v).map_err(|e| ApiError::bad_body(format!("invalid request body: {e}")))
+    let bytes = body?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_body(format!("invalid request body: {e}")))
 }
 
 /// Encodes `text`, reading the end-of-text token's own text as that token (what
@@ -146,7 +150,7 @@ fn encode_with_special(
 
 async fn tokenize(
     State(st): State<Arc<AppState>>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let req: TokenizeRequest = parse(body)?;
     let m = st.model(req.model.as_deref())?;
@@ -171,7 +175,7 @@ async fn tokenize(
 
 async fn detokenize(
     State(st): State<Arc<AppState>>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let req: DetokenizeRequest = parse(body)?;
     let m = st.model(req.model.as_deref())?;
@@ -377,7 +381,7 @@ fn unix_now() -> u64 {
 
 async fn completions(
     State(st): State<Arc<AppState>>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     match completions_inner(&st, body, started).await {
@@ -391,7 +395,7 @@ async fn completions(
 
 async fn completions_inner(
     st: &Arc<AppState>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
     started: Instant,
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(body)?;

@@ -742,7 +742,9 @@ fn queue_bound_answers_429_and_disconnect_frees_the_slot() {
     srv.wait_until("nothing in flight", |s| {
         s.metric("arlm_requests_in_flight") == 0.0
     });
-    assert_eq!(srv.metric("arlm_active_sequences"), 0.0);
+    srv.wait_until("no active sequence", |s| {
+        s.metric("arlm_active_sequences") == 0.0
+    });
     let (s, _) = srv.post("/v1/completions", &json!({"prompt": "ab", "max_tokens": 2}));
     assert_eq!(s, 200);
 }

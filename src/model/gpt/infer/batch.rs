@@ -39,7 +39,7 @@ fn matvec_batch_phase(
 ) {
     let n = xs.len();
     let (ic, oc) = (xs[0].len(), ys[0].len());
-    let yp: Vec<Shared<f32>> = ys.iter_mut().map(|y| Shared(y.as_mut_ptr())).collect();
+    let yp: Vec<SyncPtr<f32>> = ys.iter_mut().map(|y| SyncPtr(y.as_mut_ptr())).collect();
     match q {
         Some(q) => {
             if q.act8() {
@@ -60,14 +60,14 @@ fn matvec_batch_phase(
                         *yj += bj;
                     }
                     if gelu {
-                        kernels::gelu_inplace(yc);
+                        ops::gelu_inplace(yc);
                     }
                 }
             });
         }
         None => {
             let per = ic.div_ceil(GEMV_ROW_BLOCKS);
-            let pp: Vec<Shared<f32>> = parts.iter_mut().map(|p| Shared(p.as_mut_ptr())).collect();
+            let pp: Vec<SyncPtr<f32>> = parts.iter_mut().map(|p| SyncPtr(p.as_mut_ptr())).collect();
             team.run(GEMV_ROW_BLOCKS, &|blk| {
                 let (r0, r1) = ((blk * per).min(ic), ((blk + 1) * per).min(ic));
                 for &p in &pp {
@@ -94,7 +94,7 @@ fn matvec_batch_phase(
                     }
                 }
                 if gelu {
-                    kernels::gelu_inplace(y);
+                    ops::gelu_inplace(y);
                 }
             }
         }
@@ -104,10 +104,10 @@ fn matvec_batch_phase(
 /// One sequence's attention operands for a layer: its (head) key and value caches, its
 /// output and scores scratch, its qkv row, and the context length after this token.
 type AttnPtrs<'a> = (
-    Shared<Vec<f32>>,
-    Shared<Vec<f32>>,
-    Shared<f32>,
-    Shared<f32>,
+    SyncPtr<Vec<f32>>,
+    SyncPtr<Vec<f32>>,
+    SyncPtr<f32>,
+    SyncPtr<f32>,
     &'a [f32],
     usize,
 );
@@ -197,10 +197,10 @@ impl Gpt<f32> {
                             ..
                         } = &mut **st;
                         (
-                            Shared(k[l * nh..(l + 1) * nh].as_mut_ptr()),
-                            Shared(v[l * nh..(l + 1) * nh].as_mut_ptr()),
-                            Shared(atty.as_mut_ptr()),
-                            Shared(scores.as_mut_ptr()),
+                            SyncPtr(k[l * nh..(l + 1) * nh].as_mut_ptr()),
+                            SyncPtr(v[l * nh..(l + 1) * nh].as_mut_ptr()),
+                            SyncPtr(atty.as_mut_ptr()),
+                            SyncPtr(scores.as_mut_ptr()),
                             &qkv[..],
                             n_ctx,
                         )
@@ -277,7 +277,7 @@ impl Gpt<f32> {
         }
         // The tied LM head (V, C): each chunk of vocabulary rows for every sequence.
         let per = chunk_rows(v, c);
-        let ops: Vec<Shared<f32>> = outs.iter_mut().map(|o| Shared(o.as_mut_ptr())).collect();
+        let ops: Vec<SyncPtr<f32>> = outs.iter_mut().map(|o| SyncPtr(o.as_mut_ptr())).collect();
         let lns: Vec<(&[f32], &ActQ8)> = sts.iter().map(|st| (&st.ln[..], &st.xq)).collect();
         let wte = &p.wte[..v * c];
         team.run(v.div_ceil(per), &|i| {

@@ -18,6 +18,7 @@ pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod outdir;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 

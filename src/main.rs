@@ -36,6 +36,8 @@ enum Command {
     Generate(cli::generate::Args),
     /// Measure exposure bias: teacher-forced vs free-running NLL and KL per position.
     Exposure(cli::exposure::Args),
+    /// Serve models over HTTP with OpenAI's completions API (generate and score).
+    Serve(cli::serve::Args),
     /// Speed benchmarks, side by side with reference implementations.
     Bench(cli::bench::Args),
 }
@@ -52,6 +54,7 @@ fn main() {
         Command::Score(a) => cli::score::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Exposure(a) => cli::exposure::run(a),
+        Command::Serve(a) => cli::serve::run(a),
         Command::Bench(a) => cli::bench::run(a),
     };
     if let Err(err) = result {

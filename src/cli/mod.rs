@@ -8,6 +8,7 @@ pub mod generate;
 pub mod ngram;
 pub mod prepare;
 pub mod score;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 pub mod unigram;

@@ -98,7 +98,7 @@ pub fn score_ids<M: LanguageModel>(
 }
 
 /// Log-prob, rank, entropy and top-k of `target` under the log-prob row `row`.
-fn describe_position(row: &[f32], target: u32, top_k: usize) -> IdScore {
+pub fn describe_position(row: &[f32], target: u32, top_k: usize) -> IdScore {
     let lp = row[target as usize];
     let rank = 1 + row.iter().filter(|&&x| x > lp).count();
     let entropy = (-row

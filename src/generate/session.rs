@@ -26,6 +26,8 @@ pub struct Session<'m, M: LanguageModel> {
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
     slides: usize,
+    /// Prompt tokens (BOS first) not fed yet (see [`Session::begin`]).
+    pending: Vec<u32>,
 }
 
 impl<M: LanguageModel> Clone for Session<'_, M> {
@@ -37,6 +39,7 @@ impl<M: LanguageModel> Clone for Session<'_, M> {
             tokens: self.tokens.clone(),
             logprobs: self.logprobs.clone(),
             slides: self.slides,
+            pending: self.pending.clone(),
         }
     }
 }
@@ -44,6 +47,14 @@ impl<M: LanguageModel> Clone for Session<'_, M> {
 impl<'m, M: LanguageModel> Session<'m, M> {
     /// Starts a session: prefills BOS + `prompt` (cut to the window if needed).
     pub fn new(model: &'m M, prompt: &[u32]) -> Result<Self, GenerateError> {
+        let mut s = Self::begin(model, prompt)?;
+        s.prefill_pending(usize::MAX)?;
+        Ok(s)
+    }
+
+    /// A session whose prompt is not fed yet: [`Session::prefill_pending`] feeds it in
+    /// chunks (a server prefills long prompts between decode steps of other sessions).
+    pub fn begin(model: &'m M, prompt: &[u32]) -> Result<Self, GenerateError> {
         let v = model.vocab_size();
         for &t in prompt {
             check_token(t, v)?;
@@ -63,29 +74,57 @@ impl<'m, M: LanguageModel> Session<'m, M> {
             tokens: prompt.to_vec(),
             logprobs: vec![0f32; v],
             slides: 0,
+            pending: Vec::new(),
         };
         let fits = model.max_context().is_none_or(|c| prompt.len() < c);
-        if fits {
+        s.pending = if fits {
             let mut input = Vec::with_capacity(prompt.len() + 1);
             input.push(model.bos_token());
             input.extend_from_slice(prompt);
-            model.prefill(&mut s.state, &input, &mut s.logprobs)?;
-            s.in_state = input.len();
-            check_logprob_row(&s.logprobs, s.in_state)?;
+            input
         } else {
-            s.rebuild()?;
-        }
+            s.slides += 1;
+            s.window_input()
+        };
         Ok(s)
     }
 
-    /// Rebuilds the state from BOS + the most recent tokens (see the module doc).
-    fn rebuild(&mut self) -> Result<(), GenerateError> {
+    /// Feeds up to `max_tokens` (at least 1) of the prompt not fed yet; true once all of it
+    /// is in the state and [`Session::logprobs`] is the next-token row.
+    pub fn prefill_pending(&mut self, max_tokens: usize) -> Result<bool, GenerateError> {
+        if self.pending.is_empty() {
+            return Ok(true);
+        }
+        let take = max_tokens.max(1).min(self.pending.len());
+        self.model
+            .prefill(&mut self.state, &self.pending[..take], &mut self.logprobs)?;
+        self.in_state += take;
+        self.pending.drain(..take);
+        if self.pending.is_empty() {
+            check_logprob_row(&self.logprobs, self.in_state)?;
+        }
+        Ok(self.pending.is_empty())
+    }
+
+    /// True once the whole prompt is fed.
+    pub fn is_ready(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// BOS + the most recent tokens that the window keeps (see the module doc).
+    fn window_input(&self) -> Vec<u32> {
         let c = self.model.max_context().unwrap_or(usize::MAX);
         // Keep R = (C-1)/2 old tokens plus the newest one (the last of `tokens`).
         let keep = ((c - 1) / 2 + 1).min(self.tokens.len()).min(c - 1);
         let mut input = Vec::with_capacity(keep + 1);
         input.push(self.model.bos_token());
         input.extend_from_slice(&self.tokens[self.tokens.len() - keep..]);
+        input
+    }
+
+    /// Rebuilds the state from BOS + the most recent tokens (see the module doc).
+    fn rebuild(&mut self) -> Result<(), GenerateError> {
+        let input = self.window_input();
         self.state = self.model.new_state();
         self.model
             .prefill(&mut self.state, &input, &mut self.logprobs)?;
@@ -132,5 +171,44 @@ impl<'m, M: LanguageModel> Session<'m, M> {
             check_logprob_row(&self.logprobs, self.in_state)?;
             Ok(())
         }
+    }
+
+    /// [`Session::push`] for several sessions at once: the ones with room in their window
+    /// take one [`LanguageModel::feed_batch`] (one pass over the weights for all of them,
+    /// where the model batches), the others slide their window alone.
+    pub fn push_batch(sessions: &mut [&mut Self], tokens: &[u32]) -> Result<(), GenerateError> {
+        assert_eq!(sessions.len(), tokens.len(), "one token per session");
+        let Some(model) = sessions.first().map(|s| s.model) else {
+            return Ok(());
+        };
+        let mut states = Vec::with_capacity(sessions.len());
+        let mut rows = Vec::with_capacity(sessions.len());
+        let mut fed = Vec::with_capacity(sessions.len());
+        for (s, &token) in sessions.iter_mut().zip(tokens) {
+            check_token(token, s.model.vocab_size())?;
+            if !s.is_ready() {
+                return Err(ModelError::InvalidConfig(
+                    "push on a session whose prompt is not fed yet".into(),
+                )
+                .into());
+            }
+            s.tokens.push(token);
+            let full = s.model.max_context().is_some_and(|c| s.in_state + 1 > c);
+            if full {
+                s.rebuild()?;
+            } else {
+                s.in_state += 1;
+                states.push(&mut s.state);
+                rows.push(&mut s.logprobs[..]);
+                fed.push(token);
+            }
+        }
+        if !fed.is_empty() {
+            model.feed_batch(&mut states, &fed, &mut rows)?;
+        }
+        for s in sessions.iter() {
+            check_logprob_row(&s.logprobs, s.in_state)?;
+        }
+        Ok(())
     }
 }

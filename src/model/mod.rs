@@ -98,6 +98,23 @@ pub trait LanguageModel: Send + Sync {
         Ok(())
     }
 
+    /// Feeds `tokens[i]` to the independent context `states[i]` and writes its next-token
+    /// log-probs into `logprobs[i]`: one decode step of several sequences (a server's
+    /// batch). Each row must equal what [`LanguageModel::feed`] gives for that sequence
+    /// alone, so results never depend on batching. The default loops over `feed`; the GPT
+    /// overrides it to read its weights once for the whole batch.
+    fn feed_batch(
+        &self,
+        states: &mut [&mut Self::State],
+        tokens: &[u32],
+        logprobs: &mut [&mut [f32]],
+    ) -> Result<(), ModelError> {
+        for ((state, &tok), row) in states.iter_mut().zip(tokens).zip(logprobs.iter_mut()) {
+            self.feed(state, tok, row)?;
+        }
+        Ok(())
+    }
+
     /// Teacher-forced scoring: `out[i] = log p(input[i+1] | input[..=i])`, so the result has
     /// `input.len() - 1` entries. `input[0]` is the conditioning token (usually BOS).
     fn score_next(&self, input: &[u32]) -> Result<Vec<f32>, ModelError> {

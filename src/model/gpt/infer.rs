@@ -59,6 +59,8 @@ use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod batch;
+
 /// The KV cache of one sequence: keys and values of every block for every fed position.
 #[derive(Debug, Clone)]
 pub struct GptState {
@@ -547,6 +549,44 @@ impl LanguageModel for Gpt<f32> {
         Ok(())
     }
 
+    fn feed_batch(
+        &self,
+        states: &mut [&mut GptState],
+        tokens: &[u32],
+        logprobs: &mut [&mut [f32]],
+    ) -> Result<(), ModelError> {
+        if states.len() != tokens.len() || states.len() != logprobs.len() {
+            return Err(ModelError::InvalidConfig(format!(
+                "feed_batch: {} states, {} tokens, {} rows",
+                states.len(),
+                tokens.len(),
+                logprobs.len()
+            )));
+        }
+        for (st, &tok) in states.iter().zip(tokens) {
+            check_token(tok, self.config.vocab_size)?;
+            if st.pos >= self.config.block_size {
+                return Err(ModelError::ContextTooLong {
+                    len: st.pos + 1,
+                    max_context: self.config.block_size,
+                });
+            }
+        }
+        match states.len() {
+            0 => return Ok(()),
+            1 => return self.feed(states[0], tokens[0], logprobs[0]),
+            _ => self.step_batch(states, tokens, logprobs),
+        }
+        for row in logprobs.iter_mut() {
+            let row = &mut row[..self.config.vocab_size];
+            let lse = simd::logsumexp(row);
+            for x in row.iter_mut() {
+                *x -= lse;
+            }
+        }
+        Ok(())
+    }
+
     fn prefill(
         &self,
         state: &mut GptState,
@@ -659,7 +699,7 @@ mod tests {
 
     /// A 2-layer, 4-head GPT with context 12 and weights `scale` times GPT-2's init, so
     /// the distributions are far from uniform.
-    fn scaled_model(n_embd: usize, vocab_size: usize, seed: u64, scale: f32) -> Gpt {
+    pub(super) fn scaled_model(n_embd: usize, vocab_size: usize, seed: u64, scale: f32) -> Gpt {
         let cfg = GptConfig {
             n_layer: 2,
             n_head: 4,

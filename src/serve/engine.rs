@@ -1,0 +1,419 @@
+//! The model workers: one OS thread per model runs a continuous-batching decode loop.
+//!
+//! Requests arrive as [`Job`]s on a channel. Between decode steps the worker takes new
+//! jobs into the batch (up to `max_batch` sequences), feeds at most one prefill chunk of
+//! one waiting prompt (so a long prompt delays the others by one chunk, not by its whole
+//! length), then runs one decode step for every active sequence: each samples its next
+//! token from its own row with its own seeded [`Sampler`], and the chosen tokens go
+//! through one [`Session::push_batch`] ([`LanguageModel::feed_batch`]: for the GPT one
+//! pass over the weights for the whole batch). Every sequence has its own sampler and
+//! random stream and `feed_batch` gives each row what `feed` gives alone, so a request's
+//! tokens do not depend on what else is in the batch.
+//!
+//! Results flow back as [`Event`]s on a per-request channel. A request whose receiver is
+//! gone (the client disconnected, so its handler was dropped) is removed at the next step
+//! boundary, which frees its slots. A panic inside a step fails the requests in that
+//! batch with a 500 and the worker goes on.
+
+use super::error::ApiError;
+use super::metrics::Metrics;
+use crate::eval::score::describe_position;
+use crate::generate::{FinishReason, GenerateError, Sampler, SamplerConfig, Session, TextStream};
+use crate::model::LanguageModel;
+use crate::tokenizer::Tokenizer;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What to generate for one prompt.
+#[derive(Clone, Debug)]
+pub struct GenRequest {
+    /// Prompt ids after the conditioning BOS (the session puts BOS first).
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    pub sampler: SamplerConfig,
+    /// Independent samples of this prompt (choice `first_choice + i` uses random stream i).
+    pub n: usize,
+    /// Alternatives per generated token to report (None: no log-probs).
+    pub logprobs: Option<usize>,
+    /// Index of this prompt's first choice in the response.
+    pub first_choice: usize,
+    /// End the choice when the model chooses end-of-text.
+    pub stop_at_eot: bool,
+}
+
+/// One generated token as the response reports it.
+#[derive(Clone, Debug)]
+pub struct TokenInfo {
+    pub id: u32,
+    pub piece: String,
+    /// log p(token | context) under the model, nats.
+    pub logprob: f32,
+    /// The most probable tokens at this position (piece, log-prob), most probable first.
+    pub top: Vec<(String, f32)>,
+}
+
+/// What a worker sends back about a request.
+#[derive(Debug)]
+pub enum Event {
+    /// A token was generated; `text` is the text that became safe to show with it.
+    Token {
+        choice: usize,
+        text: String,
+        token: TokenInfo,
+    },
+    /// A choice finished; `text` is the rest of its text.
+    Done {
+        choice: usize,
+        text: String,
+        finish: FinishReason,
+    },
+    /// The request failed (every choice of it).
+    Failed(ApiError),
+}
+
+/// A request handed to a worker.
+pub struct Job {
+    pub req: GenRequest,
+    pub tx: UnboundedSender<Event>,
+    pub admitted: Instant,
+}
+
+/// Worker settings.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineOptions {
+    /// Most sequences decoded together.
+    pub max_batch: usize,
+    /// Most prompt tokens fed between two decode steps.
+    pub prefill_chunk: usize,
+}
+
+/// A sequence in the decode batch.
+struct Seq<'m, M: LanguageModel> {
+    session: Session<'m, M>,
+    sampler: Sampler,
+    stream: TextStream,
+    choice: usize,
+    generated: usize,
+    max_tokens: usize,
+    logprobs: Option<usize>,
+    tx: UnboundedSender<Event>,
+    admitted: Instant,
+    stop_at_eot: bool,
+    done: bool,
+}
+
+/// Runs the batching loop for `model` until every sender of `rx` is dropped and the
+/// work in hand is finished. `waiting` mirrors the number of queued sequences.
+pub fn run_worker<M: LanguageModel>(
+    model: &M,
+    tok: &dyn Tokenizer,
+    rx: Receiver<Job>,
+    opts: EngineOptions,
+    waiting_gauge: &AtomicU64,
+    metrics: &Metrics,
+) {
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut prefilling: Vec<(Session<'_, M>, Job)> = Vec::new();
+    let mut active: Vec<Seq<'_, M>> = Vec::new();
+    let mut open = true;
+    loop {
+        if active.is_empty() && prefilling.is_empty() && waiting.is_empty() {
+            if !open {
+                break;
+            }
+            match rx.recv() {
+                Ok(j) => waiting.push_back(j),
+                Err(_) => break,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(j) => waiting.push_back(j),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        // Cancelled requests leave at the step boundary.
+        waiting.retain(|j| !j.tx.is_closed());
+        prefilling.retain(|(_, j)| !j.tx.is_closed());
+        active.retain(|s| !s.tx.is_closed());
+        admit(model, opts, &mut waiting, &mut prefilling, active.len());
+        waiting_gauge.store(
+            waiting.iter().map(|j| j.req.n as u64).sum(),
+            Ordering::Relaxed,
+        );
+        metrics
+            .active_sequences
+            .store(active.len() as u64, Ordering::Relaxed);
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            prefill_one(model, opts, &mut prefilling, &mut active);
+            decode_step(tok, &mut active, metrics);
+        }));
+        metrics
+            .active_sequences
+            .store(active.len() as u64, Ordering::Relaxed);
+        if let Err(panic) = stepped {
+            let what = panic_message(&panic);
+            eprintln!("arlm serve: a decode step panicked ({what}); failing its batch");
+            let err = ApiError::internal(format!("internal error in the decode step: {what}"));
+            for s in active.drain(..) {
+                let _ = s.tx.send(Event::Failed(err.clone()));
+            }
+            for (_, j) in prefilling.drain(..) {
+                let _ = j.tx.send(Event::Failed(err.clone()));
+            }
+        }
+    }
+    waiting_gauge.store(0, Ordering::Relaxed);
+}
+
+/// The text of a caught panic's payload.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+/// Moves jobs from the queue into prefill while their sequences fit in the batch (a job
+/// larger than the whole batch runs alone).
+fn admit<'m, M: LanguageModel>(
+    model: &'m M,
+    opts: EngineOptions,
+    waiting: &mut VecDeque<Job>,
+    prefilling: &mut Vec<(Session<'m, M>, Job)>,
+    n_active: usize,
+) {
+    while let Some(front) = waiting.front() {
+        let used = n_active + prefilling.iter().map(|(_, j)| j.req.n).sum::<usize>();
+        if used > 0 && used + front.req.n > opts.max_batch {
+            break;
+        }
+        let Some(job) = waiting.pop_front() else {
+            break;
+        };
+        match Session::begin(model, &job.req.prompt) {
+            Ok(s) => prefilling.push((s, job)),
+            Err(e) => {
+                let _ = job.tx.send(Event::Failed(generate_error(e)));
+            }
+        }
+    }
+}
+
+/// Feeds one chunk of the oldest prompt; a prompt that is complete becomes `n` sequences.
+fn prefill_one<'m, M: LanguageModel>(
+    model: &'m M,
+    opts: EngineOptions,
+    prefilling: &mut Vec<(Session<'m, M>, Job)>,
+    active: &mut Vec<Seq<'m, M>>,
+) {
+    let Some((session, job)) = prefilling.first_mut() else {
+        return;
+    };
+    match session.prefill_pending(opts.prefill_chunk) {
+        Ok(false) => {}
+        Ok(true) => {
+            let (session, job) = prefilling.remove(0);
+            let r = &job.req;
+            for i in 0..r.n {
+                let sampler =
+                    match Sampler::with_stream(r.sampler.clone(), model.vocab_size(), i as u64) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = job.tx.send(Event::Failed(generate_error(e)));
+                            return;
+                        }
+                    };
+                active.push(Seq {
+                    session: session.clone(),
+                    sampler,
+                    stream: TextStream::new(&r.stop),
+                    choice: r.first_choice + i,
+                    generated: 0,
+                    max_tokens: r.max_tokens,
+                    logprobs: r.logprobs,
+                    tx: job.tx.clone(),
+                    admitted: job.admitted,
+                    stop_at_eot: r.stop_at_eot,
+                    done: false,
+                });
+            }
+        }
+        Err(e) => {
+            let _ = job.tx.send(Event::Failed(generate_error(e)));
+            prefilling.remove(0);
+        }
+    }
+}
+
+/// One token for every active sequence, then one batched feed of the chosen tokens.
+fn decode_step<M: LanguageModel>(
+    tok: &dyn Tokenizer,
+    active: &mut Vec<Seq<'_, M>>,
+    metrics: &Metrics,
+) {
+    if active.is_empty() {
+        return;
+    }
+    let eot = tok.eot_token();
+    let mut chosen = Vec::with_capacity(active.len());
+    for s in active.iter_mut() {
+        let row = s.session.logprobs();
+        let choice = match s.sampler.sample(row, s.session.tokens()) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = s.tx.send(Event::Failed(generate_error(e)));
+                s.done = true;
+                chosen.push(None);
+                continue;
+            }
+        };
+        if s.generated == 0 {
+            metrics
+                .time_to_first_token_seconds
+                .observe(s.admitted.elapsed().as_secs_f64());
+        }
+        s.generated += 1;
+        metrics.completion_tokens.fetch_add(1, Ordering::Relaxed);
+        let top = match s.logprobs {
+            Some(k) if k > 0 => describe_position(row, choice.token, k)
+                .top
+                .into_iter()
+                .map(|(id, lp)| (crate::eval::score::piece(tok, id), lp as f32))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let is_eot = s.stop_at_eot && choice.token == eot;
+        let bytes = if is_eot {
+            Vec::new()
+        } else {
+            tok.token_bytes(choice.token).unwrap_or_default()
+        };
+        let text = s.stream.push(&bytes);
+        let info = TokenInfo {
+            id: choice.token,
+            piece: crate::eval::score::piece(tok, choice.token),
+            logprob: choice.logprob_model,
+            top,
+        };
+        let mut ok =
+            s.tx.send(Event::Token {
+                choice: s.choice,
+                text,
+                token: info,
+            })
+            .is_ok();
+        let finish = if is_eot || s.stream.stopped() {
+            Some(FinishReason::Stop)
+        } else if s.generated >= s.max_tokens {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        if let Some(finish) = finish {
+            let text = s.stream.finish();
+            ok &=
+                s.tx.send(Event::Done {
+                    choice: s.choice,
+                    text,
+                    finish,
+                })
+                .is_ok();
+            s.done = true;
+        }
+        if !ok {
+            s.done = true;
+        }
+        chosen.push(if s.done { None } else { Some(choice.token) });
+    }
+    let mut tokens = Vec::with_capacity(active.len());
+    let mut sessions: Vec<&mut Session<'_, M>> = Vec::with_capacity(active.len());
+    let mut fed = Vec::new();
+    for (i, (s, c)) in active.iter_mut().zip(&chosen).enumerate() {
+        if let Some(t) = c {
+            tokens.push(*t);
+            sessions.push(&mut s.session);
+            fed.push(i);
+        }
+    }
+    metrics.batch_size.observe(sessions.len() as f64);
+    if let Err(e) = Session::push_batch(&mut sessions, &tokens) {
+        let err = generate_error(e);
+        for i in fed {
+            let _ = active[i].tx.send(Event::Failed(err.clone()));
+            active[i].done = true;
+        }
+    }
+    active.retain(|s| !s.done);
+}
+
+/// A generation error as the client sees it: bad parameters are the request's fault,
+/// anything else the server's.
+pub fn generate_error(e: GenerateError) -> ApiError {
+    let message = crate::error_chain(&e);
+    match e {
+        GenerateError::InvalidParam { name, .. } => ApiError::invalid(name, message),
+        GenerateError::EmptyVocabulary { .. } => ApiError::invalid("logit_bias", message),
+        _ => ApiError::internal(message),
+    }
+}
+
+/// A handle on a running worker thread.
+pub struct Worker {
+    tx: Option<std::sync::mpsc::Sender<Job>>,
+    join: Option<std::thread::JoinHandle<()>>,
+    /// Sequences waiting to join the batch.
+    pub waiting: Arc<AtomicU64>,
+}
+
+impl Worker {
+    /// Starts a worker thread for `model` (anything that runs the loop given the
+    /// receiver; see [`run_worker`]).
+    pub fn spawn(
+        name: &str,
+        run: impl FnOnce(Receiver<Job>, Arc<AtomicU64>) + Send + 'static,
+    ) -> std::io::Result<Worker> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = Arc::new(AtomicU64::new(0));
+        let w = waiting.clone();
+        let join = std::thread::Builder::new()
+            .name(format!("arlm-serve-{name}"))
+            .spawn(move || run(rx, w))?;
+        Ok(Worker {
+            tx: Some(tx),
+            join: Some(join),
+            waiting,
+        })
+    }
+
+    /// Hands a job to the worker; false when it has stopped.
+    pub fn submit(&self, job: Job) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    /// Stops taking jobs and waits until the work in hand is done.
+    pub fn finish(&mut self) {
+        self.tx = None;
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.tx = None;
+    }
+}

@@ -15,7 +15,9 @@ pub mod cpu;
 pub mod data;
 pub mod eval;
 pub mod generate;
+pub mod memory;
 pub mod model;
+pub mod outdir;
 pub mod tokenizer;
 pub mod train;
 

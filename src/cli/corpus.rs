@@ -34,6 +34,9 @@ struct SynthArgs {
     /// Also write a model directory for the exact source (`arlm eval --model DIR`).
     #[arg(long)]
     model_out: Option<PathBuf>,
+    /// Write --model-out even if it is a non-empty directory that is not the synthetic source's.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -65,6 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn synth(a: SynthArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &a.model_out {
+        let kind = arlm::outdir::OutputKind::ModelDir(&["arlm-synth"]);
+        arlm::outdir::check(dir, kind, a.force)?;
+    }
     let (text, meta) = corpus::synth_with_meta(a.seed, a.bytes)?;
     arlm::atomic::write_atomic(&a.out, text.as_bytes())
         .with_context(|| format!("cannot write {}", a.out.display()))?;

@@ -10,6 +10,9 @@ use arlm::with_model;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+/// The most bootstrap resamples `--resamples` accepts (each keeps three f64).
+const MAX_RESAMPLES: usize = 10_000_000;
+
 /// Flags of `arlm eval`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -69,6 +72,12 @@ fn run_model<M: LanguageModel>(m: &M, tok: &dyn Tokenizer, args: &Args) -> Resul
     )
     .with_context(|| format!("cannot read the data at {}", args.data.display()))?;
     let mut opts = EvalOptions::new(spec);
+    if args.resamples > MAX_RESAMPLES {
+        anyhow::bail!(
+            "--resamples {} is more than {MAX_RESAMPLES} (10000 already gives a stable 95% interval)",
+            args.resamples
+        );
+    }
     opts.resamples = args.resamples;
     opts.seed = args.seed;
     opts.batch_tokens = args.batch_tokens.max(1);

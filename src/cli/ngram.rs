@@ -65,6 +65,9 @@ struct FitArgs {
     /// Output model directory.
     #[arg(long)]
     out: PathBuf,
+    /// Write into --out even if it is a non-empty directory that is not an n-gram model.
+    #[arg(long)]
+    force: bool,
     /// Also write the model as an ARPA file here (.gz: gzip). Kneser-Ney only.
     #[arg(long)]
     arpa: Option<PathBuf>,
@@ -112,6 +115,9 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
     if a.order == 0 {
         bail!("--order must be at least 1");
     }
+    let kinds = &[store::KN_TYPE, store::ADDK_TYPE];
+    arlm::outdir::check(&a.out, arlm::outdir::OutputKind::ModelDir(kinds), a.force)?;
+    arlm::outdir::remove_stale_temps(&a.out)?;
     let bin;
     let tok: Box<dyn Tokenizer>;
     let words: WordTokenizer;

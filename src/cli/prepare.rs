@@ -16,6 +16,9 @@ pub struct Args {
     /// Output directory: train.bin, val.bin, tokenizer.json, meta.json.
     #[arg(long)]
     out: PathBuf,
+    /// Write into --out even if it is a non-empty directory that is not prepared data.
+    #[arg(long)]
+    force: bool,
     /// Fraction of the characters (the end of the text) that goes to val.
     #[arg(long, default_value_t = 0.1, conflicts_with = "val")]
     val_fraction: f64,
@@ -38,6 +41,8 @@ pub struct Args {
 
 /// Runs `arlm prepare`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    arlm::outdir::check(&args.out, arlm::outdir::OutputKind::DataDir, args.force)?;
+    arlm::outdir::remove_stale_temps(&args.out)?;
     let tokenizer: Box<dyn arlm::tokenizer::Tokenizer> = if args.tokenizer == "bytes" {
         Box::new(arlm::tokenizer::bytes::ByteTokenizer)
     } else {

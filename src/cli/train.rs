@@ -28,6 +28,9 @@ pub struct Args {
     /// Continue the run in --out from its latest checkpoint (bit-exact).
     #[arg(long)]
     resume: bool,
+    /// Write into --out even if it is a non-empty directory that is not an arlm run.
+    #[arg(long)]
+    force: bool,
     /// Stop after this step (writing a checkpoint) even if the run has more steps.
     #[arg(long)]
     stop_at: Option<u64>,
@@ -201,6 +204,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         config.apply(&flags);
         let out = args.out.clone().unwrap_or_else(|| default_out(&name));
+        arlm::outdir::check(&out, arlm::outdir::OutputKind::TrainRun, args.force)?;
         (out, config)
     };
     config.validate()?;
@@ -237,6 +241,9 @@ fn run_trainer<M: Trainable>(
     } else {
         Trainer::new(model, config, data, Some(out.clone()))?
     };
+    for note in &trainer.notes {
+        eprintln!("arlm: note: {note}");
+    }
     let c = &trainer.config;
     if !args.quiet {
         println!(

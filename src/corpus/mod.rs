@@ -28,6 +28,8 @@ pub enum CorpusError {
     },
     #[error("invalid corpus settings: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    TooLarge(#[from] crate::memory::TooLarge),
 }
 
 /// The embedded default corpus: [`DEFAULT_BYTES`] bytes from [`DEFAULT_SEED`], generated
@@ -90,6 +92,8 @@ pub fn synth_with_meta(seed: u64, n_bytes: usize) -> Result<(String, SynthMeta),
     if n_bytes == 0 {
         return Err(CorpusError::Invalid("--bytes must be positive".into()));
     }
+    // The text is built in memory (and then written): twice its size, to be safe.
+    crate::memory::check_fits(format!("--bytes {n_bytes}"), 2 * n_bytes as u128)?;
     let text = if seed == DEFAULT_SEED && n_bytes == DEFAULT_BYTES {
         default_corpus().to_string()
     } else {

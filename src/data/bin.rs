@@ -189,9 +189,12 @@ impl TokenFile {
         if width != 2 && width != 4 {
             return Err(bad(format!("id width {width} is neither 2 nor 4")));
         }
-        let len = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes")) as usize;
+        let len64 = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes"));
         let vocab_size = u32_at(24) as usize;
-        if map.len() != HEADER_BYTES + len * width {
+        // In u128: a count near 2^64 from a damaged header must not wrap into a match.
+        let want = HEADER_BYTES as u128 + len64 as u128 * width as u128;
+        let len = len64 as usize;
+        if map.len() as u128 != want {
             return Err(bad(format!(
                 "header says {len} ids of {width} bytes but the file has {} bytes",
                 map.len()
@@ -302,7 +305,17 @@ mod tests {
         w.finish().unwrap();
         let mut bytes = std::fs::read(&p).unwrap();
         bytes.pop();
-        std::fs::write(&p, bytes).unwrap();
+        std::fs::write(&p, &bytes).unwrap();
         assert!(matches!(TokenFile::open(&p), Err(DataError::Format { .. })));
+        bytes.push(0);
+        // A count whose size in bytes wraps around 2^64 to the real file size (3 ids of
+        // width 4: 2^62 + 3 ids take 2^64 + 12 bytes, which wraps to 12).
+        let mut wrap = bytes.clone();
+        wrap[12..16].copy_from_slice(&4u32.to_le_bytes());
+        wrap.extend_from_slice(&[0; 6]);
+        wrap[16..24].copy_from_slice(&((1u64 << 62) + 3).to_le_bytes());
+        std::fs::write(&p, &wrap).unwrap();
+        let e = TokenFile::open(&p).err().unwrap().to_string();
+        assert!(e.contains("header says"), "{e}");
     }
 }

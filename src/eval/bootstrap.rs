@@ -59,9 +59,10 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 pub fn bootstrap(units: &[Unit], unit_name: &str, resamples: usize, seed: u64) -> Intervals {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let n = units.len();
-    let mut nats = Vec::with_capacity(resamples);
-    let mut bpb = Vec::with_capacity(resamples);
-    let mut wpl = Vec::with_capacity(resamples);
+    let reserve = resamples.min(1 << 16);
+    let mut nats = Vec::with_capacity(reserve);
+    let mut bpb = Vec::with_capacity(reserve);
+    let mut wpl = Vec::with_capacity(reserve);
     if n > 0 {
         for _ in 0..resamples {
             let mut s = Unit::default();

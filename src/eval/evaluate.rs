@@ -412,7 +412,10 @@ pub fn score_documents<M: LanguageModel>(
                     w.end - w.start
                 )));
             }
-            out[*d].extend_from_slice(&lp[w.skip()..]);
+            let kept = &lp[w.skip()..];
+            let targets = &seqs[*d][w.first_target..w.end];
+            super::check_finite(kept, targets, w.first_target - 1)?;
+            out[*d].extend_from_slice(kept);
             bar.inc((w.end - w.first_target) as u64);
         }
         at = end;
@@ -443,8 +446,14 @@ pub fn evaluate<M: LanguageModel>(
         totals.add(&t);
         per_doc.push(t);
     }
+    if totals.tokens == 0 {
+        return Err(EvalError::Invalid(format!(
+            "{}: nothing to score (the text has no tokens)",
+            corpus.source.display()
+        )));
+    }
     let docs_as_units = corpus.docs.len() >= opts.min_docs;
-    let interval = (opts.resamples > 0 && totals.tokens > 0).then(|| {
+    let (units, unit_name) = {
         if docs_as_units {
             let units: Vec<Unit> = per_doc
                 .iter()
@@ -455,7 +464,7 @@ pub fn evaluate<M: LanguageModel>(
                     words: t.words as f64,
                 })
                 .collect();
-            bootstrap(&units, "documents", opts.resamples, opts.seed)
+            (units, "documents".to_string())
         } else {
             // Blocks of consecutive scored tokens; bytes and words are shared out in
             // proportion to tokens (a block boundary does not fall on a byte boundary).
@@ -474,14 +483,12 @@ pub fn evaluate<M: LanguageModel>(
                     }
                 })
                 .collect();
-            bootstrap(
-                &units,
-                &format!("blocks of {} scored tokens", opts.block),
-                opts.resamples,
-                opts.seed,
-            )
+            (units, format!("blocks of {} scored tokens", opts.block))
         }
-    });
+    };
+    // One unit resamples to itself: a zero-width interval would look like certainty.
+    let interval = (opts.resamples > 0 && units.len() >= 2)
+        .then(|| bootstrap(&units, &unit_name, opts.resamples, opts.seed));
     let bos = model.bos_token();
     let name = |id: u32| {
         let p = crate::eval::score::piece(tok, id);
@@ -512,7 +519,11 @@ pub fn evaluate<M: LanguageModel>(
             "95% percentile bootstrap over {} {}, {} resamples, seed {}",
             i.units, i.unit, i.resamples, i.seed
         ),
-        None => "none".into(),
+        None if opts.resamples == 0 => "none".into(),
+        None => format!(
+            "not available: {} {unit_name} (a bootstrap needs at least 2)",
+            units.len()
+        ),
     };
     let protocol = Protocol {
         model: model.describe(),

@@ -64,6 +64,40 @@ pub enum EvalError {
     Format { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
+    /// A log-prob that is not a finite number: NaN or +inf from damaged or diverged
+    /// weights, or -inf (probability 0, an infinite NLL) from a model that rules the
+    /// token out. Either way no honest NLL or perplexity can be printed.
+    #[error(
+        "the model gives token {token} at position {position} a log-probability of {logprob}{why}"
+    )]
+    NonFinite {
+        token: u32,
+        position: usize,
+        logprob: f32,
+        why: &'static str,
+    },
+}
+
+/// [`EvalError::NonFinite`] for the first non-finite entry of `logprobs` (the log-probs
+/// of `targets`, the first of which is the text's token number `first_position`), if any.
+pub fn check_finite(
+    logprobs: &[f32],
+    targets: &[u32],
+    first_position: usize,
+) -> Result<(), EvalError> {
+    match logprobs.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(EvalError::NonFinite {
+            token: targets.get(i).copied().unwrap_or(u32::MAX),
+            position: first_position + i,
+            logprob: logprobs[i],
+            why: if logprobs[i] == f32::NEG_INFINITY {
+                " (probability 0, so the NLL and perplexity are infinite)"
+            } else {
+                " (the weights are damaged or diverged)"
+            },
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,9 @@ pub fn score_ids<M: LanguageModel>(
         let rows = model.distributions(&seq[w.start..w.end - 1])?;
         for t in w.first_target.max(first_counted)..w.end {
             let row = &rows[(t - w.start - 1) * v..(t - w.start) * v];
+            let target = seq[t] as usize;
+            super::check_finite(&row[target..=target], &seq[t..=t], t - first_counted)?;
+            crate::model::check_logprob_row(row, t)?;
             out.push(describe_position(row, seq[t], top_k));
         }
     }

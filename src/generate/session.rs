@@ -14,7 +14,7 @@
 //! length; `slides()` counts how often the window moved.
 
 use super::GenerateError;
-use crate::model::{check_token, LanguageModel, ModelError};
+use crate::model::{check_logprob_row, check_token, LanguageModel, ModelError};
 
 /// The state of one decoding stream over a model.
 pub struct Session<'m, M: LanguageModel> {
@@ -71,6 +71,7 @@ impl<'m, M: LanguageModel> Session<'m, M> {
             input.extend_from_slice(prompt);
             model.prefill(&mut s.state, &input, &mut s.logprobs)?;
             s.in_state = input.len();
+            check_logprob_row(&s.logprobs, s.in_state)?;
         } else {
             s.rebuild()?;
         }
@@ -90,6 +91,7 @@ impl<'m, M: LanguageModel> Session<'m, M> {
             .prefill(&mut self.state, &input, &mut self.logprobs)?;
         self.in_state = input.len();
         self.slides += 1;
+        check_logprob_row(&self.logprobs, self.in_state)?;
         Ok(())
     }
 
@@ -127,6 +129,7 @@ impl<'m, M: LanguageModel> Session<'m, M> {
             self.model
                 .feed(&mut self.state, token, &mut self.logprobs)?;
             self.in_state += 1;
+            check_logprob_row(&self.logprobs, self.in_state)?;
             Ok(())
         }
     }

@@ -41,6 +41,8 @@ pub enum ModelError {
     Format { path: PathBuf, message: String },
     #[error("the model's output is not finite ({0}); the weights may have diverged")]
     NonFinite(String),
+    #[error(transparent)]
+    TooLarge(#[from] crate::memory::TooLarge),
 }
 
 /// An autoregressive model: a conditional distribution p(x_t | x_<t) over a vocabulary.
@@ -144,6 +146,19 @@ pub fn check_token(token: u32, vocab_size: usize) -> Result<(), ModelError> {
         Ok(())
     } else {
         Err(ModelError::TokenOutOfRange { token, vocab_size })
+    }
+}
+
+/// Refuses a next-token log-prob row holding NaN or +inf: such a row comes from damaged
+/// or diverged weights, and sampling from it or scoring with it would print a number
+/// that means nothing. (-inf is a legal log-prob: probability 0.)
+pub fn check_logprob_row(row: &[f32], position: usize) -> Result<(), ModelError> {
+    match row.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
+        None => Ok(()),
+        Some(i) => Err(ModelError::NonFinite(format!(
+            "log p(token {i}) = {} after {position} tokens",
+            row[i]
+        ))),
     }
 }
 

@@ -172,7 +172,13 @@ impl BpeTokenizer {
             let id = v
                 .as_u64()
                 .ok_or_else(|| fmt(encoder_json, format!("id of {k:?} is not an integer")))?;
-            vocab.push((k.clone(), id as u32));
+            let id = u32::try_from(id).map_err(|_| {
+                fmt(
+                    encoder_json,
+                    format!("id {id} of {k:?} does not fit in 32 bits"),
+                )
+            })?;
+            vocab.push((k.clone(), id));
         }
         let mut merges = Vec::new();
         for (lineno, line) in bpe_text.lines().enumerate() {
@@ -226,6 +232,16 @@ impl BpeTokenizer {
             .map(|(_, id)| *id as usize + 1)
             .max()
             .unwrap_or(0);
+        // Ids are dense (0..N-1): checked before allocating, so one huge id in a damaged
+        // file cannot ask for gigabytes.
+        if n > vocab.len() {
+            return Err(TokenizerError::Invalid(format!(
+                "token id {} is out of range: the vocabulary has {} entries (ids 0..{})",
+                n - 1,
+                vocab.len(),
+                vocab.len()
+            )));
+        }
         let mut tokens: Vec<Option<Vec<u8>>> = vec![None; n];
         let mut by_text: FxHashMap<&str, u32> = FxHashMap::default();
         let mut special = Vec::new();
@@ -500,7 +516,9 @@ impl BpeTokenizer {
             let id = v
                 .as_u64()
                 .ok_or_else(|| invalid(&format!("id of {k:?} is not an integer")))?;
-            vocab.push((k.clone(), id as u32));
+            let id = u32::try_from(id)
+                .map_err(|_| invalid(&format!("id {id} of {k:?} does not fit in 32 bits")))?;
+            vocab.push((k.clone(), id));
         }
         let mut specials = Vec::new();
         if let Some(added) = json["added_tokens"].as_array() {
@@ -509,7 +527,10 @@ impl BpeTokenizer {
                     return Err(invalid("added_tokens entry without content and id"));
                 };
                 if !vocab.iter().any(|(k, i)| k == content && *i as u64 == id) {
-                    vocab.push((content.to_string(), id as u32));
+                    let id = u32::try_from(id).map_err(|_| {
+                        invalid(&format!("added token id {id} does not fit in 32 bits"))
+                    })?;
+                    vocab.push((content.to_string(), id));
                 }
                 specials.push(content.to_string());
             }

@@ -93,9 +93,17 @@ pub fn read_optimizer(path: &Path, opt: &mut AdamW) -> Result<(), TrainError> {
     }
     let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap_or([0; 8]));
     let (t, len) = (u64_at(8), u64_at(16) as usize);
-    if len != n || bytes.len() != 24 + 8 * n {
+    if len != n {
         return Err(bad(format!(
             "holds moments for {len} parameters, the model has {n}"
+        )));
+    }
+    let want = 24 + 8 * n as u64;
+    if bytes.len() as u64 != want {
+        return Err(bad(format!(
+            "is {} bytes long, but moments for {n} parameters take {want} bytes \
+             (the file is truncated or damaged)",
+            bytes.len()
         )));
     }
     let floats = bytes[24..]
@@ -188,13 +196,21 @@ pub fn step_dirs(run: &Path) -> Vec<(u64, PathBuf)> {
     out
 }
 
-/// The latest checkpoint of a run and its state, if the run has one.
+/// The latest checkpoint of a run whose `train_state.json` reads, and its state, if the
+/// run has one (a newer directory without a readable state, such as an empty stray
+/// `step-N`, is passed over; [`super::Trainer::resume`] says which).
 pub fn latest(run: &Path) -> Result<Option<(PathBuf, TrainState)>, TrainError> {
-    match step_dirs(run).pop() {
-        Some((_, dir)) => {
-            let state = read_state(&dir)?;
-            Ok(Some((dir, state)))
+    let mut first_error = None;
+    for (_, dir) in step_dirs(run).into_iter().rev() {
+        match read_state(&dir) {
+            Ok(state) => return Ok(Some((dir, state))),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
+    }
+    match first_error {
+        Some(e) => Err(e),
         None => Ok(None),
     }
 }
@@ -227,5 +243,10 @@ mod tests {
         assert_eq!(a, b);
         let mut c = AdamW::new(6, 0.9, 0.99, 1e-8, 0.1);
         assert!(read_optimizer(&p, &mut c).is_err());
+        // Truncated: the message says so instead of comparing equal sizes.
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 4]).unwrap();
+        let e = read_optimizer(&p, &mut b).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
     }
 }

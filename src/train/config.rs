@@ -443,6 +443,17 @@ impl TrainConfig {
                 self.val_fraction
             ));
         }
+        // Tokens per step, counted without wrapping; the memory check of the model then
+        // says how much a large batch would need.
+        let per_step =
+            (self.batch_size as u128) * (self.block_size as u128) * (self.grad_accum as u128);
+        if per_step > 1 << 40 {
+            return bad(format!(
+                "batch_size {} x block_size {} x grad_accum {} = {per_step} tokens per step \
+                 is beyond any machine",
+                self.batch_size, self.block_size, self.grad_accum
+            ));
+        }
         Ok(())
     }
 
@@ -452,7 +463,8 @@ impl TrainConfig {
     pub fn lr_at(&self, step: u64) -> f32 {
         let decay_steps = self.lr_decay_steps.unwrap_or(self.steps);
         if step < self.warmup_steps {
-            return self.lr * (step + 1) as f32 / (self.warmup_steps + 1) as f32;
+            // saturating: warmup_steps = u64::MAX must not wrap to a zero divisor.
+            return self.lr * (step + 1) as f32 / self.warmup_steps.saturating_add(1) as f32;
         }
         if step > decay_steps || decay_steps <= self.warmup_steps {
             return self.min_lr;
@@ -599,5 +611,23 @@ mod tests {
         let mut c = TrainConfig::preset("tiny").unwrap();
         c.lr = f32::NAN;
         assert!(c.validate().is_err());
+        let mut c = TrainConfig::preset("tiny").unwrap();
+        c.batch_size = usize::MAX;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tokens per step"), "{e}");
+    }
+
+    #[test]
+    fn huge_warmup_does_not_wrap_to_an_infinite_rate() {
+        let mut c = TrainConfig::preset("tiny").unwrap();
+        c.warmup_steps = u64::MAX;
+        c.validate().unwrap();
+        for step in [0, 1, 1000] {
+            let lr = c.lr_at(step);
+            assert!(
+                lr.is_finite() && lr >= 0.0 && lr <= c.lr,
+                "step {step}: {lr}"
+            );
+        }
     }
 }

@@ -35,6 +35,15 @@ impl TrainableGpt {
             vocab_size,
             dropout: config.dropout,
         };
+        gc.validate()?;
+        crate::memory::check_fits(
+            format!(
+                "training with --batch-size {} --block-size {} --n-layer {} --n-embd {} \
+                 (weights, gradients, AdamW state and activations)",
+                config.batch_size, config.block_size, config.n_layer, config.n_embd
+            ),
+            training_bytes(&gc, config.batch_size),
+        )?;
         let mut model = Gpt::new(gc, config.seed)?;
         model.bos_token = bos_token;
         let trainer = GptTrainer::new(&model, config.batch_size, config.block_size);
@@ -53,6 +62,23 @@ impl TrainableGpt {
             frozen,
         })
     }
+}
+
+/// A slight over-estimate of what training `gc` with batch `b` allocates: parameters,
+/// gradients and AdamW's two moments (plus one more gradient buffer for a batch split),
+/// per-token activations of every layer (LayerNorms, qkv, attention rows, the 4C MLP
+/// twice, residuals) and two (B, T, V) logit buffers. In u128: no flag can wrap it.
+fn training_bytes(gc: &GptConfig, b: usize) -> u128 {
+    let (c, l, h, t, v) = (
+        gc.n_embd as u128,
+        gc.n_layer as u128,
+        gc.n_head as u128,
+        gc.block_size as u128,
+        gc.vocab_size as u128,
+    );
+    let params = (v + t + 2) * c + l * (12 * c * c + 13 * c);
+    let per_token = l * (20 * c + h * t) + 2 * v + 8 * c;
+    4 * (5 * params + b as u128 * t * per_token)
 }
 
 impl Trainable for TrainableGpt {

@@ -57,7 +57,7 @@ pub enum TrainError {
     Data(String),
     #[error(
         "training diverged: the {what} became {value} at step {step}; stopped without \
-         updating the weights ({kept})"
+         writing those weights ({kept})"
     )]
     NonFinite {
         what: &'static str,
@@ -82,6 +82,24 @@ pub enum TrainError {
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error(transparent)]
     TokenData(#[from] crate::data::DataError),
+    #[error(transparent)]
+    OutputDir(#[from] crate::outdir::OutputDirError),
+}
+
+/// Removes what killed arlm processes left in a run directory and its `checkpoints/`
+/// (see [`crate::outdir::remove_stale_temps`]); returns one note per removal.
+fn remove_stale_temps(out: &Path) -> Result<Vec<String>, TrainError> {
+    let mut removed = crate::outdir::remove_stale_temps(out)?;
+    removed.extend(crate::outdir::remove_stale_temps(&out.join("checkpoints"))?);
+    Ok(removed
+        .iter()
+        .map(|p| {
+            format!(
+                "removed {}, left by a process that no longer runs",
+                p.display()
+            )
+        })
+        .collect())
 }
 
 /// How [`Trainer::run`] reports progress and when it stops.
@@ -137,6 +155,13 @@ pub struct Trainer<M: Trainable> {
     last_grad_norm: f32,
     /// Batches per epoch of the contiguous streams (stateful models only).
     steps_per_epoch: Option<u64>,
+    /// The step and loss of the last validation, so a checkpoint at that step reuses it.
+    last_val: Option<(u64, f32)>,
+    /// The newest checkpoint known to be good: written by this trainer or resumed from.
+    last_good: Option<PathBuf>,
+    /// Things the caller should tell the user: stale temporary files removed, damaged
+    /// checkpoints skipped by a resume.
+    pub notes: Vec<String>,
 }
 
 impl<M: Trainable> Trainer<M> {
@@ -152,6 +177,7 @@ impl<M: Trainable> Trainer<M> {
         let steps_per_epoch = resolve_epochs(&model, &mut config, &data)?;
         config.validate()?;
         data.check_windows(config.block_size)?;
+        let mut notes = Vec::new();
         if let Some(out) = &out {
             if !checkpoint::step_dirs(out).is_empty() {
                 return Err(TrainError::Config(format!(
@@ -164,6 +190,7 @@ impl<M: Trainable> Trainer<M> {
                 path: out.clone(),
                 source,
             })?;
+            notes = remove_stale_temps(out)?;
             metrics::write_jsonl(&out.join("metrics.jsonl"), &[])?;
         }
         let n = model.num_params();
@@ -191,6 +218,9 @@ impl<M: Trainable> Trainer<M> {
             window: Vec::with_capacity(t + 1),
             last_grad_norm: 0.0,
             steps_per_epoch,
+            last_val: None,
+            last_good: None,
+            notes,
             model,
             config,
             data,
@@ -206,15 +236,10 @@ impl<M: Trainable> Trainer<M> {
         data: TrainData,
         out: PathBuf,
     ) -> Result<Trainer<M>, TrainError> {
-        let (dir, state) = checkpoint::latest(&out)?.ok_or_else(|| {
-            TrainError::Resume(format!("{} has no checkpoints to resume", out.display()))
-        })?;
+        let mut notes = remove_stale_temps(&out)?;
+        let mut model = model;
         let mut config = config;
         let steps_per_epoch = resolve_epochs(&model, &mut config, &data)?;
-        check_compatible(&state, &config, &data, model.num_params())?;
-        let mut model = model;
-        model.load_params(&dir)?;
-        model.set_carried_state(&state.carried_state)?;
         let n = model.num_params();
         let (b, t) = (config.batch_size, config.block_size);
         let mut opt = AdamW::new(
@@ -224,7 +249,42 @@ impl<M: Trainable> Trainer<M> {
             config.eps,
             config.weight_decay,
         );
-        checkpoint::read_optimizer(&dir.join("optimizer.bin"), &mut opt)?;
+        // Newest first; a damaged checkpoint (killed mid-copy, edited, an empty stray
+        // directory) is skipped with a note, but a checkpoint of another configuration
+        // or data is a user error, not damage, and stops the resume.
+        let mut found = None;
+        for (_, dir) in checkpoint::step_dirs(&out).into_iter().rev() {
+            let attempt = checkpoint::read_state(&dir).and_then(|state| {
+                check_compatible(&state, &config, &data, n)?;
+                model.load_params(&dir)?;
+                model.set_carried_state(&state.carried_state)?;
+                checkpoint::read_optimizer(&dir.join("optimizer.bin"), &mut opt)?;
+                Ok(state)
+            });
+            match attempt {
+                Ok(state) => {
+                    found = Some((dir, state));
+                    break;
+                }
+                Err(e @ TrainError::Resume(_)) => return Err(e),
+                Err(e) => notes.push(format!(
+                    "skipped the damaged checkpoint {}: {}",
+                    dir.display(),
+                    crate::error_chain(&e)
+                )),
+            }
+        }
+        let Some((last_good, state)) = found else {
+            let why = if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", notes.join("; "))
+            };
+            return Err(TrainError::Resume(format!(
+                "{} has no intact checkpoint to resume{why}",
+                out.display()
+            )));
+        };
         // Metrics after the checkpoint belong to the abandoned continuation: drop them.
         let mpath = out.join("metrics.jsonl");
         let mut records = metrics::read_jsonl(&mpath)?;
@@ -249,6 +309,9 @@ impl<M: Trainable> Trainer<M> {
             window: Vec::with_capacity(t + 1),
             last_grad_norm: 0.0,
             steps_per_epoch,
+            last_val: None,
+            last_good: Some(last_good),
+            notes,
             model,
             config,
             data,
@@ -284,12 +347,8 @@ impl<M: Trainable> Trainer<M> {
     }
 
     fn kept_message(&self) -> String {
-        match self
-            .out
-            .as_ref()
-            .and_then(|o| checkpoint::step_dirs(o).pop())
-        {
-            Some((_, d)) => format!("the last good checkpoint is {}", d.display()),
+        match &self.last_good {
+            Some(d) => format!("the last good checkpoint is {}", d.display()),
             None => "no checkpoint was written yet".into(),
         }
     }
@@ -505,11 +564,60 @@ impl<M: Trainable> Trainer<M> {
         }
     }
 
+    /// Refuses to checkpoint weights that are not finite or whose loss is not: a
+    /// checkpoint on disk is always one a resume or a user can start from. The loss is
+    /// this step's validation loss when there is one, else the loss of one fixed
+    /// validation batch (no RNG is touched, so the run's bits do not change). A loss
+    /// above 100 ln V (a hundred times the uniform model's) counts as diverged too: an
+    /// update that large has left the weights finite but meaningless.
+    fn check_weights_are_good(&mut self) -> Result<(), TrainError> {
+        let step = self.step;
+        if let Some(i) = self.model.params().iter().position(|x| !x.is_finite()) {
+            return Err(TrainError::NonFinite {
+                what: "weights",
+                value: format!("{} (parameter {i})", self.model.params()[i]),
+                step,
+                kept: self.kept_message(),
+            });
+        }
+        let loss = match self.last_val {
+            Some((s, v)) if s == step => v,
+            _ => {
+                let (b, t) = (self.config.batch_size, self.config.block_size);
+                let mut rng = Rng::new(self.config.seed ^ 0x00E7_A1E7_A1E7_A1E7);
+                self.data.val.sample_batch(
+                    &mut rng,
+                    b,
+                    t,
+                    &mut self.inputs,
+                    &mut self.targets,
+                    &mut self.window,
+                );
+                self.model.forward_loss(&self.inputs, &self.targets)?
+            }
+        };
+        let limit = 100.0 * (self.data.tokenizer.vocab_size().max(2) as f32).ln();
+        if !loss.is_finite() || loss > limit {
+            return Err(TrainError::NonFinite {
+                what: "loss of the updated weights",
+                value: if loss.is_finite() {
+                    format!("{loss} nats/token (over 100 ln V = {limit:.0})")
+                } else {
+                    loss.to_string()
+                },
+                step,
+                kept: self.kept_message(),
+            });
+        }
+        Ok(())
+    }
+
     /// Writes `checkpoints/step-N` (pruning old ones) and the top-level model files.
     pub fn save_checkpoint(&mut self) -> Result<(), TrainError> {
         let Some(out) = self.out.clone() else {
             return Ok(());
         };
+        self.check_weights_are_good()?;
         let state = self.state();
         let dir = out.join("checkpoints").join(format!("step-{}", self.step));
         checkpoint::write_checkpoint(
@@ -519,6 +627,7 @@ impl<M: Trainable> Trainer<M> {
             &self.opt,
             &state,
         )?;
+        self.last_good = Some(dir);
         checkpoint::prune(&out, self.config.keep_last)?;
         self.model.save(&out)?;
         crate::tokenizer::save(self.data.tokenizer.as_ref(), &out.join("tokenizer.json"))?;
@@ -529,6 +638,7 @@ impl<M: Trainable> Trainer<M> {
         let Some(out) = self.out.clone() else {
             return Ok(());
         };
+        self.check_weights_are_good()?;
         let state = self.state();
         checkpoint::write_checkpoint(
             &out.join("checkpoints").join("best"),
@@ -549,6 +659,7 @@ impl<M: Trainable> Trainer<M> {
             f32::NAN
         };
         self.train_loss_acc = (0.0, 0);
+        self.last_val = Some((self.step, val));
         let improved = self.best_val.is_none_or(|b| val < b);
         if improved {
             self.best_val = Some(val);
@@ -833,6 +944,104 @@ mod tests {
         let (dir5, st) = checkpoint::latest(&out).unwrap().unwrap();
         assert_eq!(st.step, 5);
         assert!(dir5.join("bigram.bin").exists());
+    }
+
+    /// Every checkpoint directory of `out` holds finite weights.
+    fn all_checkpoints_finite(out: &Path) -> usize {
+        let mut dirs: Vec<PathBuf> = checkpoint::step_dirs(out)
+            .into_iter()
+            .map(|d| d.1)
+            .collect();
+        dirs.push(out.join("checkpoints").join("best"));
+        let mut n = 0;
+        for d in dirs.iter().filter(|d| d.exists()) {
+            let bytes = std::fs::read(d.join("bigram.bin")).unwrap();
+            assert!(bytes
+                .chunks_exact(4)
+                .all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()));
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn divergence_never_writes_a_bad_checkpoint() {
+        for lr in [3.4e38f32, 1e6] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("run");
+            let mut c = toy_config();
+            c.lr = lr;
+            c.min_lr = 0.0;
+            c.warmup_steps = 0;
+            c.checkpoint_every = 1;
+            c.eval_every = 1;
+            let mut t =
+                Trainer::new(Bigram::new(257, 1), c, toy_data(), Some(out.clone())).unwrap();
+            let err = t
+                .run(&RunOptions {
+                    quiet: true,
+                    ..Default::default()
+                })
+                .unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, TrainError::NonFinite { .. }),
+                "lr {lr}: {msg}"
+            );
+            assert!(
+                msg.contains("no checkpoint was written yet"),
+                "lr {lr}: {msg}"
+            );
+            assert_eq!(all_checkpoints_finite(&out), 0, "lr {lr}");
+        }
+    }
+
+    #[test]
+    fn resume_skips_damaged_checkpoints_and_stale_temps_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let opts = RunOptions {
+            stop_at: Some(10),
+            quiet: true,
+            ..Default::default()
+        };
+        let mut t = Trainer::new(
+            Bigram::new(257, 1),
+            toy_config(),
+            toy_data(),
+            Some(out.clone()),
+        )
+        .unwrap();
+        t.run(&opts).unwrap();
+        // step-10's weights truncated, an empty stray step dir, and a dead process's temp dir.
+        let w = out.join("checkpoints/step-10/bigram.bin");
+        let bytes = std::fs::read(&w).unwrap();
+        std::fs::write(&w, &bytes[..100]).unwrap();
+        std::fs::create_dir(out.join("checkpoints/step-99999")).unwrap();
+        std::fs::create_dir(out.join("checkpoints/.step-15.tmp.4194305")).unwrap();
+        std::fs::write(out.join(".bigram.bin.tmp.4194305"), b"x").unwrap();
+        let t =
+            Trainer::resume(Bigram::new(257, 1), toy_config(), toy_data(), out.clone()).unwrap();
+        assert_eq!(t.step_count(), 5);
+        let notes = t.notes.join("\n");
+        assert!(
+            notes.contains("step-99999") && notes.contains("step-10"),
+            "{notes}"
+        );
+        assert!(notes.contains(".step-15.tmp.4194305"), "{notes}");
+        assert!(!out.join("checkpoints/.step-15.tmp.4194305").exists());
+        assert!(!out.join(".bigram.bin.tmp.4194305").exists());
+        // With every checkpoint damaged the resume fails and says why.
+        let w5 = out.join("checkpoints/step-5/bigram.bin");
+        std::fs::write(&w5, b"").unwrap();
+        let e = Trainer::resume(Bigram::new(257, 1), toy_config(), toy_data(), out)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("no intact checkpoint") && e.contains("step-5"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -187,9 +187,22 @@ pub fn load_weights(config: GptConfig, bytes: &[u8], path: &Path) -> Result<Gpt<
         path: path.to_path_buf(),
         message,
     };
+    config
+        .validate()
+        .map_err(|e| err(format!("invalid GPT-2 configuration: {e}")))?;
+    // Before allocating: the file must be large enough for the config's parameters even
+    // at 2 bytes each (BF16), so a damaged config.json cannot ask for terabytes.
+    let n = config.num_params();
+    if (n as u128) * 2 > bytes.len() as u128 {
+        return Err(err(format!(
+            "config.json implies {n} parameters (at least {} bytes) but the file has {} bytes",
+            n as u128 * 2,
+            bytes.len()
+        )));
+    }
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
-    let mut params = vec![0f32; config.num_params()];
+    let mut params = vec![0f32; n];
     for spec in config.tensors() {
         let prefixed = format!("transformer.{}", spec.name);
         let t = st
@@ -220,6 +233,18 @@ pub fn load_weights(config: GptConfig, bytes: &[u8], path: &Path) -> Result<Gpt<
                     "tensor {prefixed} has dtype {other:?}; arlm reads F32 and BF16"
                 )))
             }
+        }
+    }
+    // A NaN or inf weight would turn every score into NaN with exit 0: refuse it here,
+    // by name (one pass over the weights, well under the cost of reading them).
+    for spec in config.tensors() {
+        let slice = &params[spec.offset..spec.offset + spec.len];
+        if let Some(i) = slice.iter().position(|x| !x.is_finite()) {
+            return Err(err(format!(
+                "tensor {} holds a non-finite value ({}) at element {i}: the weights are \
+                 damaged or come from a diverged run",
+                spec.name, slice[i]
+            )));
         }
     }
     Gpt::from_params(config, params)
@@ -257,8 +282,29 @@ mod tests {
         v["n_embd"] = json!(16);
         std::fs::write(&cpath, v.to_string()).unwrap();
         let e = Gpt::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("shape"), "{e}");
+        assert!(e.contains("config.json implies"), "{e}");
+        // Sizes from a hostile config.json: errors before any allocation, never a wrap.
+        for (key, val) in [
+            ("n_layer", json!(1_000_000_000_000u64)),
+            ("n_embd", json!(1u64 << 32)),
+            ("vocab_size", json!(u64::MAX)),
+        ] {
+            let mut w = v.clone();
+            w["n_embd"] = json!(8);
+            w[key] = val;
+            std::fs::write(&cpath, w.to_string()).unwrap();
+            let e = Gpt::load(dir.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("cannot be held") || e.contains("too large") || e.contains("implies"),
+                "{key}: {e}"
+            );
+        }
+        // Same shapes, one fewer head: the tensors match, so the load succeeds.
         v["n_embd"] = json!(8);
+        v["n_head"] = json!(1);
+        std::fs::write(&cpath, v.to_string()).unwrap();
+        Gpt::load(dir.path()).unwrap();
+        v["n_head"] = json!(2);
         v["activation_function"] = json!("relu");
         std::fs::write(&cpath, v.to_string()).unwrap();
         let e = Gpt::load(dir.path()).unwrap_err().to_string();
@@ -267,5 +313,25 @@ mod tests {
         v["n_head"] = json!(3);
         std::fs::write(&cpath, v.to_string()).unwrap();
         assert!(Gpt::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_by_tensor_name() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut m = Gpt::new(cfg(), 5).unwrap();
+            let spec = cfg()
+                .tensors()
+                .into_iter()
+                .find(|t| t.name == "h.1.mlp.c_fc.weight")
+                .unwrap();
+            m.params_mut()[spec.offset + 3] = bad;
+            m.save(dir.path()).unwrap();
+            let e = Gpt::load(dir.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("h.1.mlp.c_fc.weight") && e.contains("element 3"),
+                "{e}"
+            );
+        }
     }
 }

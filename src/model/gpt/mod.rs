@@ -241,6 +241,18 @@ impl GptConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
+        // Sizes come from files and flags: count in u128 so that nothing wraps, and refuse
+        // a model whose parameters alone could not be addressed as f32.
+        let (c, l) = (self.n_embd as u128, self.n_layer as u128);
+        let params =
+            (self.vocab_size as u128 + self.block_size as u128 + 2) * c + l * (12 * c * c + 13 * c);
+        if params > (isize::MAX as u128) / 16 {
+            return bad(format!(
+                "{params} parameters (n_layer {}, n_embd {}, vocab_size {}, n_positions {}) \
+                 cannot be held in memory",
+                self.n_layer, self.n_embd, self.vocab_size, self.block_size
+            ));
+        }
         Ok(())
     }
 

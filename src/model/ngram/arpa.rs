@@ -135,8 +135,17 @@ pub fn read(path: &Path, vocab: Vocab) -> Result<ArpaFile, NgramError> {
             (t.vocab_size(), 1u32, 2u32)
         }
         Vocab::Ids { vocab_size, eot } => (vocab_size + 1, *vocab_size as u32, *eot),
-        Vocab::Build => (counts[0] + SPECIALS.len(), 1, 2),
+        Vocab::Build => {
+            let n = counts[0]
+                .checked_add(SPECIALS.len())
+                .filter(|&n| n <= u32::MAX as usize)
+                .ok_or_else(|| err(lineno, format!("{} unigrams is too many", counts[0])))?;
+            (n, 1, 2)
+        }
     };
+    if counts[0] == 0 {
+        return Err(err(lineno, "the header lists no unigrams".into()));
+    }
     let mut built: FxHashMap<String, u32> = FxHashMap::default();
     let mut built_words: Vec<String> = Vec::new();
     if matches!(vocab, Vocab::Build) {
@@ -149,10 +158,14 @@ pub fn read(path: &Path, vocab: Vocab) -> Result<ArpaFile, NgramError> {
     let mut ids = Vec::with_capacity(order);
     for n in 1..=order {
         let mut og = OrderGrams::default();
-        og.keys.reserve(counts[n - 1]);
-        og.probs.reserve(counts[n - 1]);
-        og.backoffs.reserve(counts[n - 1]);
-        let mut pairs: Vec<(u128, f32, f32)> = Vec::with_capacity(counts[n - 1]);
+        // The header's count is untrusted: reserve at most a few million entries up front
+        // (the vectors grow past that as lines really arrive) and compare at the end.
+        let reserve = counts[n - 1].min(1 << 22);
+        og.keys.reserve(reserve);
+        og.probs.reserve(reserve);
+        og.backoffs.reserve(reserve);
+        // (key, log10 p, log10 backoff, line number)
+        let mut pairs: Vec<(u128, f32, f32, usize)> = Vec::with_capacity(reserve);
         loop {
             if !next_line(&mut line)? {
                 return Err(err(lineno, format!("file ends inside the {n}-grams")));
@@ -217,7 +230,9 @@ pub fn read(path: &Path, vocab: Vocab) -> Result<ArpaFile, NgramError> {
             if fields.next().is_some() {
                 return Err(err(lineno, format!("too many fields in {t:?}")));
             }
-            pairs.push((packer.pack(&ids), prob, backoff));
+            check_values(prob, backoff, n == 1 && ids[0] == start)
+                .map_err(|m| err(lineno, format!("{m} in {t:?}")))?;
+            pairs.push((packer.pack(&ids), prob, backoff, lineno));
         }
         if pairs.len() != counts[n - 1] {
             return Err(err(
@@ -229,15 +244,33 @@ pub fn read(path: &Path, vocab: Vocab) -> Result<ArpaFile, NgramError> {
                 ),
             ));
         }
-        pairs.sort_unstable_by_key(|p| p.0);
-        for (k, p, b) in pairs {
+        pairs.sort_unstable_by_key(|p| (p.0, p.3));
+        if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+            let words = packer.unpack(w[0].0, n);
+            return Err(err(
+                w[1].3,
+                format!(
+                    "duplicate {n}-gram (ids {words:?}), first on line {}",
+                    w[0].3
+                ),
+            ));
+        }
+        if n == 1 {
+            // KenLM refuses a model without these: every sentence is conditioned on <s>
+            // and ends with </s>, so without them no sentence has a probability.
+            for (id, name) in [(start, "<s>"), (eot, "</s>")] {
+                if pairs.binary_search_by_key(&(id as u128), |p| p.0).is_err() {
+                    return Err(err(lineno, format!("the unigrams have no {name}")));
+                }
+            }
+        }
+        for (k, p, b, _) in pairs {
             og.keys.push(k);
             og.probs.push(p);
             og.backoffs.push(b);
         }
         orders.push(og);
     }
-    let _ = (start, eot);
     let tokenizer = match vocab {
         Vocab::Build => Some(WordTokenizer::from_words(
             built_words.iter().map(|s| s.as_str()),
@@ -252,6 +285,24 @@ pub fn read(path: &Path, vocab: Vocab) -> Result<ArpaFile, NgramError> {
         },
         tokenizer,
     })
+}
+
+/// Checks one ARPA line's numbers: a log10 probability is at most 0 and not NaN (only
+/// `<s>`, never predicted, may have log10 p = -inf, as some writers give it); a log10
+/// backoff is finite (it may be positive: a backoff weight above 1 is legal).
+fn check_values(log10_p: f32, log10_backoff: f32, is_start: bool) -> Result<(), String> {
+    if log10_p.is_nan() || log10_p > 0.0 {
+        return Err(format!(
+            "log10 probability {log10_p} is not a probability (must be <= 0)"
+        ));
+    }
+    if log10_p == f32::NEG_INFINITY && !is_start {
+        return Err("log10 probability -inf (p = 0) is only allowed for <s>".into());
+    }
+    if !log10_backoff.is_finite() {
+        return Err(format!("log10 backoff {log10_backoff} is not finite"));
+    }
+    Ok(())
 }
 
 /// Writes `grams` as an ARPA file (gzip when `path` ends in `.gz`), atomically.
@@ -313,4 +364,98 @@ fn write_to(
         }
     }
     writeln!(out, "\n\\end\\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\\data\\\nngram 1=4\nngram 2=2\n\n\\1-grams:\n-1.0\t<unk>\t0\n0\t<s>\t-0.5\n-0.3\t</s>\t0\n-0.6\ta\t-0.2\n\n\\2-grams:\n-0.2\t<s> a\n-0.1\ta </s>\n\n\\end\\\n";
+
+    fn read_text(text: &str) -> Result<ArpaFile, NgramError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.arpa");
+        std::fs::write(&p, text).unwrap();
+        read(&p, Vocab::Build)
+    }
+
+    fn error_of(text: &str) -> String {
+        match read_text(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_file_reads() {
+        let f = read_text(GOOD).unwrap();
+        assert_eq!(f.grams.orders[0].keys.len(), 4);
+        assert_eq!(f.grams.orders[1].keys.len(), 2);
+    }
+
+    #[test]
+    fn bad_numbers_are_refused_with_their_line() {
+        for (bad, want) in [
+            ("-0.6\ta\t-0.2", "nan\ta\t-0.2"),
+            ("-0.6\ta\t-0.2", "5.0\ta\t-0.2"),
+            ("-0.6\ta\t-0.2", "inf\ta\t-0.2"),
+            ("-0.6\ta\t-0.2", "-inf\ta\t-0.2"),
+            ("-0.6\ta\t-0.2", "-0.6\ta\tnan"),
+            ("-0.6\ta\t-0.2", "-0.6\ta\tinf"),
+            ("-0.1\ta </s>", "nan\ta </s>"),
+        ] {
+            let e = error_of(&GOOD.replace(bad, want));
+            assert!(
+                e.contains("m.arpa:9:") || e.contains("m.arpa:13:"),
+                "{want}: {e}"
+            );
+            assert!(
+                e.contains("probability") || e.contains("backoff"),
+                "{want}: {e}"
+            );
+        }
+        // -inf is legal for <s> (never predicted), as some writers give it.
+        read_text(&GOOD.replace("0\t<s>\t-0.5", "-inf\t<s>\t-0.5")).unwrap();
+        // A positive backoff (a weight above 1) is legal.
+        read_text(&GOOD.replace("-0.6\ta\t-0.2", "-0.6\ta\t0.3")).unwrap();
+    }
+
+    #[test]
+    fn duplicates_missing_specials_and_empty_sections_are_refused() {
+        let dup = GOOD
+            .replace("ngram 1=4", "ngram 1=5")
+            .replace("-0.6\ta\t-0.2\n", "-0.6\ta\t-0.2\n-0.7\ta\t-0.2\n");
+        assert!(error_of(&dup).contains("duplicate 1-gram"));
+        let dup2 = GOOD
+            .replace("ngram 2=2", "ngram 2=3")
+            .replace("-0.1\ta </s>\n", "-0.1\ta </s>\n-0.4\ta </s>\n");
+        assert!(error_of(&dup2).contains("duplicate 2-gram"));
+        let no_s = GOOD
+            .replace("ngram 1=4", "ngram 1=3")
+            .replace("0\t<s>\t-0.5\n", "")
+            .replace("-0.2\t<s> a\n", "")
+            .replace("ngram 2=2", "ngram 2=1");
+        assert!(error_of(&no_s).contains("no <s>"), "{}", error_of(&no_s));
+        let no_end = GOOD
+            .replace("ngram 1=4", "ngram 1=3")
+            .replace("-0.3\t</s>\t0\n", "")
+            .replace("-0.1\ta </s>\n", "")
+            .replace("ngram 2=2", "ngram 2=1");
+        assert!(error_of(&no_end).contains("no </s>"));
+        let empty = "\\data\\\nngram 1=0\n\n\\1-grams:\n\n\\end\\\n";
+        assert!(error_of(empty).contains("no unigrams"));
+    }
+
+    #[test]
+    fn absurd_header_counts_are_errors_not_aborts() {
+        for (from, to) in [
+            ("ngram 1=4", "ngram 1=18446744073709551615"),
+            ("ngram 1=4", "ngram 1=18446744073709551612"),
+            ("ngram 2=2", "ngram 2=100000000000000"),
+            ("ngram 2=2", "ngram 2=18446744073709551615"),
+        ] {
+            let e = error_of(&GOOD.replace(from, to));
+            assert!(e.contains("header") || e.contains("too many"), "{to}: {e}");
+        }
+    }
 }

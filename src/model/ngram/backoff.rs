@@ -144,7 +144,9 @@ impl BackoffModel {
         let n_ids = vocab_size.max(start as usize + 1);
         let p = grams.packer;
         let uni = &grams.orders[0];
-        let mut unigrams = vec![(f32::NAN, 0f32); n_ids];
+        // Absent ids are None until they get `unk`'s entry: no in-band sentinel value
+        // that a number read from a file could collide with.
+        let mut present: Vec<Option<(f32, f32)>> = vec![None; n_ids];
         for (i, &k) in uni.keys.iter().enumerate() {
             let id = k as usize;
             if id >= n_ids {
@@ -152,17 +154,16 @@ impl BackoffModel {
                     "unigram id {id} is outside the vocabulary of {n_ids}"
                 )));
             }
-            unigrams[id] = (uni.probs[i], uni.backoffs[i]);
+            present[id] = Some((uni.probs[i], uni.backoffs[i]));
         }
-        let unk_entry = match unigrams.get(unk as usize) {
-            Some(e) if !e.0.is_nan() => (e.0, 0.0),
+        let unk_entry = match present.get(unk as usize) {
+            Some(Some(e)) => (e.0, 0.0),
             _ => (-100.0, 0.0),
         };
-        for u in unigrams.iter_mut() {
-            if u.0.is_nan() {
-                *u = unk_entry;
-            }
-        }
+        let unigrams: Vec<(f32, f32)> = present
+            .into_iter()
+            .map(|e| e.unwrap_or(unk_entry))
+            .collect();
         let mut tables = Vec::with_capacity(order.saturating_sub(1));
         for (m, og) in grams.orders.iter().enumerate().skip(1) {
             let n = m + 1;

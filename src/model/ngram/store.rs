@@ -241,13 +241,34 @@ pub fn save_addk(dir: &Path, model: &AddK, tok: &dyn Tokenizer) -> Result<(), Ng
     write_dir_files(dir, tok, config)
 }
 
-fn config_file(dir: &Path, config: &serde_json::Value, default: &str) -> PathBuf {
-    dir.join(
-        config
-            .get("file")
-            .and_then(|f| f.as_str())
-            .unwrap_or(default),
-    )
+/// The model file named by config.json's `"file"`: a plain file name inside the model
+/// directory (no path separators, no `..`), so a config cannot point a load (and the
+/// error messages that echo the file's lines) anywhere else on the machine.
+fn config_file(
+    dir: &Path,
+    config: &serde_json::Value,
+    default: &str,
+) -> Result<PathBuf, ModelError> {
+    let bad = |message: String| ModelError::Format {
+        path: dir.join("config.json"),
+        message,
+    };
+    let name = match config.get("file") {
+        None => default,
+        Some(serde_json::Value::String(s)) => s.as_str(),
+        Some(other) => return Err(bad(format!("\"file\" must be a file name, not {other}"))),
+    };
+    let plain = Path::new(name).components().count() == 1
+        && matches!(
+            Path::new(name).components().next(),
+            Some(std::path::Component::Normal(_))
+        );
+    if !plain {
+        return Err(bad(format!(
+            "\"file\" {name:?} must be a file name inside the model directory"
+        )));
+    }
+    Ok(dir.join(name))
 }
 
 /// Opens a Kneser-Ney model directory's ARPA file with the directory's tokenizer.
@@ -256,7 +277,7 @@ pub fn load_kn(
     config: &serde_json::Value,
     tok: &dyn Tokenizer,
 ) -> Result<BackoffModel, ModelError> {
-    let path = config_file(dir, config, "model.arpa");
+    let path = config_file(dir, config, "model.arpa")?;
     let words = as_words(tok);
     let vocab = match &words {
         Some(w) => Vocab::Words(w),
@@ -275,7 +296,7 @@ pub fn load_addk(
     config: &serde_json::Value,
     tok: &dyn Tokenizer,
 ) -> Result<AddK, ModelError> {
-    let path = config_file(dir, config, "counts.bin");
+    let path = config_file(dir, config, "counts.bin")?;
     let k = config
         .get("k")
         .and_then(|k| k.as_f64())
@@ -309,4 +330,37 @@ pub fn load_arpa(path: &Path) -> Result<(BackoffModel, WordTokenizer), NgramErro
 pub fn text_log10(model: &BackoffModel, tok: &WordTokenizer, text: &str) -> (f64, u64) {
     let ids = tok.encode(text).unwrap_or_default();
     (model.total_log10(&ids), ids.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_stays_inside_the_model_directory() {
+        let dir = Path::new("/models/kn");
+        let cfg = |f: serde_json::Value| serde_json::json!({ "file": f });
+        assert_eq!(
+            config_file(dir, &serde_json::json!({}), "model.arpa").unwrap(),
+            dir.join("model.arpa")
+        );
+        assert_eq!(
+            config_file(dir, &cfg("x.arpa.gz".into()), "model.arpa").unwrap(),
+            dir.join("x.arpa.gz")
+        );
+        for bad in [
+            "/etc/passwd",
+            "../other/model.arpa",
+            "sub/model.arpa",
+            "..",
+            "",
+        ] {
+            let e = config_file(dir, &cfg(bad.into()), "model.arpa").unwrap_err();
+            assert!(
+                e.to_string().contains("inside the model directory"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(config_file(dir, &cfg(7.into()), "model.arpa").is_err());
+    }
 }

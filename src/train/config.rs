@@ -212,8 +212,9 @@ impl TrainConfig {
                 after_epoch: 4,
                 factor: 0.5,
             }),
+            // The whole validation split (PTB's: 184 batches of 20 x 20).
             eval_every: 500,
-            eval_batches: 1,
+            eval_batches: 1 << 20,
             checkpoint_every: 500,
             tokenizer: "words".into(),
             ..base.clone()
@@ -301,6 +302,7 @@ impl TrainConfig {
                 epochs: None,
                 lr_step_decay: None,
                 eval_every: 20,
+                eval_batches: 20,
                 checkpoint_every: 20,
                 tokenizer: "auto".into(),
                 ..zaremba.clone()

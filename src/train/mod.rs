@@ -472,13 +472,13 @@ impl<M: Trainable> Trainer<M> {
     }
 
     /// Mean loss over the fixed validation windows (`eval_batches` batches); for a
-    /// stateful model, over the whole validation split as B contiguous streams with the
-    /// state carried (reset first).
+    /// stateful model, over the first `eval_batches` batches of the validation split cut
+    /// into B contiguous streams, the state carried (reset first).
     pub fn evaluate(&mut self) -> Result<f32, TrainError> {
         let (b, t) = (self.config.batch_size, self.config.block_size);
         if self.steps_per_epoch.is_some() {
             self.model.reset_state(true);
-            let n = self.data.val.stream_batches(b, t);
+            let n = self.data.val.stream_batches(b, t).min(self.config.eval_batches);
             let mut sum = 0f64;
             for k in 0..n {
                 let (i, tg, w) = (&mut self.inputs, &mut self.targets, &mut self.window);
@@ -523,7 +523,7 @@ impl<M: Trainable> Trainer<M> {
     pub fn evaluate_all(&mut self, max_batches: usize) -> Result<(f32, usize), TrainError> {
         let (b, t) = (self.config.batch_size, self.config.block_size);
         if self.steps_per_epoch.is_some() {
-            let n = self.data.val.stream_batches(b, t);
+            let n = self.data.val.stream_batches(b, t).min(self.config.eval_batches);
             return Ok((self.evaluate()?, n * b * t));
         }
         let windows = (self.data.val.len() - 1) / t;

@@ -478,7 +478,11 @@ impl<M: Trainable> Trainer<M> {
         let (b, t) = (self.config.batch_size, self.config.block_size);
         if self.steps_per_epoch.is_some() {
             self.model.reset_state(true);
-            let n = self.data.val.stream_batches(b, t).min(self.config.eval_batches);
+            let n = self
+                .data
+                .val
+                .stream_batches(b, t)
+                .min(self.config.eval_batches);
             let mut sum = 0f64;
             for k in 0..n {
                 let (i, tg, w) = (&mut self.inputs, &mut self.targets, &mut self.window);
@@ -523,7 +527,11 @@ impl<M: Trainable> Trainer<M> {
     pub fn evaluate_all(&mut self, max_batches: usize) -> Result<(f32, usize), TrainError> {
         let (b, t) = (self.config.batch_size, self.config.block_size);
         if self.steps_per_epoch.is_some() {
-            let n = self.data.val.stream_batches(b, t).min(self.config.eval_batches);
+            let n = self
+                .data
+                .val
+                .stream_batches(b, t)
+                .min(self.config.eval_batches);
             return Ok((self.evaluate()?, n * b * t));
         }
         let windows = (self.data.val.len() - 1) / t;

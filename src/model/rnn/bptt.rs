@@ -17,7 +17,9 @@
 //! [`Workspace::dstate`] so tests can check the chain through a carried state.
 
 use super::cell::{act_width, step_backward, step_forward};
-use super::{gemm_strided, softmax_ce_forward_backward, CellKind, Float, RnnConfig};
+use super::{
+    gemm_strided, softmax_ce_forward, softmax_ce_forward_backward, CellKind, Float, RnnConfig,
+};
 use crate::model::ModelError;
 
 /// Activations of one layer for (B, T).
@@ -329,7 +331,7 @@ pub fn forward<F: Float>(
 /// (B, T), without gradients. The logits become probabilities.
 pub fn loss<F: Float>(ws: &mut Workspace<F>, targets: &[u32], v: usize) -> f64 {
     set_targets(ws, targets);
-    crate::model::gpt::kernels::softmax_ce_forward(&mut ws.logits, &mut ws.losses, &ws.targets, v)
+    softmax_ce_forward(&mut ws.logits, &mut ws.losses, &ws.targets, v)
 }
 
 fn set_targets<F>(ws: &mut Workspace<F>, targets: &[u32]) {

@@ -32,7 +32,9 @@ pub mod checkpoint;
 pub mod infer;
 
 // Shared numeric kernels (one place to change when they move to `crate::ops`).
-pub(crate) use crate::model::gpt::kernels::{gemm_strided, softmax_ce_forward_backward};
+pub(crate) use crate::model::gpt::kernels::{
+    gemm_strided, softmax_ce_forward, softmax_ce_forward_backward,
+};
 pub use crate::model::gpt::Float;
 
 use crate::model::ModelError;

@@ -11,12 +11,12 @@
 
 pub mod atomic;
 pub mod corpus;
-pub mod cpu;
 pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod memory;
 pub mod model;
+pub mod ops;
 pub mod outdir;
 pub mod tokenizer;
 pub mod train;

@@ -10,7 +10,7 @@
 //! - AdamW losses over 10 steps: |a - b| <= 1e-5 (and the trained logits 1e-4)
 
 use arlm::model::gpt::{Gpt, GptTrainer};
-use arlm::train::adamw::AdamW;
+use arlm::ops::AdamW;
 use safetensors::tensor::{Dtype, SafeTensors};
 use std::path::PathBuf;
 

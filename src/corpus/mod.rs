@@ -133,14 +133,12 @@ pub fn save_model_dir(dir: &Path, meta: Option<&SynthMeta>) -> Result<(), Corpus
     }
     let text = serde_json::to_string_pretty(&config).unwrap_or_default();
     crate::atomic::write_atomic(dir.join("config.json"), text.as_bytes()).map_err(io)?;
-    crate::tokenizer::save(
-        &crate::tokenizer::bytes::ByteTokenizer,
-        &dir.join("tokenizer.json"),
+    crate::tokenizer::save_in_model_dir(&crate::tokenizer::bytes::ByteTokenizer, dir, None).map_err(
+        |e| CorpusError::Io {
+            path: dir.join("tokenizer.json"),
+            source: std::io::Error::other(crate::error_chain(&e)),
+        },
     )
-    .map_err(|e| CorpusError::Io {
-        path: dir.join("tokenizer.json"),
-        source: std::io::Error::other(crate::error_chain(&e)),
-    })
 }
 
 #[cfg(test)]

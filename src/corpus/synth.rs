@@ -103,6 +103,10 @@ fn zipf(n: usize) -> Vec<f64> {
 }
 
 /// Builds the automaton from the grammar tables.
+///
+/// Long (~200 lines) on purpose: its passes (allocate trie and delimiter states per slot,
+/// patch the delimiter edges to later slots, normalize) share the state tables and the
+/// pending-edge bookkeeping, which split functions would pass around as many arguments.
 fn build(slots: &[Slot]) -> Automaton {
     // Pass 1: allocate states slot by slot (trie nodes, then delimiter-prefix nodes), so
     // that every arc inside a slot goes to a higher index (a DAG in index order).

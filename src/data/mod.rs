@@ -7,7 +7,16 @@
 pub mod bin;
 pub mod prepare;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Where the shared public corpora live (tinyshakespeare, wikitext-2, ptb, gpt2, ...):
+/// `$ARLM_SHARED_DATA`, else `../shared/data` from `base` (the working directory for the
+/// CLI, the checkout for tests). The one place that knows this layout.
+pub fn shared_data_root(base: &Path) -> PathBuf {
+    std::env::var_os("ARLM_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| base.join("../shared/data"))
+}
 
 /// Errors reading or writing token data.
 #[derive(Debug, thiserror::Error)]

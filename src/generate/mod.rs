@@ -5,7 +5,9 @@
 //! are written once against [`LanguageModel`]:
 //! - [`sampler`]: the llama.cpp-style sampler chain (greedy, temperature, top-k, top-p,
 //!   min-p, typical-p, repetition/presence/frequency penalties, no-repeat-ngram, logit
-//!   bias), seeded.
+//!   bias), seeded; its stages are [`stage::SamplerStage`] values in a [`stage::Chain`]
+//!   (a chain is itself a stage), so a new stage is one file; [`candidates`] is the list
+//!   the stages rewrite.
 //! - [`beam`]: beam search with the Hugging Face length penalty, returning the n best.
 //! - [`session`]: the model state and the past-context policy (slide the window and
 //!   re-prefill; never a crash when a generation outgrows the context).
@@ -22,8 +24,10 @@
 //! parallel pass for the GPT), and `--num-samples K` prefills once and clones the state.
 
 pub mod beam;
+pub mod candidates;
 pub mod sampler;
 pub mod session;
+pub mod stage;
 pub mod stream;
 
 pub use beam::{beam_search, BeamConfig, Hypothesis};
@@ -43,6 +47,13 @@ pub enum GenerateError {
         value: String,
         reason: String,
     },
+    /// A distribution handed to the sampler has another length than the vocabulary it was
+    /// built for (a caller's bug or a model/tokenizer mismatch, not a flag).
+    #[error(
+        "the model's distribution has {got} entries but the sampler was built for a \
+         vocabulary of {vocab_size}"
+    )]
+    RowLength { got: usize, vocab_size: usize },
     #[error("no token is left to choose from after {stage}; relax the bans/filters")]
     EmptyVocabulary { stage: &'static str },
     #[error(transparent)]

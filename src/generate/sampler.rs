@@ -4,7 +4,8 @@
 //! logit bias and no-repeat-ngram bans first (they are hard constraints), then
 //! `penalties -> top_k -> typ_p -> top_p -> min_p -> temperature`, then a seeded draw
 //! from the softmax of what is left. Each stage is a public function over a
-//! [`Candidates`] list so tests can check it against a brute-force implementation.
+//! [`Candidates`] list so tests can check it against a brute-force implementation; the
+//! chain runs them as [`super::stage::SamplerStage`] values ([`super::stage::Chain`]).
 //!
 //! Conventions (why they are what they are):
 //! - Stages see log-probs (the model's log-softmaxed output), which are logits up to a
@@ -20,6 +21,9 @@
 //! - Ties in sorting break toward the lower token id, so results never depend on the
 //!   sort algorithm.
 
+use super::candidates::by_logit_desc;
+pub use super::candidates::Candidates;
+use super::stage::{Chain, SamplerStage};
 use super::GenerateError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -246,137 +250,6 @@ impl SamplerConfig {
     }
 }
 
-/// The candidate tokens still in play, with their (biased, penalized, scaled) log-probs.
-#[derive(Clone, Debug, Default)]
-pub struct Candidates {
-    /// (token id, logit) pairs; never empty after a stage.
-    pub items: Vec<(u32, f32)>,
-    /// True when `items` is sorted by logit descending (ties: lower id first).
-    pub sorted: bool,
-}
-
-fn by_logit_desc(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
-    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
-}
-
-/// A u64 whose ascending order is [`by_logit_desc`]: the logit's `total_cmp` order
-/// reversed in the high 32 bits, the token id in the low 32.
-fn desc_key(&(id, l): &(u32, f32)) -> u64 {
-    let b = l.to_bits();
-    let asc = if b & 0x8000_0000 != 0 {
-        !b
-    } else {
-        b | 0x8000_0000
-    };
-    ((!asc as u64) << 32) | id as u64
-}
-
-/// Inverse of [`desc_key`].
-fn from_desc_key(k: u64) -> (u32, f32) {
-    let asc = !((k >> 32) as u32);
-    let b = if asc & 0x8000_0000 != 0 {
-        asc & 0x7fff_ffff
-    } else {
-        !asc
-    };
-    (k as u32, f32::from_bits(b))
-}
-
-/// Sorts like `sort_unstable_by(by_logit_desc)` (the same order: it is total), as an LSD
-/// radix sort of [`desc_key`]s by bytes, skipping bytes that are equal in every key, and
-/// the id bytes when the ids are already ascending (a fresh row: the sort is stable). For
-/// a full vocabulary (top-p at every decode step of a 50K-token model) it takes ~0.7 of
-/// the comparison sort's time.
-fn radix_sort_by_logit_desc(items: &mut [(u32, f32)]) {
-    let ids_ascending = items.windows(2).all(|w| w[0].0 < w[1].0);
-    let first = if ids_ascending { 4 } else { 0 };
-    let mut keys: Vec<u64> = items.iter().map(desc_key).collect();
-    let mut hist = [[0usize; 256]; 8];
-    for &k in &keys {
-        for (byte, h) in hist.iter_mut().enumerate().skip(first) {
-            h[(k >> (8 * byte)) as usize & 0xff] += 1;
-        }
-    }
-    let mut tmp = vec![0u64; keys.len()];
-    for (byte, h) in hist.iter().enumerate().skip(first) {
-        if h.contains(&keys.len()) {
-            continue; // every key has the same byte here
-        }
-        let mut start = [0usize; 256];
-        let mut acc = 0;
-        for (s, &c) in start.iter_mut().zip(h) {
-            *s = acc;
-            acc += c;
-        }
-        for &k in &keys {
-            let d = (k >> (8 * byte)) as usize & 0xff;
-            tmp[start[d]] = k;
-            start[d] += 1;
-        }
-        std::mem::swap(&mut keys, &mut tmp);
-    }
-    for (it, &k) in items.iter_mut().zip(&keys) {
-        *it = from_desc_key(k);
-    }
-}
-
-impl Candidates {
-    /// All tokens with finite log-prob from a full distribution row.
-    pub fn from_logprobs(row: &[f32]) -> Candidates {
-        let mut c = Candidates::default();
-        c.reset(row);
-        c
-    }
-
-    /// Refills from `row`, reusing the allocation.
-    pub fn reset(&mut self, row: &[f32]) {
-        self.items.clear();
-        self.items.extend(
-            row.iter()
-                .enumerate()
-                .filter(|(_, &l)| l > f32::NEG_INFINITY)
-                .map(|(i, &l)| (i as u32, l)),
-        );
-        self.sorted = false;
-    }
-
-    /// Sorts by logit descending, ties by id.
-    pub fn sort(&mut self) {
-        if !self.sorted {
-            if self.items.len() < 1024 {
-                self.items.sort_unstable_by(by_logit_desc);
-            } else {
-                radix_sort_by_logit_desc(&mut self.items);
-            }
-            self.sorted = true;
-        }
-    }
-
-    /// Drops banned (-inf / NaN) tokens.
-    pub fn drop_banned(&mut self) {
-        self.items.retain(|&(_, l)| l > f32::NEG_INFINITY);
-    }
-
-    /// Normalized probabilities (f64) of the current candidates, in `items` order.
-    pub fn probs(&self) -> Vec<f64> {
-        let max = self
-            .items
-            .iter()
-            .map(|&(_, l)| l)
-            .fold(f32::NEG_INFINITY, f32::max) as f64;
-        let mut p: Vec<f64> = self
-            .items
-            .iter()
-            .map(|&(_, l)| (l as f64 - max).exp())
-            .collect();
-        let z: f64 = p.iter().sum();
-        for x in p.iter_mut() {
-            *x /= z;
-        }
-        p
-    }
-}
-
 /// Keeps the `k` highest-logit tokens (`k == 0` or `k >= len`: no-op). Leaves them sorted.
 pub fn top_k(c: &mut Candidates, k: usize) {
     if k == 0 || k >= c.items.len() {
@@ -520,6 +393,104 @@ pub fn banned_by_ngram(history: &[u32], n: usize) -> Vec<u32> {
     out
 }
 
+impl Chain {
+    /// The built-in chain `cfg` describes: its `order`, with the settings of `cfg`. Greedy
+    /// decoding keeps only the penalties (filters cannot change the argmax, and typical
+    /// sampling is skipped by definition: greedy means the most probable token).
+    pub fn from_config(cfg: &SamplerConfig) -> Chain {
+        let mut chain = Chain::new();
+        for &stage in &cfg.order {
+            if cfg.is_greedy() && stage != Stage::Penalties {
+                continue;
+            }
+            chain.push(builtin(stage, cfg));
+        }
+        chain
+    }
+}
+
+/// The built-in stage `stage` with the settings of `cfg`.
+fn builtin(stage: Stage, cfg: &SamplerConfig) -> Box<dyn SamplerStage> {
+    match stage {
+        Stage::Penalties => Box::new(Penalties {
+            repeat: cfg.repeat_penalty,
+            presence: cfg.presence_penalty,
+            frequency: cfg.frequency_penalty,
+            last_n: cfg.penalty_last_n,
+        }),
+        Stage::TopK => Box::new(TopK(cfg.top_k)),
+        Stage::Typical => Box::new(Typical(cfg.typical_p)),
+        Stage::TopP => Box::new(TopP(cfg.top_p)),
+        Stage::MinP => Box::new(MinP(cfg.min_p)),
+        Stage::Temperature => Box::new(Temperature(cfg.temperature)),
+    }
+}
+
+/// Repetition / presence / frequency penalties over the last `last_n` tokens; tokens
+/// pushed to -inf are dropped.
+pub struct Penalties {
+    pub repeat: f32,
+    pub presence: f32,
+    pub frequency: f32,
+    pub last_n: usize,
+}
+
+impl SamplerStage for Penalties {
+    fn name(&self) -> &str {
+        Stage::Penalties.name()
+    }
+
+    fn apply(&mut self, c: &mut Candidates, history: &[u32]) -> Result<(), GenerateError> {
+        let start = history.len().saturating_sub(self.last_n);
+        penalties(
+            c,
+            &history[start..],
+            self.repeat,
+            self.presence,
+            self.frequency,
+        );
+        c.drop_banned();
+        if c.items.is_empty() {
+            return Err(GenerateError::EmptyVocabulary { stage: "penalties" });
+        }
+        Ok(())
+    }
+}
+
+/// Keep the `k` most probable tokens (0 keeps all).
+pub struct TopK(pub usize);
+/// Locally typical sampling with mass `p`.
+pub struct Typical(pub f32);
+/// Nucleus sampling with mass `p`.
+pub struct TopP(pub f32);
+/// Keep tokens with probability >= `p` times the most probable one's.
+pub struct MinP(pub f32);
+/// Divide log-probs by the temperature.
+pub struct Temperature(pub f32);
+
+/// A stateless stage that calls one function of this module.
+macro_rules! filter_stage {
+    ($ty:ident, $stage:expr, |$c:ident, $v:ident| $body:expr) => {
+        impl SamplerStage for $ty {
+            fn name(&self) -> &str {
+                $stage.name()
+            }
+
+            fn apply(&mut self, $c: &mut Candidates, _: &[u32]) -> Result<(), GenerateError> {
+                let $v = self.0;
+                $body;
+                Ok(())
+            }
+        }
+    };
+}
+
+filter_stage!(TopK, Stage::TopK, |c, k| top_k(c, k));
+filter_stage!(Typical, Stage::Typical, |c, p| typical(c, p, 1));
+filter_stage!(TopP, Stage::TopP, |c, p| top_p(c, p, 1));
+filter_stage!(MinP, Stage::MinP, |c, p| min_p(c, p, 1));
+filter_stage!(Temperature, Stage::Temperature, |c, t| temperature(c, t));
+
 /// The token a sampler chose and what it cost.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Choice {
@@ -537,6 +508,8 @@ pub struct Sampler {
     rng: ChaCha20Rng,
     cands: Candidates,
     vocab_size: usize,
+    /// The stages after the bans ([`Chain::from_config`] of `cfg`, or a caller's chain).
+    chain: Chain,
 }
 
 impl Sampler {
@@ -555,12 +528,32 @@ impl Sampler {
         cfg.validate(vocab_size)?;
         let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
         rng.set_stream(stream);
+        let chain = Chain::from_config(&cfg);
         Ok(Sampler {
             cfg,
             rng,
             cands: Candidates::default(),
             vocab_size,
+            chain,
         })
+    }
+
+    /// A sampler whose stages are `chain` instead of `cfg.order` (the bans of `cfg`, its
+    /// temperature-0 greedy draw and its seed still apply): how a stage that is not
+    /// built in runs (see [`super::stage`]).
+    pub fn with_chain(
+        cfg: SamplerConfig,
+        vocab_size: usize,
+        chain: Chain,
+    ) -> Result<Sampler, GenerateError> {
+        let mut s = Self::new(cfg, vocab_size)?;
+        s.chain = chain;
+        Ok(s)
+    }
+
+    /// Starts over: the stages forget their state (the random stream does not rewind).
+    pub fn reset(&mut self) {
+        self.chain.reset();
     }
 
     /// The configuration.
@@ -578,13 +571,9 @@ impl Sampler {
     ) -> Result<&Candidates, GenerateError> {
         let cfg = &self.cfg;
         if logprobs.len() != self.vocab_size {
-            return Err(GenerateError::InvalidParam {
-                name: "logprobs",
-                value: logprobs.len().to_string(),
-                reason: format!(
-                    "row length differs from the vocabulary ({})",
-                    self.vocab_size
-                ),
+            return Err(GenerateError::RowLength {
+                got: logprobs.len(),
+                vocab_size: self.vocab_size,
             });
         }
         let c = &mut self.cands;
@@ -604,33 +593,7 @@ impl Sampler {
                 stage: "logit bias / no-repeat-ngram",
             });
         }
-        let greedy = cfg.is_greedy();
-        for &stage in &cfg.order {
-            match stage {
-                Stage::Penalties => {
-                    let start = history.len().saturating_sub(cfg.penalty_last_n);
-                    penalties(
-                        c,
-                        &history[start..],
-                        cfg.repeat_penalty,
-                        cfg.presence_penalty,
-                        cfg.frequency_penalty,
-                    );
-                    c.drop_banned();
-                    if c.items.is_empty() {
-                        return Err(GenerateError::EmptyVocabulary { stage: "penalties" });
-                    }
-                }
-                // Filters cannot change the argmax (except typical, which greedy skips
-                // by definition: greedy means the most probable token).
-                _ if greedy => {}
-                Stage::TopK => top_k(c, cfg.top_k),
-                Stage::Typical => typical(c, cfg.typical_p, 1),
-                Stage::TopP => top_p(c, cfg.top_p, 1),
-                Stage::MinP => min_p(c, cfg.min_p, 1),
-                Stage::Temperature => temperature(c, cfg.temperature),
-            }
-        }
+        self.chain.apply(c, history)?;
         Ok(&self.cands)
     }
 
@@ -644,6 +607,7 @@ impl Sampler {
                 .iter()
                 .min_by(|a, b| by_logit_desc(a, b))
                 .ok_or(GenerateError::EmptyVocabulary { stage: "greedy" })?;
+            self.chain.accept(token);
             return Ok(Choice {
                 token,
                 logprob_model: logprobs[token as usize],
@@ -671,6 +635,7 @@ impl Sampler {
             pick -= 1;
         }
         let token = c.items[pick].0;
+        self.chain.accept(token);
         Ok(Choice {
             token,
             logprob_model: logprobs[token as usize],
@@ -683,7 +648,7 @@ impl Sampler {
 mod tests {
     #[test]
     fn radix_sort_orders_like_the_comparison_sort() {
-        use super::{by_logit_desc, radix_sort_by_logit_desc};
+        use crate::generate::candidates::{by_logit_desc, radix_sort_by_logit_desc};
         // Ties (the same logit on many ids), signed zeros, infinities, NaN and ids out of
         // order, as after a top-k selection.
         let special = [

@@ -186,7 +186,7 @@ pub fn save_uniform(dir: &Path, tok: &dyn Tokenizer) -> Result<(), ModelError> {
     let config = serde_json::json!({"model_type": "arlm-uniform", "vocab_size": tok.vocab_size()});
     crate::atomic::write_atomic(dir.join("config.json"), config.to_string().as_bytes())
         .map_err(io)?;
-    tokenizer::save(tok, &dir.join("tokenizer.json")).map_err(|e| ModelError::Format {
+    tokenizer::save_in_model_dir(tok, dir, None).map_err(|e| ModelError::Format {
         path: dir.to_path_buf(),
         message: crate::error_chain(&e),
     })

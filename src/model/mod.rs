@@ -43,6 +43,9 @@ pub enum ModelError {
     NonFinite(String),
     #[error(transparent)]
     TooLarge(#[from] crate::memory::TooLarge),
+    /// An n-gram model's own error (ARPA syntax, order, I/O), kept whole as the cause.
+    #[error(transparent)]
+    Ngram(#[from] ngram::NgramError),
 }
 
 /// An autoregressive model: a conditional distribution p(x_t | x_<t) over a vocabulary.

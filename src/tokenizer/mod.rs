@@ -140,3 +140,90 @@ pub fn save(tok: &dyn Tokenizer, path: &Path) -> Result<(), TokenizerError> {
         source,
     })
 }
+
+/// Saves `tok` into a model directory: `tokenizer.json`, and a `tokenizer_config.json`
+/// that makes `transformers.AutoTokenizer.from_pretrained(dir)` load exactly that file.
+/// Without it, transformers picks a tokenizer class from config.json's `model_type`
+/// (GPT-2's byte-level BPE for `gpt2`), which drops spaces from a chars vocabulary and
+/// gives other ids than arlm. `model_max_length` is the model's context, if it has one.
+pub fn save_in_model_dir(
+    tok: &dyn Tokenizer,
+    dir: &Path,
+    model_max_length: Option<usize>,
+) -> Result<(), TokenizerError> {
+    save(tok, &dir.join("tokenizer.json"))?;
+    let path = dir.join("tokenizer_config.json");
+    let text = serde_json::to_string_pretty(&hf_tokenizer_config(tok, model_max_length))
+        .expect("JSON values serialize");
+    crate::atomic::write_atomic(&path, text.as_bytes())
+        .map_err(|source| TokenizerError::Io { path, source })
+}
+
+/// The `tokenizer_config.json` of [`save_in_model_dir`]: the fast tokenizer class (which
+/// reads tokenizer.json as it is), the end-of-text token as BOS and EOS (GPT-2's
+/// convention), `<unk>` where the vocabulary has one, and no clean-up of spaces on decode.
+pub fn hf_tokenizer_config(
+    tok: &dyn Tokenizer,
+    model_max_length: Option<usize>,
+) -> serde_json::Value {
+    let json = tok.to_hf_json();
+    let text_of = |id: u32| -> Option<String> {
+        let added = json["added_tokens"].as_array().and_then(|a| {
+            a.iter()
+                .find(|t| t["id"].as_u64() == Some(id as u64))
+                .and_then(|t| t["content"].as_str())
+        });
+        let in_vocab = || {
+            json.pointer("/model/vocab")?
+                .as_object()?
+                .iter()
+                .find(|(_, v)| v.as_u64() == Some(id as u64))
+                .map(|(k, _)| k.as_str())
+        };
+        added.or_else(in_vocab).map(str::to_string)
+    };
+    let mut config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "clean_up_tokenization_spaces": false,
+    });
+    if let Some(eot) = text_of(tok.eot_token()) {
+        config["bos_token"] = eot.clone().into();
+        config["eos_token"] = eot.into();
+    }
+    let has_unk = json
+        .pointer("/model/vocab/<unk>")
+        .is_some_and(|v| v.is_u64());
+    if has_unk {
+        config["unk_token"] = "<unk>".into();
+    }
+    if let Some(n) = model_max_length {
+        config["model_max_length"] = n.into();
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_dirs_get_a_tokenizer_config_that_names_the_fast_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let chars = chars::CharTokenizer::train(&["ROMEO: hi"]);
+        save_in_model_dir(&chars, dir.path(), Some(64)).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap();
+        let c: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(c["tokenizer_class"], "PreTrainedTokenizerFast");
+        assert_eq!(c["eos_token"], bytes::EOT_TEXT);
+        assert_eq!(c["model_max_length"], 64);
+        assert_eq!(c["clean_up_tokenization_spaces"], false);
+        assert!(c.get("unk_token").is_none());
+        assert_eq!(load(dir.path()).unwrap().fingerprint(), chars.fingerprint());
+
+        let words = words::WordTokenizer::train(&["a b c\n"], None, 1).unwrap();
+        let c = hf_tokenizer_config(&words, None);
+        assert_eq!(c["eos_token"], "</s>");
+        assert_eq!(c["unk_token"], "<unk>");
+        assert!(c.get("model_max_length").is_none());
+    }
+}

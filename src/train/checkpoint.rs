@@ -16,10 +16,10 @@
 //! temporary name and renamed into place, so a crash mid-write never damages the
 //! previous checkpoints.
 
-use super::adamw::AdamW;
 use super::config::TrainConfig;
 use super::trainable::Trainable;
 use super::TrainError;
+use crate::ops::AdamW;
 use crate::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -144,7 +144,8 @@ pub fn write_checkpoint<M: Trainable>(
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     model.save(&tmp)?;
-    crate::tokenizer::save(tokenizer, &tmp.join("tokenizer.json"))?;
+    let context = Some(state.config.block_size);
+    crate::tokenizer::save_in_model_dir(tokenizer, &tmp, context)?;
     write_optimizer(&tmp.join("optimizer.bin"), opt)?;
     let json = serde_json::to_string_pretty(state).unwrap_or_default();
     crate::atomic::write_atomic(tmp.join("train_state.json"), json.as_bytes()).map_err(io(&tmp))?;

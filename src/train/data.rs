@@ -221,10 +221,7 @@ impl TrainData {
 /// Where to find GPT-2's `encoder.json` + `vocab.bpe` for the `gpt2` tokenizer:
 /// `$ARLM_SHARED_DATA/gpt2`, else `../shared/data/gpt2` from the working directory.
 pub fn gpt2_tokenizer_dir() -> std::path::PathBuf {
-    std::env::var_os("ARLM_SHARED_DATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("../shared/data"))
-        .join("gpt2")
+    crate::data::shared_data_root(Path::new(".")).join("gpt2")
 }
 
 /// The tokenizer named by `spec` (see [`super::TrainConfig::tokenizer`]) for `text`.

@@ -13,7 +13,7 @@
 //! 3. mean loss; a NaN/inf loss or gradient norm stops the run with
 //!    [`TrainError::NonFinite`] before the weights are touched;
 //! 4. gradients scaled by 1/`grad_accum` and clipped to `grad_clip` global norm;
-//! 5. AdamW ([`adamw`]), weight decay on matrices only ([`Trainable::decay_mask`]).
+//! 5. AdamW ([`crate::ops::adamw`]), weight decay on matrices only ([`Trainable::decay_mask`]).
 //!
 //! # Determinism and resume
 //! All randomness comes from one SplitMix64 state ([`data::Rng`]) seeded by `seed`; it
@@ -25,7 +25,6 @@
 //! Evaluation uses a fixed set of validation windows (drawn from a separate RNG seeded
 //! from `seed`), so successive evaluations are comparable and do not disturb training.
 
-pub mod adamw;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -40,7 +39,7 @@ pub use gpt::TrainableGpt;
 pub use rnn::{RnnSpec, TrainableRnn};
 pub use trainable::Trainable;
 
-use adamw::AdamW;
+use crate::ops::AdamW;
 use checkpoint::TrainState;
 use data::Rng;
 use metrics::Record;
@@ -638,7 +637,8 @@ impl<M: Trainable> Trainer<M> {
         self.last_good = Some(dir);
         checkpoint::prune(&out, self.config.keep_last)?;
         self.model.save(&out)?;
-        crate::tokenizer::save(self.data.tokenizer.as_ref(), &out.join("tokenizer.json"))?;
+        let context = Some(self.config.block_size);
+        crate::tokenizer::save_in_model_dir(self.data.tokenizer.as_ref(), &out, context)?;
         Ok(())
     }
 

@@ -7,9 +7,7 @@ use std::process::{Command, Output};
 /// `../shared/data/<rel>` beside the checkout (or under `$ARLM_SHARED_DATA`), if present.
 /// Tests that need it print a clear "skipped" line and return when it is absent.
 pub fn shared_data(rel: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("ARLM_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let base = arlm::data::shared_data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
     let p = base.join(rel);
     if p.exists() {
         Some(p)

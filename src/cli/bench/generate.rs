@@ -75,17 +75,6 @@ struct Measure {
     decode_tokens_per_s: f64,
 }
 
-fn gpt2_124m() -> GptConfig {
-    GptConfig {
-        n_layer: 12,
-        n_head: 12,
-        n_embd: 768,
-        block_size: 1024,
-        vocab_size: 50257,
-        dropout: 0.0,
-    }
-}
-
 fn ensure_checkpoint(dir: &Path) -> Result<()> {
     if dir.join("model.safetensors").exists() && dir.join("config.json").exists() {
         return Ok(());
@@ -94,7 +83,7 @@ fn ensure_checkpoint(dir: &Path) -> Result<()> {
         "writing a random GPT-2 124M checkpoint to {}",
         dir.display()
     );
-    let model = Gpt::new(gpt2_124m(), 1234)?;
+    let model = Gpt::new(GptConfig::gpt2_124m(), 1234)?;
     model.save(dir)?;
     Ok(())
 }
@@ -139,23 +128,9 @@ fn measure<M: LanguageModel>(
     Ok(Measure {
         weights: String::new(),
         setting: setting.to_string(),
-        prefill_tokens_per_s: prompt.len() as f64 / median(&mut prefills),
-        decode_tokens_per_s: new_tokens as f64 / median(&mut decodes),
+        prefill_tokens_per_s: prompt.len() as f64 / super::util::median(&prefills),
+        decode_tokens_per_s: new_tokens as f64 / super::util::median(&decodes),
     })
-}
-
-/// The median (mean of the middle two for an even count).
-fn median(x: &mut [f64]) -> f64 {
-    x.sort_by(f64::total_cmp);
-    let n = x.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        x[n / 2]
-    } else {
-        0.5 * (x[n / 2 - 1] + x[n / 2])
-    }
 }
 
 fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
@@ -183,6 +158,10 @@ fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
 }
 
 /// Runs `arlm bench generate`.
+///
+/// Long (~170 lines): the alternating arlm / transformers runs, the table and the JSON are
+/// written from the same per-run vectors in one place; the reporting half is the part to
+/// split out next.
 pub fn run(args: Args) -> Result<()> {
     let dir = match &args.model {
         Some(d) => d.clone(),
@@ -289,8 +268,8 @@ pub fn run(args: Args) -> Result<()> {
     for (engine, all) in [("arlm", &ours_runs), ("transformers", &theirs_runs)] {
         for (w, setting) in keys(all) {
             let per_run: Vec<Measure> = all.iter().filter_map(|r| find(r, &w, &setting)).collect();
-            let mut pre: Vec<f64> = per_run.iter().map(|m| m.prefill_tokens_per_s).collect();
-            let mut dec: Vec<f64> = per_run.iter().map(|m| m.decode_tokens_per_s).collect();
+            let pre: Vec<f64> = per_run.iter().map(|m| m.prefill_tokens_per_s).collect();
+            let dec: Vec<f64> = per_run.iter().map(|m| m.decode_tokens_per_s).collect();
             // Run i against transformers float32's run i, same setting.
             let (mut rp, mut rd) = (Vec::new(), Vec::new());
             for (i, m) in all.iter().enumerate() {
@@ -309,14 +288,14 @@ pub fn run(args: Args) -> Result<()> {
                 if x.is_empty() {
                     "-".to_string()
                 } else {
-                    format!("{:.2}x", median(x))
+                    format!("{:.2}x", super::util::median(x))
                 }
             };
             let m = Measure {
                 weights: w.clone(),
                 setting: setting.clone(),
-                prefill_tokens_per_s: median(&mut pre),
-                decode_tokens_per_s: median(&mut dec),
+                prefill_tokens_per_s: super::util::median(&pre),
+                decode_tokens_per_s: super::util::median(&dec),
             };
             println!(
                 "| {engine} | {} | {} | {:.1} | {:.2} | {} | {} |",
@@ -330,8 +309,8 @@ pub fn run(args: Args) -> Result<()> {
             rows.push(serde_json::json!({
                 "engine": engine,
                 "median": m,
-                "prefill_vs_hf_float32_median": (!rp.is_empty()).then(|| median(&mut rp)),
-                "decode_vs_hf_float32_median": (!rd.is_empty()).then(|| median(&mut rd)),
+                "prefill_vs_hf_float32_median": (!rp.is_empty()).then(|| super::util::median(&rp)),
+                "decode_vs_hf_float32_median": (!rd.is_empty()).then(|| super::util::median(&rd)),
             }));
         }
     }

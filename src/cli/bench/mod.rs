@@ -6,53 +6,11 @@ pub mod generate;
 pub mod ngram;
 pub mod tokenizer;
 pub mod train;
+pub mod util;
+
+pub use util::{peers_python, run_reference, tool_script};
 
 use clap::Subcommand;
-use std::path::{Path, PathBuf};
-
-/// The Python that runs the peers (torch, transformers, tiktoken, tokenizers, kenlm): the
-/// `--python` flag, else `$ARLM_PEERS_PYTHON`, else the venv `../shared/tools/peers-venv.sh`
-/// creates. One rule for every benchmark.
-pub fn peers_python(explicit: Option<&Path>) -> PathBuf {
-    explicit
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("ARLM_PEERS_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/arlm-peers/bin/python"))
-}
-
-/// Runs `python script args..` and parses the last line of its stdout as JSON: the
-/// protocol every `tools/bench_*.py` reference follows. A failing script is an error that
-/// carries its stderr.
-pub fn run_reference<T: serde::de::DeserializeOwned>(
-    python: &Path,
-    script: &Path,
-    args: &[String],
-) -> anyhow::Result<T> {
-    use anyhow::Context;
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {}", python.display()))?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line)
-        .with_context(|| format!("unexpected output from {}: {line:?}", script.display()))
-}
-
-/// A reference script under this source tree's `tools/` (found wherever arlm is run from).
-pub fn tool_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tools")
-        .join(name)
-}
 
 /// Flags of `arlm bench`.
 #[derive(clap::Args)]

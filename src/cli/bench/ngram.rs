@@ -18,9 +18,9 @@ pub struct Args {
     /// Corpora: ptb, wt2 (train/test files under --data-root).
     #[arg(long, num_args = 1.., default_values = ["ptb", "wt2"])]
     corpora: Vec<String>,
-    /// Where ptb/ and wikitext-2/ live.
-    #[arg(long, default_value = "../shared/data")]
-    data_root: PathBuf,
+    /// Where ptb/ and wikitext-2/ live (default: $ARLM_SHARED_DATA, else ../shared/data).
+    #[arg(long)]
+    data_root: Option<PathBuf>,
     /// Python with the `kenlm` module (skip KenLM when it cannot run).
     #[arg(long)]
     python: Option<PathBuf>,
@@ -43,28 +43,23 @@ fn corpus_files(root: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     })
 }
 
+#[derive(serde::Deserialize)]
 struct KenlmRun {
     words_per_s: f64,
     total_log10: f64,
 }
 
 fn kenlm(python: &Path, arpa: &Path, test: &Path, repeat: usize) -> anyhow::Result<KenlmRun> {
-    let script = super::tool_script("bench_kenlm.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(arpa)
-        .arg(test)
-        .args(["--repeat", &repeat.to_string()])
-        .output()
-        .with_context(|| format!("running {}", python.display()))?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(KenlmRun {
-        words_per_s: v["words_per_s"].as_f64().unwrap_or(0.0),
-        total_log10: v["total_log10"].as_f64().unwrap_or(0.0),
-    })
+    super::run_reference(
+        python,
+        &super::tool_script("bench_kenlm.py"),
+        &[
+            arpa.display().to_string(),
+            test.display().to_string(),
+            "--repeat".to_string(),
+            repeat.to_string(),
+        ],
+    )
 }
 
 /// Runs `arlm bench ngram`.
@@ -91,7 +86,11 @@ fn bench(args: &Args, exe: &Path, tmp: &Path) -> anyhow::Result<()> {
         "kenlm ppl"
     );
     for name in &args.corpora {
-        let (train, test) = corpus_files(&args.data_root, name)?;
+        let root = args
+            .data_root
+            .clone()
+            .unwrap_or_else(|| arlm::data::shared_data_root(Path::new(".")));
+        let (train, test) = corpus_files(&root, name)?;
         for &order in &args.orders {
             let dir = tmp.join(format!("{name}{order}"));
             let arpa = tmp.join(format!("{name}{order}.arpa"));

@@ -2,7 +2,7 @@
 //!
 //! arlm runs in-process at 1 and 2 rayon threads; tiktoken runs through
 //! `tools/bench_tiktoken.py` with the peers Python (`$ARLM_PEERS_PYTHON`, else
-//! `/root/.cache/arlm-peers/bin/python`) and is skipped with a message when absent.
+//! the peers venv, see [`super::util::peers_python`]) and is skipped with a message when absent.
 //! Each number is the median of `--runs` timed runs after one warm-up; token counts of
 //! both implementations are printed and must be equal.
 
@@ -28,18 +28,6 @@ pub struct Args {
     threads: Vec<usize>,
 }
 
-fn shared(rel: &str) -> PathBuf {
-    std::env::var_os("ARLM_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/data"))
-        .join(rel)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// One measured row: MB/s and token count.
 struct Row {
     mb_per_s: f64,
@@ -59,15 +47,10 @@ fn bench_arlm(tok: &dyn Tokenizer, text: &str, threads: usize, runs: usize) -> a
             secs.push(t0.elapsed().as_secs_f64());
         }
         Ok(Row {
-            mb_per_s: text.len() as f64 / 1e6 / median(secs),
+            mb_per_s: text.len() as f64 / 1e6 / super::util::median(&secs),
             tokens,
         })
     })
-}
-
-fn peers_python() -> Option<PathBuf> {
-    let p = super::peers_python(None);
-    p.exists().then_some(p)
 }
 
 fn script() -> PathBuf {
@@ -81,33 +64,32 @@ fn bench_tiktoken(
     a: &Args,
 ) -> anyhow::Result<Vec<(usize, Row)>> {
     let threads: Vec<String> = a.threads.iter().map(|t| t.to_string()).collect();
-    let out = std::process::Command::new(py)
-        .arg(script())
-        .arg("--input")
-        .arg(input)
-        .arg("--gpt2")
-        .arg(gpt2)
-        .arg("--runs")
-        .arg(a.runs.to_string())
-        .arg("--threads")
-        .arg(threads.join(","))
-        .output()
-        .with_context(|| format!("cannot run {}", py.display()))?;
-    if !out.status.success() {
-        bail!(
-            "tools/bench_tiktoken.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let args = [
+        "--input".to_string(),
+        input.display().to_string(),
+        "--gpt2".to_string(),
+        gpt2.display().to_string(),
+        "--runs".to_string(),
+        a.runs.to_string(),
+        "--threads".to_string(),
+        threads.join(","),
+    ];
+    let out = super::util::run_script(py, &script(), &args)?;
+    #[derive(serde::Deserialize)]
+    struct Line {
+        threads: usize,
+        mb_per_s: f64,
+        tokens: usize,
     }
     let mut rows = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
+    for line in out.lines() {
+        let v: Line = serde_json::from_str(line)
             .with_context(|| format!("bench_tiktoken.py printed {line:?}"))?;
         rows.push((
-            v["threads"].as_u64().unwrap_or(0) as usize,
+            v.threads,
             Row {
-                mb_per_s: v["mb_per_s"].as_f64().unwrap_or(f64::NAN),
-                tokens: v["tokens"].as_u64().unwrap_or(0) as usize,
+                mb_per_s: v.mb_per_s,
+                tokens: v.tokens,
             },
         ));
     }
@@ -122,8 +104,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let input = a
         .input
         .clone()
-        .unwrap_or_else(|| shared("wikitext-2/train.txt"));
-    let tok_path = a.tokenizer.clone().unwrap_or_else(|| shared("gpt2"));
+        .unwrap_or_else(|| super::util::shared_data("wikitext-2/train.txt"));
+    let tok_path = a
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| super::util::shared_data("gpt2"));
     let text = std::fs::read_to_string(&input)
         .with_context(|| format!("cannot read {} (pass --input FILE)", input.display()))?;
     let tok = tokenizer::load(&tok_path).with_context(|| {
@@ -145,7 +130,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ours.push((t, bench_arlm(tok.as_ref(), &text, t, a.runs)?));
     }
     let gpt2_dir = tok_path.is_dir() && tok_path.join("vocab.bpe").exists();
-    let theirs = match peers_python() {
+    let theirs = match super::util::peers_python_if_present(None) {
         None => {
             println!("tiktoken: skipped (no peers Python; set ARLM_PEERS_PYTHON)");
             Vec::new()

@@ -8,8 +8,9 @@
 //! 2048^3 through the `gemm` crate), peak RSS, and the ratio PyTorch/arlm time.
 
 use anyhow::bail;
-use arlm::model::gpt::{kernels, Gpt, GptConfig, GptTrainer};
-use arlm::train::adamw::AdamW;
+use arlm::model::gpt::{Gpt, GptConfig, GptTrainer};
+use arlm::ops as kernels;
+use arlm::ops::AdamW;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -44,21 +45,9 @@ pub struct Args {
     infer: bool,
 }
 
-/// GPT-2 124M shape, random init.
-fn gpt2_small() -> GptConfig {
-    GptConfig {
-        n_layer: 12,
-        n_head: 12,
-        n_embd: 768,
-        block_size: 1024,
-        vocab_size: 50257,
-        dropout: 0.0,
-    }
-}
-
 fn bench_infer(args: &Args) -> anyhow::Result<()> {
     use arlm::model::LanguageModel;
-    let model = Gpt::new(gpt2_small(), 1)?;
+    let model = Gpt::new(GptConfig::gpt2_124m(), 1)?;
     let v = model.config.vocab_size;
     let mut st = model.new_state();
     let mut row = vec![0f32; v];
@@ -71,7 +60,7 @@ fn bench_infer(args: &Args) -> anyhow::Result<()> {
         model.feed(&mut st, (i * 31) % v as u32, &mut row)?;
         times.push(t0.elapsed().as_secs_f64());
     }
-    let decode_ms = median(&mut times) * 1e3;
+    let decode_ms = super::util::median(&times) * 1e3;
     // batched scoring: 8 sequences of 128 tokens
     let seqs: Vec<Vec<u32>> = (0..8)
         .map(|s| (0..128).map(|i| ((i * 131 + s * 17) % v) as u32).collect())
@@ -83,7 +72,7 @@ fn bench_infer(args: &Args) -> anyhow::Result<()> {
         model.score_next_batch(&refs)?;
         times.push(t0.elapsed().as_secs_f64());
     }
-    let score_s = median(&mut times);
+    let score_s = super::util::median(&times);
     println!("GPT-2 124M shape (random init), 2 threads");
     println!(
         "arlm     decode step (KV cache, context 64-96): {decode_ms:.1} ms/token; batched scoring 8x128: {:.0} tokens/s",
@@ -212,17 +201,6 @@ fn min_max(xs: &[f64]) -> (f64, f64) {
         })
 }
 
-/// Median (the mean of the two middle values for an even count).
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let n = xs.len();
-    if n.is_multiple_of(2) {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    } else {
-        xs[n / 2]
-    }
-}
-
 fn bench_arlm(spec: &Spec, steps: usize, shards: Option<usize>) -> anyhow::Result<Result> {
     reset_peak_rss();
     let mut model = Gpt::new(spec.config, 1337)?;
@@ -254,7 +232,7 @@ fn bench_arlm(spec: &Spec, steps: usize, shards: Option<usize>) -> anyhow::Resul
         }
     }
     let cpu_ms = (cpu_seconds() - cpu0) * 1e3 / steps as f64;
-    let s = median(&mut times);
+    let s = super::util::median(&times);
     let tokens = n as f64;
     let flops = spec.config.train_flops_per_token(spec.t) * tokens;
     Ok(Result {
@@ -272,8 +250,7 @@ fn python(args: &Args) -> Option<PathBuf> {
     if args.no_torch {
         return None;
     }
-    let p = super::peers_python(args.python.as_deref());
-    p.exists().then_some(p)
+    super::util::peers_python_if_present(args.python.as_deref())
 }
 
 fn bench_torch(py: &std::path::Path, spec: &Spec, steps: usize) -> anyhow::Result<Result> {
@@ -383,28 +360,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             arlm_runs.push(ours);
         }
         if runs > 1 {
-            let mut ms: Vec<f64> = arlm_runs.iter().map(|r| r.ms_median).collect();
+            let ms: Vec<f64> = arlm_runs.iter().map(|r| r.ms_median).collect();
             let (lo, hi) = min_max(&ms);
             let rss = arlm_runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
             println!("   summary over {runs} alternating runs (arlm, torch, arlm, torch, ...):");
             println!(
                 "       arlm    median {:.1} ms/step (range {lo:.1}-{hi:.1}), peak RSS {rss:.0} MB",
-                median(&mut ms)
+                super::util::median(&ms)
             );
             if !torch_runs.is_empty() {
-                let mut ms: Vec<f64> = torch_runs.iter().map(|r| r.ms_median).collect();
+                let ms: Vec<f64> = torch_runs.iter().map(|r| r.ms_median).collect();
                 let (lo, hi) = min_max(&ms);
                 let rss = torch_runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
                 println!(
                     "       pytorch median {:.1} ms/step (range {lo:.1}-{hi:.1}), peak RSS {rss:.0} MB",
-                    median(&mut ms)
+                    super::util::median(&ms)
                 );
                 let mut sorted = ratios.clone();
                 sorted.sort_by(|a, b| a.total_cmp(b));
                 let list: Vec<String> = sorted.iter().map(|r| format!("{r:.2}")).collect();
                 println!(
                     "       speedup arlm vs PyTorch eager: median of per-run ratios {:.2}x (runs: {})",
-                    median(&mut ratios),
+                    super::util::median(&ratios),
                     list.join(", ")
                 );
             }

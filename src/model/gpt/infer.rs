@@ -23,55 +23,37 @@
 //!   so there they agree only up to that rounding, also tested).
 //!
 //! # Performance notes
-//! GPT-2 124M shape, batch 1, 2 threads, Xeon (Sapphire Rapids, AVX-512) VM with 2 cores.
-//! `perf record -e cpu-clock` of the f32 decode step before this work: 56% in the gemv's
-//! axpy loop, 28% in the LM head's dot products, 3% gemm (prefill), the rest sampling,
-//! rayon and page faults: all of it is streaming the 497 MB of f32 weights once per token,
-//! at ~10 GB/s where the machine streams ~29 GB/s on 2 threads. Changes: the gemv
-//! partials live in the state (no allocation per call), the f32 axpy streams 4 input rows
-//! per pass over the accumulator (AVX-512, 4x fewer accumulator loads/stores), the LM
-//! head is a 4-rows-at-a-time dot kernel in 8 chunks instead of 50 chunks of single dot
-//! products, and every kernel prefetches 1 KiB ahead in each row stream (a 42 MB q8
-//! matrix-vector product: 12-13 ms -> 7-8 ms per call under load 7; without the prefetch
-//! the q8 and f16 kernels ran at the same weights/s as f32, i.e. latency-bound, not
-//! bandwidth-bound). The reduced formats cut the matmul + LM head bytes per token: f32 494 MB,
-//! f16 247 MB, q8 139 MB (wpe, biases and LayerNorms stay f32 and are small). Tokens/s are in
-//! docs/parts/gen.md; on this shared machine they move by +-50% between identical runs,
-//! so compare formats within one `arlm bench generate` run. f32 step before/after the
-//! rewrite, interleaved A B A B A B at load 4: 19.42 -> 23.58 tok/s greedy decode (medians).
-//! Under SCHED_FIFO (`chrt -f 10 arlm bench generate`, one run): greedy decode f32 42.0,
-//! f16 53.6, q8 81.1 tok/s vs transformers float32 25.1 (q8 3.23x); prefill 451 / 422 /
-//! 521 vs 549 tok/s.
-//!
-//! Stop 10 (one team per step, fused attention, w8a8, faster log-softmax and top-p sort).
-//! `perf record -e cpu-clock` of a q8 decode before: 46% q8 kernel, 10% `dot` + 7% `axpy`
-//! in attention, ~10% rayon futex wake/sleep and `sched_yield` (~60 fork-joins a token).
-//! After the team + fused attention (load 4.5): 68% q8 kernel, 4.7% `attend_avx512`,
-//! `Team::run` 0.5%, `sched_yield` + scheduler ~3%. Interleaved A/B of `arlm bench
-//! generate --no-reference --weights q8 --runs 1`, old (main before stop 10) vs new, at
-//! load 2.8-3.0 (12:17 UTC): greedy 67.87 -> 97.34 tok/s, top-p 62.28 -> 74.27; under load
-//! 3.6-4.3 (others compiling, 12:54) the two are within noise (41.2/43.7 vs 48.3/39.5
-//! greedy): a descheduled helper stalls a phase like it stalled a fork-join. The q8
-//! kernel with f32 activations is compute-bound: 16-23 GB/s per core with the matrix in
-//! L2, the per-core memory bandwidth being 14.6 GB/s; w8a8's VNNI kernel ran a 12288x768
-//! matvec in 249 us vs q8's 566 us (2 threads, load 3.6; the VM's L3 is 260 MB, so a
-//! repeated matvec partly hits cache). In the decode (load 3.2-3.6, 12:16) w8a8 greedy
-//! gave 106.2 / 102.3 tok/s vs q8 87.3 / 107.5 in the same runs: once the kernel is fast,
-//! the rest of the step (sync, attention, LM-head write-back, sampling) is a larger share.
-//! Per token outside the step: the f64 libm log-softmax (~0.4 ms) is now vectorized
-//! (`simd::logsumexp`), and top-p's full sort is a radix sort (1.35 -> 0.65 ms).
-//! Full comparison at load 0.9-2.0 (13:24 UTC, `arlm bench generate --runs 3`, runs
-//! alternating with transformers): decode greedy / top-p f32 42.5 / 38.7, f16 68.6 / 58.2,
-//! q8 90.8 / 70.0, w8a8 93.7 / 80.1 tok/s vs transformers float32 28.2 / 23.6 (medians of
-//! per-run ratios: q8 3.50x / 2.93x, w8a8 3.08x / 3.16x); prefill 327-405 vs 531 tok/s.
+//! GPT-2 124M shape, batch 1, 2 threads, on a shared 2-core Sapphire Rapids (AVX-512) VM;
+//! decode tokens/s are from `arlm bench generate`, whose current table is in
+//! docs/parts/gen.md (they move by +-50% between identical runs on this machine, so
+//! formats are compared within one run).
+//! - **Memory-bound step**: the step streams every weight once per token (494 MB in f32),
+//!   so the f32 `perf` profile was 56% gemv axpy and 28% LM-head dot products. Fixes: the
+//!   gemv partials live in the state (no allocation per call), the f32 axpy streams 4
+//!   input rows per pass over the accumulator, the LM head is a 4-rows-at-a-time dot
+//!   kernel, and every kernel prefetches 1 KiB ahead in each row stream (a 42 MB q8
+//!   matvec 12-13 -> 7-8 ms; without it q8 and f16 ran at f32's weights/s).
+//! - **Compact formats** ([`super::quant`]): f16 247 MB and q8 139 MB of matmul + LM-head
+//!   weights per token instead of 494 MB. w8a8 also quantizes the step's inputs to int8 and
+//!   runs VNNI dot products (a 12288x768 matvec 249 vs q8's 566 us); once the kernel is
+//!   that fast the rest of the step (sync, attention, sampling) is a larger share, so w8a8
+//!   and q8 decode at similar tokens/s.
+//! - **One team per step** ([`crate::ops::team`]): ~60 rayon fork-joins per token cost
+//!   ~10% of a q8 token in futex wake/sleep; one team with spin-then-yield helpers, plus
+//!   the fused per-head attention (`attend`), took a q8 decode's profile to 68% in the q8
+//!   kernel (greedy 67.9 -> 97.3 tok/s, interleaved, load ~3). Under heavier load the gain
+//!   is within noise: a descheduled helper stalls a phase as it stalled a fork-join.
+//! - **Per-token work outside the step**: the log-softmax is vectorized
+//!   (`simd::logsumexp`, ~0.4 ms less than f64 libm), and top-p's full sort is a radix
+//!   sort (1.35 -> 0.65 ms).
 
-use super::kernels;
-use super::quant::{self, ActQ8, Isa, QMat};
-use super::simd;
-use super::team::{self, Team};
+use super::quant::{self, ActQ8, QMat};
 use super::trainer::{forward, Acts};
 use super::{layer, parts, Gpt, WeightFormat};
 use crate::model::{check_token, log_softmax_in_place, LanguageModel, ModelError};
+use crate::ops::par::SyncPtr;
+use crate::ops::team::{self, Team};
+use crate::ops::{self, cpu::Isa, simd};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -121,32 +103,13 @@ static PARALLEL_STEP_PARAMS: AtomicUsize = AtomicUsize::new(1 << 21);
 /// depend on how many threads run; 4 keeps 2 cores balanced.
 const GEMV_ROW_BLOCKS: usize = 4;
 
-/// A raw pointer shared by the team's chunks, which write disjoint elements (Copy for
-/// any T, unlike a derived impl).
-struct Shared<T>(*mut T);
-impl<T> Clone for Shared<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for Shared<T> {}
-// SAFETY: only used to hand disjoint parts of one buffer to the team's threads.
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-impl<T> Shared<T> {
-    #[inline(always)]
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
-
 /// `len` elements from `p + start` as a mutable slice.
 ///
 /// # Safety
 /// The range must be in bounds of one live allocation that no one else accesses while the
 /// slice lives (the team's chunks write disjoint ranges).
 #[inline(always)]
-unsafe fn chunk_mut<'a>(p: Shared<f32>, start: usize, len: usize) -> &'a mut [f32] {
+unsafe fn chunk_mut<'a>(p: SyncPtr<f32>, start: usize, len: usize) -> &'a mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(p.get().add(start), len) }
 }
 
@@ -186,7 +149,7 @@ fn matvec_phase(
             }
             let xq = &*xq;
             let per = chunk_rows(oc, ic);
-            let yp = Shared(y.as_mut_ptr());
+            let yp = SyncPtr(y.as_mut_ptr());
             team.run(oc.div_ceil(per), &|i| {
                 let r0 = i * per;
                 // SAFETY: chunk i owns rows r0..r0 + len of y.
@@ -196,13 +159,13 @@ fn matvec_phase(
                     *yj += bj;
                 }
                 if gelu {
-                    kernels::gelu_inplace(yc);
+                    ops::gelu_inplace(yc);
                 }
             });
         }
         None => {
             let per = ic.div_ceil(GEMV_ROW_BLOCKS);
-            let pp = Shared(part.as_mut_ptr());
+            let pp = SyncPtr(part.as_mut_ptr());
             team.run(GEMV_ROW_BLOCKS, &|blk| {
                 // SAFETY: block blk owns part[blk * oc..(blk + 1) * oc].
                 let acc = unsafe { chunk_mut(pp, blk * oc, oc) };
@@ -217,7 +180,7 @@ fn matvec_phase(
                 }
             }
             if gelu {
-                kernels::gelu_inplace(y);
+                ops::gelu_inplace(y);
             }
         }
     }
@@ -306,7 +269,7 @@ fn layernorm_row(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32]) {
     let c = x.len();
     let m = x.iter().sum::<f32>() / c as f32;
     let var = x.iter().map(|&v| (v - m) * (v - m)).sum::<f32>() / c as f32;
-    let s = 1.0 / (var + kernels::LN_EPS as f32).sqrt();
+    let s = 1.0 / (var + ops::LN_EPS as f32).sqrt();
     for j in 0..c {
         out[j] = (x[j] - m) * s * w[j] + b[j];
     }
@@ -420,9 +383,12 @@ impl Gpt<f32> {
             // Attention, one chunk per head: append this position's key and value to the
             // head's cache, then attend over it.
             {
-                let kp = Shared(st.k[l * nh..(l + 1) * nh].as_mut_ptr());
-                let vp = Shared(st.v[l * nh..(l + 1) * nh].as_mut_ptr());
-                let (yp, sp) = (Shared(st.atty.as_mut_ptr()), Shared(st.scores.as_mut_ptr()));
+                let kp = SyncPtr(st.k[l * nh..(l + 1) * nh].as_mut_ptr());
+                let vp = SyncPtr(st.v[l * nh..(l + 1) * nh].as_mut_ptr());
+                let (yp, sp) = (
+                    SyncPtr(st.atty.as_mut_ptr()),
+                    SyncPtr(st.scores.as_mut_ptr()),
+                );
                 let qkv = &st.qkv;
                 team.run(nh, &|h| {
                     // SAFETY: head h owns its key/value caches, y[h*hs..][..hs] and its
@@ -490,7 +456,7 @@ impl Gpt<f32> {
         layernorm_row(&mut st.ln, &st.x, p.lnf_w, p.lnf_b);
         // The tied LM head (V, C), chunks of rows.
         let per = chunk_rows(v, c);
-        let op = Shared(out.as_mut_ptr());
+        let op = SyncPtr(out.as_mut_ptr());
         if qw.is_some_and(|q| q.wte.act8()) {
             st.xq.quantize(&st.ln);
         }

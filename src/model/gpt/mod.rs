@@ -1,4 +1,11 @@
-//! GPT-2: a decoder-only transformer on arlm's own CPU kernels, written the way llm.c is.
+//! GPT-2: a decoder-only transformer composed from arlm's own CPU kernels
+//! ([`crate::ops`]), written the way llm.c is.
+//!
+//! This module is what is the GPT: its config ([`GptConfig`]), the parameter layout
+//! (`parts`, `layer`), the forward/backward composition and the batch-split training
+//! step ([`trainer`]), the KV-cache decode ([`infer`]), checkpoint names
+//! ([`checkpoint`]) and the quantized decode formats ([`quant`]). The layers themselves
+//! live in [`crate::ops`].
 //!
 //! # Design
 //! - One contiguous parameter buffer ([`Gpt::params`]) in GPT-2 order (wte, wpe, then per
@@ -8,160 +15,47 @@
 //!   optimizer is one loop over two slices.
 //! - Activations are allocated once per (B, T) by [`GptTrainer::new`] and reused every step;
 //!   no allocation happens inside a step.
-//! - Every layer is a forward/backward pair in [`kernels`], beside a plain reference
-//!   version; matmuls go through the `gemm` crate (runtime CPU dispatch: AVX2/AVX-512/FMA
-//!   chosen at run time by `gemm`'s `x86-v4` feature, so the binary still runs on any
-//!   x86-64), the rest is rayon-parallel loops.
 //! - Everything is generic over [`Float`] (f32 and f64) so finite-difference checks of
 //!   every layer and of the whole model run in f64.
-//! - Inference ([`LanguageModel`](crate::model::LanguageModel)): the state is a KV cache ([`GptState`]) so `feed` is one
-//!   incremental step (gemv-shaped, parallel over output columns); `score_next`,
-//!   `distributions`, `prefill` and `score_next_batch` are parallel passes.
+//! - Inference ([`LanguageModel`](crate::model::LanguageModel)): the state is a KV cache
+//!   ([`GptState`]) so `feed` is one incremental step; `score_next`, `distributions`,
+//!   `prefill` and `score_next_batch` are parallel passes.
+//! - Build flags: no `target-cpu`; `gemm` (feature `x86-v4`) and [`crate::ops::cpu`]
+//!   choose AVX-512/AVX2+FMA code at run time, so one binary runs on any x86-64.
 //!
 //! # Performance notes
-//! Training step = forward + backward + AdamW, `arlm bench train` (release, 2 rayon
-//! threads, median over 20 (A) / 5 (B) steps), PyTorch 2 eager with
-//! `torch.set_num_threads(2)` in the same run (tools/bench_train_torch.py). The machine is
-//! a shared 2-core VM (load 4-7 from other sessions), so the numbers of stop 9 were taken
-//! under `chrt -f 10` (SCHED_FIFO: the benchmark, PyTorch included, owns both cores; the
-//! GEMM ceiling then reads 230-275 GFLOP/s instead of ~90 under load):
-//!
-//! | model | arlm ms/step | PyTorch ms/step | speedup | arlm GFLOP/s (% ceiling) | peak RSS arlm / PyTorch |
-//! |---|---|---|---|---|---|
-//! | A 4L/4H/128 T=64 B=12 V=65 | 24.6 (24.4-30.9 over 4 runs) | 37.5 (34-48) | 1.52x (1.16-1.52x) | 154.8 (60%) | 59 / 813 MB |
-//! | B 6L/6H/384 T=256 B=4 V=50304 | 1042 (945-1042) | 1573 (1394-1665) | 1.51x (1.46-1.76x) | 180.0 (69%) | 1021 / 1862 MB |
-//!
-//! Before stop 9 the same binary-vs-binary comparison (old vs new, interleaved, SCHED_FIFO)
-//! gave A 42.5-43.6 -> 31.5 ms (batch split) -> 24.4 ms (AVX2 loops), and B 1245-1392 ->
-//! 1057 ms. What mattered, in order:
+//! Training-step numbers are from `arlm bench train` (model A: 4L/4H/128, T=64, B=12,
+//! V=65; model B: 6L/6H/384, T=256, B=4, V=50304) on a shared 2-core Sapphire Rapids VM,
+//! binary against binary in interleaved runs; shares are of `perf record -e cpu-clock`
+//! profiles of model A. Current tables against PyTorch: docs/parts/train-speed.md.
 //! - **Batch split** ([`GptTrainer::new`]): the batch is cut into 2 fixed shards (not the
-//!   thread count, so the bits do not depend on threads), each shard's forward+backward is
-//!   one task with single-threaded GEMMs, and the shard gradients are added in shard order.
-//!   Model A's (768 x 128) products were too small to share between 2 threads (fork-join
-//!   per kernel, gemm's threading): wall time went from ~1.1 cores to ~2 cores of work.
-//!   B gains too (its CPU time per step was ~1.8 s single-threaded but 1.55 s wall on 2).
-//!   Cost: one more gradient buffer (done only when it is no bigger than the activations).
-//! - **LM head in vocabulary blocks** ([`kernels::lm_head_forward`]): one parallel GEMM
-//!   over 50304 columns made `gemm` allocate, page-fault (25K faults per step) and pack a
-//!   77 MB copy of wte per call; blocks of 2048 columns do not (and peak RSS fell 97 MB).
-//! - **Baseline-SSE2 loops**: the generic kernels (layernorm, residual, bias gradient,
-//!   attention softmax backward) compiled to scalar SSE2 (`perf annotate`: `mulss`); run
-//!   under an `avx2,fma` function ([`kernels`]'s `avx2` helper), A went 26.3 -> 24.4 ms;
-//!   the same for the AdamW update (scalar `sqrtss`/`divss` were 6% of A's samples) and
-//!   explicit AVX2 builds of the layernorm rows: 22.8 -> 21.9 ms. LayerNorm sums use 8
-//!   partial sums. GELU/softmax got AVX-512 variants ([`simd`]).
-//! - Fused softmax + cross-entropy + gradient (one pass fewer over B's 206 MB of logits);
-//!   AdamW scales clipped gradients on the fly (no scaled copy: 120 MB less at B).
-//!
-//! Profile now (`perf record -e cpu-clock`, model A, 200 steps): 56% gemm microkernels,
-//! 7% gemm packing, 7% GELU fwd+bwd, 3% bias-row copies, 2% attention softmax, the rest
-//! small loops; CPU time 48-54 ms/step on 2 threads, so A is GEMM-bound at ~85% of the
-//! microkernel's peak on these shapes. B: ~60% microkernel, the LM head is 62% of its
-//! FLOPs. Left: attention computes the masked half of every T x T product (~4% of A's
-//! FLOPs), gemm repacks the weights on every call, AdamW on B is memory-bound (~30 ms).
-//!
-//! Stop 10 (training speed, model A; load 3.5-7 on the shared VM, so binary-vs-binary
-//! comparisons interleaved and under `chrt -f 10`, microbenchmarks for single kernels):
-//! - **Serial shards** (`kernels::min_len`): inside a shard's task the kernels' rayon
-//!   loops no longer split (`with_min_len(usize::MAX)`): no jobs pushed, no sleeping
-//!   worker woken, no stealing of the other shard's chunks. Same chunking, same bits.
-//!   Context switches per 200-step run 4800 -> 4150; the effect on wall time is what the
-//!   idle, non-SCHED_FIFO rerun shows (rayon wake-ups are what FIFO hides).
-//! - **Biases fused** ([`kernels::bias_gelu_forward`], [`kernels::residual_bias_add`]):
-//!   the fc bias is added in the GELU pass and the two projection biases in the residual
-//!   pass (without dropout), instead of copying bias rows into the GEMM output first;
-//!   bit-identical (tested). memmove 3.3% -> 1.2% of the profile (qkv keeps its copy).
-//! - **AVX-512 GELU** (kernels' `gelu512`): 1/(e^{2y}+1) by `vrcp14ps` + one Newton step
-//!   instead of `vdivps`: forward 0.70 -> 0.46 ns/element, GELU 7.1% -> 5.2% of the
-//!   profile; within 1.3e-7 |x| (forward) and 2.1e-7 (derivative) of the f64 formula on a
-//!   dense grid (test). AVX2-only CPUs keep the division (bits differ across machines).
-//! - **Causal attention blocks** (32 query rows see only keys ..(i+1)*32): attention
-//!   forward+backward per shard and layer (b=6, T=64, hs=32, 1 thread) 1150 -> 950 us.
-//! - **Transposed weights for dinp** (trainer's `transpose_weights`,
-//!   [`kernels::matmul_backward_t`]): dinp = dout @ W^T read W through a strided view, which
-//!   `gemm` packed with a gather (4% of A's profile); a transposed copy of the block weights
-//!   made once per step (parallel over layers) is 8-13% faster per call. 6 interleaved
-//!   pairs: CPU 47.4 -> 46.0 ms/step, wall 24.7 -> 24.4 ms (load 4-5); B: +41 MB RSS.
-//! - The first four together, 6 interleaved pairs of 150-step runs: wall 22.2 -> 21.7 ms median, CPU
-//!   44.5 -> 43.9 ms/step; default 20-step runs 23.2 -> 22.2 ms (5 pairs). With PyTorch,
-//!   `chrt -f 10 arlm bench train --model a --runs 5` (load 3.4-3.8): arlm 20.9 ms
-//!   (20.5-22.8), PyTorch 35.6 ms (31.6-38.7), median per-run ratio 1.70x (1.39-1.87x);
-//!   with the transposed weights too (load 4.5-5.3): arlm 27.7 ms (21.4-29.0), PyTorch
-//!   44.4 ms (41.2-47.7), 1.69x (1.47-2.08x), peak RSS 62 vs 813 MB.
-//! - Tried and dropped (measured slower): attention softmax rows padded to a multiple of 8
-//!   with -inf (64 causal rows 7.9 -> 10.4 us); the block's softmax as one flat exp stream
-//!   (7.5 vs 6.6 us); a row-by-row AVX-512 attention with registers for q/o/dq (forward
-//!   435 vs 356 us, backward 751 vs 351 us: one horizontal reduction per (t, t2) costs
-//!   more than `gemm`'s per-call work); a parallel zero_grad (no gain, one more fork-join).
-//!
-//! Profile after stop 10 (`perf record -e cpu-clock`, A, 200 steps): 56% gemm x4x6
-//! microkernel + 4% x2x6 (attention's 32-wide heads), 8% gemm packing (half of it the
-//! strided W^T of dinp, since replaced by the transposed copy above), 3% attention softmax (7.9 us per 64 causal rows: rows too short to pipeline the exp),
-//! 5% GELU, 4.5% layernorm, 2% AdamW. The microkernels already run at ~150 GFLOP/s per
-//! core, the large-GEMM ceiling, so what is left is the non-GEMM 40%.
-//!
-//! Stop 11 (training speed, model A; another session kept one of the 2 cores busy, load
-//! 1.5-2, so `perf record -e cpu-clock` shares and interleaved runs; details in
-//! [`simd512`] and docs/parts/train-speed.md):
-//! - **Direct AVX-512 attention** ([`simd512::attention_forward`]/`_backward`): register
-//!   tiles fed by broadcasts instead of ~2300 small `gemm` calls per step (x2x6 edge
-//!   kernel, packing and a malloc/free per call); one shard-layer of A forward 172-235 ->
-//!   120-144 us, backward 257-308 -> 181-225 us (one thread).
-//! - **Softmax rows** with masked 16-lane vectors (no scalar tails), 4 rows interleaved:
-//!   2.7% -> 1.2% of the profile; backward rows 1.15% -> 0.9%.
-//! - **LayerNorm rows** in AVX-512 with independent accumulators: 4.5-5% -> 2.9%.
-//! - **GELU**: the training forward adds the bias, applies GELU and keeps GELU'(x) in
-//!   place of x in one pass ([`kernels::bias_gelu_forward_train`]); the backward is one
-//!   multiply ([`kernels::gelu_backward_stored`]); bit-identical to the old pair (tested).
-//!   ~5.2% -> 4.3%.
-//! - **Fewer passes and fork-joins**: the weight transposes run inside the shards' forward
-//!   tasks (layer l in shard l % 2; one fork-join less), in 8x8 AVX tiles (2.3% -> 1.7%);
-//!   a shard's gradient buffer is no longer memset: its matrices' first GEMM overwrites
-//!   (`read_dst = false`), only biases/LayerNorm/wpe are zeroed.
-//! - **One parallel region per step** (trainer's `forward_backward_split`, on
-//!   `team.rs`): a phase timing of A (load 1.4) showed each rayon region (forward,
-//!   backward) ~0.6-0.7 ms longer than its slower shard's busy time (worker wake-up,
-//!   stealing), plus a separate merge region; as three phases of one team (helpers spin
-//!   briefly between phases) A's wall went 27.2 -> 26.4 ms over 6 interleaved pairs, CPU
-//!   unchanged. Phase split of a step then (us, load 1.4): zero_grad 190, forward region
-//!   8200 (shards 7400 / 7600), backward region 13000 (12300 / 11900), merge 290,
-//!   AdamW 700.
-//! - Together, 7 interleaved pairs of `arlm bench train --model a --no-torch --steps 200`
-//!   (stop-10 binary vs this one, load 1.7-2.1): wall 29.9 -> 25.4 ms (-15%), CPU
-//!   54.9 -> 47.4 ms/step (-14%) (medians; before the one-region step). With PyTorch in
-//!   the same conditions,
-//!   `arlm bench train --model a --runs 5`: arlm 26.8 ms (24.9-31.5), PyTorch 47.1 ms
-//!   (43.1-48.1), median per-run ratio 1.63x (1.50-1.88), peak RSS 65 vs 812 MB. The
-//!   whole stop, stop-10 binary vs final, 7 interleaved pairs (load 1.7-1.9): wall
-//!   31.5 -> 25.9 ms (-18%), CPU 60.3 -> 51.0 ms/step (-15%), every pair faster; the
-//!   final binary at load 1.4-1.6: A 26.4 vs 50.5 ms, 1.92x (1.37-2.50); B 984 vs 1459
-//!   ms, 1.48x. Model B's step: 7 interleaved pairs wall 1021 -> 994 ms, CPU 1920 -> 1818
-//!   ms (noise ~10%). B's peak RSS 1061 -> 1169 MB (PyTorch 1873): glibc's dynamic mmap
-//!   threshold, not an arlm buffer (with `MALLOC_MMAP_THRESHOLD_=131072` both peak at
-//!   1061 MB).
-//! - Tried and dropped: an AVX-512 AdamW (vrcp14 + Newton instead of the two divisions):
-//!   4x faster with its state in cache (0.57 vs 2.5 ms per 800K-parameter update, one
-//!   thread), no change in the step's profile: inside a step the 23 MB of p, g, m, v come
-//!   from DRAM (AdamW ~2.5% of A's CPU either way), so PyTorch-exact AdamW stays. The
-//!   softmax backward in groups of 4 rows (spills; slower). Query blocks of 16 instead of
-//!   8 rows in the direct attention (no difference).
-//!
-//! Profile after stop 11 (A, 300 steps, load ~1.8): 64% gemm x4x6 microkernel, 5.5% gemm
-//! packing, 5.6% the direct attention tiles (+1.2% softmax, 1.1% its backward, 0.8% K^T/V^T),
-//! 2.9% bias+GELU forward (+1.4% the backward multiply), 2.6% AdamW (DRAM-bound), 2.9%
-//! LayerNorm, 1.8% weight transposes, 1.3% the qkv bias-row copy, 1% the shard-gradient
-//! merge. Left: the gemm packing (per call, inside the crate), the merge could be fused
-//! into AdamW (an API change through `Trainable` and the norm pass), the qkv bias could be
-//! added where attention first reads q/k/v.
-//!
-//! Inference, `arlm bench train --infer` (GPT-2 124M shape, random init, same loaded
-//! machine, one run): KV-cache decode step 189 ms/token vs transformers 1620 ms/token
-//! (8.6x; transformers' per-step overhead dominates under load), batched scoring 8x128
-//! tokens 100 tokens/s vs 66 (1.52x). The decode step streams all 500 MB of weights once
-//! per token, so it is memory-bound; gemv is parallel over 256-column blocks.
-//!
-//! Build flags: no `target-cpu`; `gemm` (feature `x86-v4`) and [`simd`] choose
-//! AVX-512/AVX2+FMA code at run time, so one binary runs on any x86-64.
+//!   thread count, so the bits do not depend on threads); each shard's forward+backward is
+//!   one task with single-threaded GEMMs and serial kernel loops
+//!   ([`crate::ops::par::with_serial_gemm`]), and the shard gradients are added in shard
+//!   order. Model A's (768 x 128) products were too small to share between 2 threads:
+//!   wall time went from ~1.1 to ~2 cores of work (A 42.5 -> 31.5 ms/step). Cost: one more
+//!   gradient buffer (taken only when it is no bigger than the activations).
+//! - **One parallel region per step** (trainer's `forward_backward_split` on
+//!   [`crate::ops::team`]): each rayon region was ~0.6-0.7 ms longer than its slower
+//!   shard (worker wake-up, stealing); forward, backward and merge as three phases of one
+//!   team: A 27.2 -> 26.4 ms.
+//! - **Fused passes**: the fc bias is added in the GELU pass and the projection biases in
+//!   the residual pass (memmove 3.3% -> 1.2% of the profile); softmax + cross-entropy +
+//!   gradient in one pass over the logits; AdamW scales clipped gradients on the fly (no
+//!   scaled copy: 120 MB less at B). All bit-identical to the unfused versions (tested).
+//! - **Transposed weights for dinp**: a transposed copy of the block weights, made inside
+//!   the shards' forward tasks, lets `gemm` read W^T row-major (8-13% faster per call).
+//! - **Run-time AVX2 / AVX-512 loops** for the non-GEMM kernels (see each layer in
+//!   [`crate::ops`]): the generic loops compiled to scalar SSE2; under feature-enabled
+//!   wrappers A went 26.3 -> 24.4 ms.
+//! - **Tried and dropped**: an AVX-512 AdamW (vrcp14 + Newton): 4x faster with its state
+//!   in cache, no change inside a step, where the 23 MB of p, g, m, v come from DRAM, so
+//!   the PyTorch-exact AdamW stays; attention softmax rows padded to a multiple of 8 with
+//!   -inf (slower); a row-by-row AVX-512 attention with q/o/dq in registers (one
+//!   horizontal reduction per (t, t2) costs more than it saves); a parallel zero_grad (no
+//!   gain, one more fork-join).
+//! - **What is left**: model A spends ~64% in the `gemm` microkernel and ~5% in its
+//!   packing (per call, inside the crate); AdamW at B is memory-bound.
 //!
 //! # Shapes
 //! B batch, T time (<= block_size), C = n_embd, NH = n_head, hs = C / NH, V = vocab_size,
@@ -177,16 +71,11 @@
 //! ```
 
 pub mod checkpoint;
-pub mod float;
 pub mod infer;
-pub mod kernels;
 pub mod quant;
-pub mod simd;
-pub mod simd512;
-mod team;
 pub mod trainer;
 
-pub use float::Float;
+pub use crate::ops::Float;
 pub use infer::GptState;
 pub use quant::WeightFormat;
 pub use trainer::GptTrainer;
@@ -214,6 +103,19 @@ pub struct GptConfig {
 }
 
 impl GptConfig {
+    /// GPT-2 small (124M parameters): 12 layers, 12 heads, 768 channels, context 1024,
+    /// GPT-2's 50257-token vocabulary, no dropout.
+    pub fn gpt2_124m() -> GptConfig {
+        GptConfig {
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            block_size: 1024,
+            vocab_size: 50257,
+            dropout: 0.0,
+        }
+    }
+
     /// Checks the configuration is usable.
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::InvalidConfig(m));

@@ -20,11 +20,17 @@
 //! x). Every output row is computed by one task start to end, so results do not depend on
 //! the thread count.
 
+use crate::ops::cpu::Isa;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::fmt;
 use std::str::FromStr;
+
+mod w8a8;
+use w8a8::w8a8_scalar;
+use w8a8::w8a8_vnni;
+pub(crate) use w8a8::ActQ8;
 
 /// How the decode step stores the matmul weights (and the tied LM head).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,43 +98,6 @@ impl FromStr for WeightFormat {
             "w8a8" | "q8a8" => Ok(WeightFormat::W8A8),
             _ => Err(UnknownWeightFormat(s.to_string())),
         }
-    }
-}
-
-/// Which kernel family runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Isa {
-    Scalar,
-    Avx2,
-    Avx512,
-}
-
-impl Isa {
-    /// The best the CPU supports.
-    pub(crate) fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Scalar
-    }
-
-    /// Every kernel family this CPU can run (for tests).
-    #[cfg(test)]
-    pub(crate) fn available() -> Vec<Isa> {
-        let best = Isa::detect();
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-            .into_iter()
-            .filter(|&i| i as u8 <= best as u8)
-            .collect()
     }
 }
 
@@ -316,7 +285,7 @@ impl QMat {
             let s = &scales[r0 * nb..(r0 + y.len()) * nb];
             assert_eq!(xq.q.len(), n, "input not quantized for a w8a8 matrix");
             #[cfg(target_arch = "x86_64")]
-            if isa == Isa::Avx512 && has_vnni() {
+            if isa == Isa::Avx512 && crate::ops::cpu::has_avx512_vnni() {
                 // SAFETY: AVX-512F (the Isa) plus VNNI/VL/BW, detected.
                 unsafe { w8a8_vnni(y, w, s, xq) };
                 return;
@@ -358,7 +327,7 @@ impl QMat {
 fn f32_scalar(y: &mut [f32], w: &[f32], x: &[f32]) {
     let n = x.len();
     for (i, yi) in y.iter_mut().enumerate() {
-        *yi = super::simd::dot(&w[i * n..(i + 1) * n], x);
+        *yi = crate::ops::simd::dot(&w[i * n..(i + 1) * n], x);
     }
 }
 
@@ -630,136 +599,9 @@ unsafe fn q8_avx2(y: &mut [f32], q: &[i8], s: &[f32], x: &[f32]) {
 /// adding 1.5 * 2^23 rounds exactly as `round_ties_even`, which is a libm call without
 /// SSE4.1 (~60K calls per GPT-2 token for w8a8 inputs, 124M at load for q8 weights).
 #[inline(always)]
-fn round_q8(v: f32) -> i8 {
+pub(super) fn round_q8(v: f32) -> i8 {
     const MAGIC: f32 = 12_582_912.0;
     ((v + MAGIC) - MAGIC).clamp(-127.0, 127.0) as i8
-}
-
-/// An input vector rounded to int8 blocks of [`Q8_BLOCK`] with an f32 scale (max |x| / 127)
-/// each, for [`WeightFormat::W8A8`] matrices; plus, per group of 4 inputs, -128 times the
-/// sum of their int8 values (the VNNI kernel multiplies unsigned bytes `q + 128` by `xq`,
-/// so it starts each group's sum at this correction).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ActQ8 {
-    q: Vec<i8>,
-    scales: Vec<f32>,
-    corr: Vec<i32>,
-}
-
-impl ActQ8 {
-    /// Quantizes `x` (reusing the buffers).
-    pub(crate) fn quantize(&mut self, x: &[f32]) {
-        self.q.clear();
-        self.scales.clear();
-        self.corr.clear();
-        for xb in x.chunks(Q8_BLOCK) {
-            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = amax / 127.0;
-            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-            self.scales.push(s);
-            for &v in xb {
-                self.q.push(round_q8(v * inv));
-            }
-        }
-        self.corr.extend(
-            self.q
-                .chunks(4)
-                .map(|g| -128 * g.iter().map(|&v| v as i32).sum::<i32>()),
-        );
-    }
-
-    /// The values the quantized vector represents (for tests).
-    #[cfg(test)]
-    pub(crate) fn dequantized(&self) -> Vec<f32> {
-        self.q
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| v as f32 * self.scales[i / Q8_BLOCK])
-            .collect()
-    }
-}
-
-/// AVX-512 VNNI with 256-bit vectors (VL) and byte ops (BW), checked once.
-#[cfg(target_arch = "x86_64")]
-fn has_vnni() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512bw")
-    })
-}
-
-/// One w8a8 row: sum over blocks of (w scale * x scale) * (integer q . xq), in block
-/// order.
-fn w8a8_row_scalar(q: &[i8], s: &[f32], xq: &ActQ8) -> f32 {
-    let mut acc = 0f32;
-    for (b, (qb, xb)) in q.chunks(Q8_BLOCK).zip(xq.q.chunks(Q8_BLOCK)).enumerate() {
-        let d: i32 = qb.iter().zip(xb).map(|(&a, &c)| a as i32 * c as i32).sum();
-        acc += s[b] * xq.scales[b] * d as f32;
-    }
-    acc
-}
-
-fn w8a8_scalar(y: &mut [f32], q: &[i8], s: &[f32], xq: &ActQ8) {
-    let n = xq.q.len();
-    let nb = n.div_ceil(Q8_BLOCK);
-    for (i, yi) in y.iter_mut().enumerate() {
-        *yi = w8a8_row_scalar(&q[i * n..(i + 1) * n], &s[i * nb..(i + 1) * nb], xq);
-    }
-}
-
-/// The w8a8 kernel: per full block of 32 and row, one `vpdpbusd` of the unsigned bytes
-/// `q + 128` (an xor) with the signed `xq`, started at the -128 * sum(xq) correction, gives
-/// the exact integer q . xq in 8 lanes; those are converted once and accumulated with the
-/// block's scale product. Four rows share the loads of xq. A short last block is scalar.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn w8a8_vnni(y: &mut [f32], q: &[i8], s: &[f32], xq: &ActQ8) {
-    let n = xq.q.len();
-    let nb = n.div_ceil(Q8_BLOCK);
-    let full = n / Q8_BLOCK;
-    assert!(q.len() >= y.len() * n && s.len() >= y.len() * nb && xq.corr.len() * 4 >= n);
-    let (qp, xp, cp) = (q.as_ptr(), xq.q.as_ptr(), xq.corr.as_ptr());
-    let flip = _mm256_set1_epi8(-128);
-    let tail = |r: usize| -> f32 {
-        if full == nb {
-            return 0.0;
-        }
-        let k0 = full * Q8_BLOCK;
-        let d: i32 = (k0..n).map(|k| q[r * n + k] as i32 * xq.q[k] as i32).sum();
-        s[r * nb + full] * xq.scales[full] * d as f32
-    };
-    let nrows = y.len();
-    let mut r = 0;
-    while r < nrows {
-        let m = (nrows - r).min(4);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for b in 0..full {
-            let k = b * Q8_BLOCK;
-            let (xv, cv) = unsafe {
-                (
-                    _mm256_loadu_si256(xp.add(k) as *const __m256i),
-                    _mm256_loadu_si256(cp.add(k / 4) as *const __m256i),
-                )
-            };
-            let xs = *unsafe { xq.scales.get_unchecked(b) };
-            for (i, a) in acc.iter_mut().enumerate().take(m) {
-                let row = unsafe { qp.add((r + i) * n + k) };
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(PREFETCH));
-                let wv =
-                    _mm256_xor_si256(unsafe { _mm256_loadu_si256(row as *const __m256i) }, flip);
-                let d = _mm256_dpbusd_epi32(cv, wv, xv);
-                let sc = *unsafe { s.get_unchecked((r + i) * nb + b) } * xs;
-                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(sc), *a);
-            }
-        }
-        for (i, a) in acc.iter().enumerate().take(m) {
-            y[r + i] = hsum256(*a) + tail(r + i);
-        }
-        r += m;
-    }
 }
 
 /// y[i] = w[i*n..(i+1)*n] . x for every row of the f32 (rows, n) matrix `w`, rows in
@@ -806,7 +648,7 @@ pub(crate) fn axpy_rows_isa(acc: &mut [f32], x: &[f32], w: &[f32], isa: Isa) {
         _ => {
             let m = acc.len();
             for (i, &xi) in x.iter().enumerate() {
-                super::simd::axpy(acc, xi, &w[i * m..(i + 1) * m]);
+                crate::ops::simd::axpy(acc, xi, &w[i * m..(i + 1) * m]);
             }
         }
     }
@@ -854,7 +696,7 @@ unsafe fn axpy_rows_avx512(acc: &mut [f32], x: &[f32], w: &[f32]) {
         i += 4;
     }
     for (k, &xk) in x.iter().enumerate().skip(i) {
-        super::simd::axpy(acc, xk, &w[k * m..(k + 1) * m]);
+        crate::ops::simd::axpy(acc, xk, &w[k * m..(k + 1) * m]);
     }
 }
 
@@ -939,156 +781,4 @@ impl InferWeights {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Plain f64 y = W x from the rounded (as-represented) weights, (rows, cols) layout.
-    fn reference(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f64> {
-        (0..rows)
-            .map(|r| {
-                (0..cols)
-                    .map(|c| w[r * cols + c] as f64 * x[c] as f64)
-                    .sum()
-            })
-            .collect()
-    }
-
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn every_kernel_matches_the_reference() {
-        // Shapes with tails in rows (not a multiple of 4), lanes and q8 blocks; one large
-        // enough to take the parallel path.
-        for &(rows, cols) in &[(1, 5), (7, 40), (13, 96), (6, 33), (300, 256), (75, 80)] {
-            let w = data(rows * cols, 1);
-            let x = data(cols, 2);
-            let bias = data(rows, 3);
-            for format in WeightFormat::ALL {
-                for transposed in [false, true] {
-                    let win = if transposed {
-                        // (cols, rows) layout of the same matrix
-                        let mut t = vec![0f32; rows * cols];
-                        for r in 0..rows {
-                            for c in 0..cols {
-                                t[c * rows + r] = w[r * cols + c];
-                            }
-                        }
-                        t
-                    } else {
-                        w.clone()
-                    };
-                    let (m, rounded) = QMat::encode(&win, rows, cols, transposed, format);
-                    let mut r_rc = vec![0f32; rows * cols];
-                    for r in 0..rows {
-                        for c in 0..cols {
-                            r_rc[r * cols + c] = if transposed {
-                                rounded[c * rows + r]
-                            } else {
-                                rounded[r * cols + c]
-                            };
-                            // The encoding's error is what the format promises.
-                            let (orig, got) = (w[r * cols + c], r_rc[r * cols + c]);
-                            let tol = match format {
-                                WeightFormat::F32 => 0.0,
-                                WeightFormat::F16 => orig.abs() * 4.9e-4 + 6e-8,
-                                WeightFormat::Q8 | WeightFormat::W8A8 => 1.0 / 127.0 / 2.0 * 1.0001,
-                            };
-                            assert!((orig - got).abs() <= tol, "{format} {orig} -> {got}");
-                        }
-                    }
-                    // w8a8 rounds x too: the kernels must compute exactly with the
-                    // rounded x (and the rounding must stay within half a step).
-                    let x_eff = if format == WeightFormat::W8A8 {
-                        let mut xq = ActQ8::default();
-                        xq.quantize(&x);
-                        let d = xq.dequantized();
-                        for (b, (xb, db)) in x.chunks(Q8_BLOCK).zip(d.chunks(Q8_BLOCK)).enumerate()
-                        {
-                            let step = xb.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-                            for (u, v) in xb.iter().zip(db) {
-                                assert!((u - v).abs() <= step * 0.5001, "block {b}: {u} -> {v}");
-                            }
-                        }
-                        assert_ne!(d, x, "x was not rounded");
-                        for (b, xb) in x.chunks(Q8_BLOCK).enumerate() {
-                            let inv = 1.0 / xq.scales[b];
-                            for (k, &u) in xb.iter().enumerate() {
-                                let want = (u * inv).round_ties_even();
-                                assert_eq!(xq.q[b * Q8_BLOCK + k] as f32, want, "{u}");
-                            }
-                        }
-                        d
-                    } else {
-                        x.clone()
-                    };
-                    let want = reference(&r_rc, rows, cols, &x_eff);
-                    for isa in Isa::available() {
-                        let mut y = vec![f32::NAN; rows];
-                        m.matvec_isa(&mut y, &x, Some(&bias), isa);
-                        for r in 0..rows {
-                            let w = want[r] + bias[r] as f64;
-                            assert!(
-                                (y[r] as f64 - w).abs() < 1e-4 * (1.0 + w.abs()),
-                                "{format} {isa:?} {rows}x{cols} row {r}: {} vs {w}",
-                                y[r]
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn f32_streaming_kernels_match_plain_loops() {
-        for &(rows, cols) in &[(1, 3), (9, 37), (130, 768), (6, 16)] {
-            let w = data(rows * cols, 4);
-            let x = data(cols, 5);
-            let want = reference(&w, rows, cols, &x);
-            // axpy_rows sees the same matrix as (in = cols, out = rows), transposed.
-            let mut wt = vec![0f32; rows * cols];
-            for r in 0..rows {
-                for c in 0..cols {
-                    wt[c * rows + r] = w[r * cols + c];
-                }
-            }
-            for isa in Isa::available() {
-                let mut y = vec![f32::NAN; rows];
-                dot_rows_isa(&mut y, &w, &x, isa);
-                let mut acc = vec![0f32; rows];
-                axpy_rows_isa(&mut acc, &x, &wt, isa);
-                for r in 0..rows {
-                    let tol = 1e-4 * (1.0 + want[r].abs());
-                    assert!((y[r] as f64 - want[r]).abs() < tol, "dot {isa:?} {r}");
-                    assert!((acc[r] as f64 - want[r]).abs() < tol, "axpy {isa:?} {r}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn q8_rounding_is_ties_to_even() {
-        // Every quarter step over the range (ties at x.5 included), plus values near 127.
-        for i in -510..=510 {
-            for v in [i as f32 * 0.25, i as f32 * 0.249_9, 127.000_01, -127.4] {
-                let want = v.round_ties_even().clamp(-127.0, 127.0);
-                assert_eq!(round_q8(v) as f32, want, "{v}");
-            }
-        }
-    }
-
-    #[test]
-    fn format_names_round_trip() {
-        for f in WeightFormat::ALL {
-            assert_eq!(f.name().parse::<WeightFormat>().unwrap(), f);
-        }
-        assert!("q4".parse::<WeightFormat>().is_err());
-    }
-}
+mod tests;

@@ -4,10 +4,13 @@
 //! The same forward code also serves inference with a single layer slot (activations of
 //! layer l overwrite layer l-1's, since nothing will be differentiated).
 
-use super::kernels::{self, LN_BLOCKS};
-use super::{layer, layer_mut, parts, parts_mut, Float, Gpt, GptConfig};
+use super::{layer, parts, Float, Gpt, GptConfig};
 use crate::model::ModelError;
+use crate::ops::{self, LN_BLOCKS};
 use rayon::prelude::*;
+
+mod backward;
+use backward::{backward, transpose_layer, transpose_weights};
 
 /// Activations for one (B, T). `slots` is L for training, 1 for inference.
 pub(crate) struct Acts<F> {
@@ -98,7 +101,7 @@ fn fill_dropout_mask<F: Float>(
     let thresh = (p as f64 * (1u64 << 53) as f64) as u64;
     mask.par_chunks_mut(1 << 14)
         .enumerate()
-        .with_min_len(kernels::min_len())
+        .with_min_len(crate::ops::par::min_len())
         .for_each(|(ci, ch)| {
             for (i, m) in ch.iter_mut().enumerate() {
                 let li = (ci << 14) + i;
@@ -118,7 +121,7 @@ fn fill_dropout_mask<F: Float>(
 fn apply_mask<F: Float>(x: &mut [F], mask: &[F]) {
     x.par_chunks_mut(1 << 14)
         .zip(mask.par_chunks(1 << 14))
-        .with_min_len(kernels::min_len())
+        .with_min_len(crate::ops::par::min_len())
         .for_each(|(x, m)| {
             for (a, &b) in x.iter_mut().zip(m) {
                 *a *= b;
@@ -130,7 +133,7 @@ fn apply_mask<F: Float>(x: &mut [F], mask: &[F]) {
 fn masked_copy<F: Float>(out: &mut [F], x: &[F], mask: &[F]) {
     out.par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14).zip(mask.par_chunks(1 << 14)))
-        .with_min_len(kernels::min_len())
+        .with_min_len(crate::ops::par::min_len())
         .for_each(|(o, (x, m))| {
             for ((a, &b), &c) in o.iter_mut().zip(x).zip(m) {
                 *a = b * c;
@@ -154,7 +157,7 @@ pub(crate) fn forward<F: Float>(
     let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
     let n = b * t;
     let p = parts(params, cfg);
-    kernels::encoder_forward(&mut acts.encoded, tokens, p.wte, p.wpe, t, c);
+    ops::encoder_forward(&mut acts.encoded, tokens, p.wte, p.wpe, t, c);
     let training = acts.slots == cfg.n_layer;
     // Dropout needs the per-layer masks only the trainer allocates.
     let dropout = dropout.filter(|&(p, _)| p > 0.0 && training && !acts.drop_emb.is_empty());
@@ -175,7 +178,7 @@ pub(crate) fn forward<F: Float>(
             &a.res3[(l - 1) * n * c..l * n * c]
         };
         let ln1 = &mut a.ln1[s * n * c..(s + 1) * n * c];
-        kernels::layernorm_forward(
+        ops::layernorm_forward(
             ln1,
             &mut a.ln1_mean[s * n..(s + 1) * n],
             &mut a.ln1_rstd[s * n..(s + 1) * n],
@@ -185,25 +188,25 @@ pub(crate) fn forward<F: Float>(
             c,
         );
         let qkv = &mut a.qkv[s * n * 3 * c..(s + 1) * n * 3 * c];
-        kernels::matmul_forward(qkv, ln1, w.qkv_w, Some(w.qkv_b), n, c, 3 * c);
+        ops::matmul_forward(qkv, ln1, w.qkv_w, Some(w.qkv_b), n, c, 3 * c);
         if let Some(h) = hook.as_mut() {
             h(l, qkv);
         }
         let atty = &mut a.atty[s * n * c..(s + 1) * n * c];
         let att = &mut a.att[s * b * nh * t * t..(s + 1) * b * nh * t * t];
-        kernels::attention_forward(atty, att, qkv, b, t, c, nh);
+        ops::attention_forward(atty, att, qkv, b, t, c, nh);
         let res2 = &mut a.res2[s * n * c..(s + 1) * n * c];
         // Without dropout the projection biases are added in the residual pass.
         if dropout.is_some() {
-            kernels::matmul_forward(res2, atty, w.attn_proj_w, Some(w.attn_proj_b), n, c, c);
+            ops::matmul_forward(res2, atty, w.attn_proj_w, Some(w.attn_proj_b), n, c, c);
             apply_mask(res2, &a.drop_attn[l * n * c..(l + 1) * n * c]);
-            kernels::residual_add(res2, input);
+            ops::residual_add(res2, input);
         } else {
-            kernels::matmul_forward(res2, atty, w.attn_proj_w, None, n, c, c);
-            kernels::residual_bias_add(res2, input, w.attn_proj_b, c);
+            ops::matmul_forward(res2, atty, w.attn_proj_w, None, n, c, c);
+            ops::residual_bias_add(res2, input, w.attn_proj_b, c);
         }
         let ln2 = &mut a.ln2[s * n * c..(s + 1) * n * c];
-        kernels::layernorm_forward(
+        ops::layernorm_forward(
             ln2,
             &mut a.ln2_mean[s * n..(s + 1) * n],
             &mut a.ln2_rstd[s * n..(s + 1) * n],
@@ -213,22 +216,22 @@ pub(crate) fn forward<F: Float>(
             c,
         );
         let fch = &mut a.fch[s * n * 4 * c..(s + 1) * n * 4 * c];
-        kernels::matmul_forward(fch, ln2, w.fc_w, None, n, c, 4 * c);
+        ops::matmul_forward(fch, ln2, w.fc_w, None, n, c, 4 * c);
         let fch_gelu = &mut a.fch_gelu[s * n * 4 * c..(s + 1) * n * 4 * c];
         if training {
             // fch keeps GELU'(x) where the CPU allows (gelu_keeps_derivative), else x
-            kernels::bias_gelu_forward_train(fch_gelu, fch, w.fc_b, 4 * c);
+            ops::bias_gelu_forward_train(fch_gelu, fch, w.fc_b, 4 * c);
         } else {
-            kernels::bias_gelu_forward(fch_gelu, fch, w.fc_b, 4 * c);
+            ops::bias_gelu_forward(fch_gelu, fch, w.fc_b, 4 * c);
         }
         let res3 = &mut a.res3[s * n * c..(s + 1) * n * c];
         if dropout.is_some() {
-            kernels::matmul_forward(res3, fch_gelu, w.proj_w, Some(w.proj_b), n, 4 * c, c);
+            ops::matmul_forward(res3, fch_gelu, w.proj_w, Some(w.proj_b), n, 4 * c, c);
             apply_mask(res3, &a.drop_mlp[l * n * c..(l + 1) * n * c]);
-            kernels::residual_add(res3, res2);
+            ops::residual_add(res3, res2);
         } else {
-            kernels::matmul_forward(res3, fch_gelu, w.proj_w, None, n, 4 * c, c);
-            kernels::residual_bias_add(res3, res2, w.proj_b, c);
+            ops::matmul_forward(res3, fch_gelu, w.proj_w, None, n, 4 * c, c);
+            ops::residual_bias_add(res3, res2, w.proj_b, c);
         }
         if !training {
             // The next layer reads its input from `encoded`.
@@ -240,7 +243,7 @@ pub(crate) fn forward<F: Float>(
     } else {
         &acts.encoded
     };
-    kernels::layernorm_forward(
+    ops::layernorm_forward(
         &mut acts.lnf,
         &mut acts.lnf_mean,
         &mut acts.lnf_rstd,
@@ -255,7 +258,7 @@ pub(crate) fn forward<F: Float>(
         return;
     }
     // logits(N,V) = lnf(N,C) @ wte^T(C,V)
-    kernels::lm_head_forward(&mut acts.logits, &acts.lnf, p.wte, n, v, c);
+    ops::lm_head_forward(&mut acts.logits, &acts.lnf, p.wte, n, v, c);
 }
 
 /// Backward-pass scratch gradients for one (B, T), allocated once.
@@ -566,8 +569,8 @@ impl<F: Float> GptTrainer<F> {
             forward(&cfg, params, a, inputs, None, dropout);
             self.dropped = dropout.is_some() && !a.drop_emb.is_empty();
             let loss = match grad_scale {
-                None => kernels::softmax_ce_forward(&mut a.logits, &mut a.losses, targets, v),
-                Some(scale) => kernels::softmax_ce_forward_backward(
+                None => ops::softmax_ce_forward(&mut a.logits, &mut a.losses, targets, v),
+                Some(scale) => ops::softmax_ce_forward_backward(
                     &mut a.logits,
                     &mut a.losses,
                     targets,
@@ -587,15 +590,10 @@ impl<F: Float> GptTrainer<F> {
                     forward(&cfg, params, a, &inputs[r.clone()], None, dropout);
                     match grad_scale {
                         None => {
-                            kernels::softmax_ce_forward(
-                                &mut a.logits,
-                                &mut a.losses,
-                                &targets[r],
-                                v,
-                            );
+                            ops::softmax_ce_forward(&mut a.logits, &mut a.losses, &targets[r], v);
                         }
                         Some(scale) => {
-                            kernels::softmax_ce_forward_backward(
+                            ops::softmax_ce_forward_backward(
                                 &mut a.logits,
                                 &mut a.losses,
                                 &targets[r],
@@ -679,18 +677,18 @@ impl<F: Float> GptTrainer<F> {
         let per_layer = 12 * c * c;
         let n_layer = cfg.n_layer;
         let np = self.grads.len();
-        let shards_p = kernels::SyncPtr(self.shards.as_mut_ptr());
-        let wt_p = kernels::SyncPtr(self.wt.as_mut_ptr());
+        let shards_p = ops::SyncPtr(self.shards.as_mut_ptr());
+        let wt_p = ops::SyncPtr(self.wt.as_mut_ptr());
         let wt_len = self.wt.len();
-        let mut gbufs = vec![kernels::SyncPtr(self.grads.as_mut_ptr())];
+        let mut gbufs = vec![ops::SyncPtr(self.grads.as_mut_ptr())];
         for g in self.shard_grads.iter_mut() {
-            gbufs.push(kernels::SyncPtr(g.as_mut_ptr()));
+            gbufs.push(ops::SyncPtr(g.as_mut_ptr()));
         }
         let add_only = &self.add_only;
         let losses = &mut self.losses;
         let mut dropped = false;
         let parallel = rayon::current_num_threads() > 1;
-        let loss = super::team::with_team(parallel, |team| {
+        let loss = crate::ops::team::with_team(parallel, |team| {
             // SAFETY (all three phases): chunk i of a phase touches only shard i, its
             // layers' part of wt and its gradient buffer (phases 1, 2), or elements
             // [ci * CH, ..) of every gradient buffer (phase 3); each chunk index runs
@@ -708,7 +706,7 @@ impl<F: Float> GptTrainer<F> {
                     }
                     let a = &mut sh.acts;
                     forward(&cfg, params, a, &inputs[r.clone()], None, dropout);
-                    kernels::softmax_ce_forward_backward(
+                    ops::softmax_ce_forward_backward(
                         &mut a.logits,
                         &mut a.losses,
                         &targets[r],
@@ -756,7 +754,7 @@ impl<F: Float> GptTrainer<F> {
                 for gb in &gbufs[1..] {
                     let src =
                         unsafe { std::slice::from_raw_parts(gb.get().add(r0) as *const F, len) };
-                    kernels::add_in_place(dst, src);
+                    ops::add_in_place(dst, src);
                 }
             });
             Ok(loss)
@@ -784,395 +782,11 @@ fn gather_shard_losses<F: Float>(shards: &[Shard<F>], losses: &mut [F], t: usize
 /// Runs one shard's work, with single-threaded GEMMs when `serial`.
 fn in_shard<R>(serial: bool, f: impl FnOnce() -> R) -> R {
     if serial {
-        kernels::with_serial_gemm(f)
+        ops::with_serial_gemm(f)
     } else {
         f()
     }
 }
 
-/// Per layer, the transposes of the four block matrices, in this order: qkv (3C,C), attn
-/// proj (C,C), fc (4C,C), proj (C,4C); parallel over layers. The backward's dinp = dout @
-/// W^T then reads row-major matrices (see [`kernels::matmul_backward_t`]).
-fn transpose_weights<F: Float>(wt: &mut [F], params: &[F], cfg: &GptConfig) {
-    let c = cfg.n_embd;
-    wt.par_chunks_mut(12 * c * c)
-        .enumerate()
-        .for_each(|(l, out)| transpose_layer(out, params, cfg, l));
-}
-
-/// Layer l's part of [`transpose_weights`] (`out`: its 12 C^2 floats).
-fn transpose_layer<F: Float>(out: &mut [F], params: &[F], cfg: &GptConfig, l: usize) {
-    let c = cfg.n_embd;
-    let w = layer(parts(params, cfg).layers, cfg, l);
-    let (qkv, rest) = out.split_at_mut(3 * c * c);
-    let (attn, rest) = rest.split_at_mut(c * c);
-    let (fc, proj) = rest.split_at_mut(4 * c * c);
-    kernels::transpose(qkv, w.qkv_w, c, 3 * c);
-    kernels::transpose(attn, w.attn_proj_w, c, c);
-    kernels::transpose(fc, w.fc_w, c, 4 * c);
-    kernels::transpose(proj, w.proj_w, 4 * c, c);
-}
-
-/// The backward pass of one forward (`a`) into `grads` (ADDS; with `fresh`, the weight
-/// matrices and wte are OVERWRITTEN by their first write instead, and only the other
-/// ranges must be zero); `a.logits` must already hold dlogits
-/// ([`kernels::softmax_ce_forward_backward`]); `wt` holds [`transpose_weights`] of
-/// `params`.
-#[allow(clippy::too_many_arguments)]
-fn backward<F: Float>(
-    cfg: &GptConfig,
-    params: &[F],
-    wt: &[F],
-    a: &mut Acts<F>,
-    s: &mut Scratch<F>,
-    grads: &mut [F],
-    inputs: &[u32],
-    dropped: bool,
-    fresh: bool,
-) {
-    let (b, t) = (a.b, a.t);
-    let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
-    let n = b * t;
-    let dlogits = &a.logits;
-    let p = parts(params, cfg);
-    let g = parts_mut(grads, cfg);
-    // logits = lnf @ wte^T: dlnf(N,C) = dlogits(N,V) @ wte(V,C)
-    kernels::gemm_strided(n, c, v, &mut s.dln, c, false, dlogits, v, 1, p.wte, c, 1);
-    // dwte(V,C) += dlogits^T(V,N) @ lnf(N,C)
-    kernels::lm_head_backward_dwte(g.wte, dlogits, &a.lnf, (n, v, c), fresh);
-    let last = &a.res3[(cfg.n_layer - 1) * n * c..];
-    s.dres.fill(F::ZERO);
-    kernels::layernorm_backward(
-        &mut s.dres,
-        g.lnf_w,
-        g.lnf_b,
-        &mut s.ln_scratch,
-        &s.dln,
-        last,
-        p.lnf_w,
-        &a.lnf_mean,
-        &a.lnf_rstd,
-        c,
-    );
-    for l in (0..cfg.n_layer).rev() {
-        let w = layer(p.layers, cfg, l);
-        let gw = layer_mut(&mut *g.layers, cfg, l);
-        let input: &[F] = if l == 0 {
-            &a.encoded
-        } else {
-            &a.res3[(l - 1) * n * c..l * n * c]
-        };
-        let sl = |width: usize| l * n * width..(l + 1) * n * width;
-        let res2 = &a.res2[sl(c)];
-        let ln1 = &a.ln1[sl(c)];
-        let ln2 = &a.ln2[sl(c)];
-        let qkv = &a.qkv[sl(3 * c)];
-        let atty = &a.atty[sl(c)];
-        let fch = &a.fch[sl(4 * c)];
-        let fch_gelu = &a.fch_gelu[sl(4 * c)];
-        let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
-        let wl = &wt[l * 12 * c * c..(l + 1) * 12 * c * c];
-        let (qkv_wt, rest) = wl.split_at(3 * c * c);
-        let (attn_proj_wt, rest) = rest.split_at(c * c);
-        let (fc_wt, proj_wt) = rest.split_at(4 * c * c);
-        // res3 = res2 + drop(gelu @ proj_w + proj_b)
-        let dbranch: &[F] = if dropped {
-            masked_copy(&mut s.dtmp, &s.dres, &a.drop_mlp[sl(c)]);
-            &s.dtmp
-        } else {
-            &s.dres
-        };
-        kernels::matmul_backward_t(
-            &mut s.dfch,
-            gw.proj_w,
-            Some(gw.proj_b),
-            dbranch,
-            fch_gelu,
-            proj_wt,
-            (n, 4 * c, c),
-            fresh,
-        );
-        if kernels::gelu_keeps_derivative::<F>(4 * c) {
-            kernels::gelu_backward_stored(&mut s.dfch, fch);
-        } else {
-            kernels::gelu_backward_inplace(&mut s.dfch, fch);
-        }
-        kernels::matmul_backward_t(
-            &mut s.dln,
-            gw.fc_w,
-            Some(gw.fc_b),
-            &s.dfch,
-            ln2,
-            fc_wt,
-            (n, c, 4 * c),
-            fresh,
-        );
-        kernels::layernorm_backward(
-            &mut s.dres,
-            gw.ln2_w,
-            gw.ln2_b,
-            &mut s.ln_scratch,
-            &s.dln,
-            res2,
-            w.ln2_w,
-            &a.ln2_mean[l * n..(l + 1) * n],
-            &a.ln2_rstd[l * n..(l + 1) * n],
-            c,
-        );
-        // res2 = input + drop(atty @ attn_proj_w + attn_proj_b)
-        let dbranch: &[F] = if dropped {
-            masked_copy(&mut s.dtmp, &s.dres, &a.drop_attn[sl(c)]);
-            &s.dtmp
-        } else {
-            &s.dres
-        };
-        kernels::matmul_backward_t(
-            &mut s.datty,
-            gw.attn_proj_w,
-            Some(gw.attn_proj_b),
-            dbranch,
-            atty,
-            attn_proj_wt,
-            (n, c, c),
-            fresh,
-        );
-        kernels::attention_backward(&mut s.dqkv, &mut s.datt, &s.datty, qkv, att, b, t, c, nh);
-        kernels::matmul_backward_t(
-            &mut s.dln,
-            gw.qkv_w,
-            Some(gw.qkv_b),
-            &s.dqkv,
-            ln1,
-            qkv_wt,
-            (n, c, 3 * c),
-            fresh,
-        );
-        kernels::layernorm_backward(
-            &mut s.dres,
-            gw.ln1_w,
-            gw.ln1_b,
-            &mut s.ln_scratch,
-            &s.dln,
-            input,
-            w.ln1_w,
-            &a.ln1_mean[l * n..(l + 1) * n],
-            &a.ln1_rstd[l * n..(l + 1) * n],
-            c,
-        );
-    }
-    if dropped {
-        apply_mask(&mut s.dres, &a.drop_emb);
-    }
-    kernels::encoder_backward(g.wte, g.wpe, &s.dres, inputs, t, c);
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> GptConfig {
-        GptConfig {
-            n_layer: 2,
-            n_head: 2,
-            n_embd: 8,
-            block_size: 6,
-            vocab_size: 7,
-            dropout: 0.0,
-        }
-    }
-
-    /// Whole-model finite-difference check in f64 on every parameter of a tiny model.
-    #[test]
-    #[allow(clippy::needless_range_loop)]
-    fn whole_model_gradient_matches_finite_differences() {
-        let cfg = cfg();
-        let mut model: Gpt<f64> = Gpt::init(cfg, 3).unwrap();
-        // Non-trivial LayerNorm params and biases so their gradients are exercised.
-        for (i, x) in model.params_mut().iter_mut().enumerate() {
-            *x += 0.05 * (((i * 7919) % 13) as f64 - 6.0) / 6.0;
-        }
-        let (b, t) = (2, 5);
-        let inputs = [1u32, 2, 3, 4, 5, 6, 0, 0, 1, 3];
-        let targets = [2u32, 3, 4, 5, 6, 0, 0, 1, 3, 2];
-        // both the unsplit step and the batch-split one (2 shards of one sequence each)
-        let mut tr = GptTrainer::with_shards(&model, b, t, 1);
-        tr.zero_grad();
-        let loss = tr.forward_backward(&model, &inputs, &targets, 0).unwrap();
-        assert!(loss > 0.0);
-        let grads = tr.grads().to_vec();
-        let mut split = GptTrainer::with_shards(&model, b, t, 2);
-        assert_eq!(split.shards(), 2);
-        split.zero_grad();
-        let loss2 = split
-            .forward_backward(&model, &inputs, &targets, 0)
-            .unwrap();
-        assert!((loss - loss2).abs() < 1e-6);
-        for (i, (x, y)) in grads.iter().zip(split.grads()).enumerate() {
-            assert!(
-                (x - y).abs() <= 1e-12 * (1.0 + x.abs()),
-                "param {i}: {x} vs {y}"
-            );
-        }
-        let h = 1e-5;
-        let mut worst: f64 = 0.0;
-        for i in 0..model.num_params() {
-            let x0 = model.params()[i];
-            model.params_mut()[i] = x0 + h;
-            let lp = tr.forward_loss_f64(&model, &inputs, &targets).unwrap();
-            model.params_mut()[i] = x0 - h;
-            let lm = tr.forward_loss_f64(&model, &inputs, &targets).unwrap();
-            model.params_mut()[i] = x0;
-            let num = (lp - lm) / (2.0 * h);
-            let err = (num - grads[i]).abs() / (1e-4 + num.abs().max(grads[i].abs()));
-            worst = worst.max(err);
-            assert!(
-                err < 1e-3,
-                "param {i}: numeric {num} vs analytic {}",
-                grads[i]
-            );
-        }
-        assert!(worst < 1e-3);
-    }
-
-    /// With dropout on, the gradient is that of the loss under the same (seeded) masks.
-    #[test]
-    fn dropout_gradient_matches_finite_differences() {
-        let cfg = GptConfig {
-            dropout: 0.3,
-            ..cfg()
-        };
-        let mut model: Gpt<f64> = Gpt::init(cfg, 4).unwrap();
-        let inputs = [1u32, 2, 3, 4, 5, 6];
-        let targets = [2u32, 3, 4, 5, 6, 0];
-        let mut tr = GptTrainer::new(&model, 1, 6);
-        tr.zero_grad();
-        let loss = tr.forward_backward(&model, &inputs, &targets, 9).unwrap() as f64;
-        let clean = tr.forward_loss_f64(&model, &inputs, &targets).unwrap();
-        assert!((loss - clean).abs() > 1e-6, "dropout changed nothing");
-        let again = tr
-            .loss_inner(&model, &inputs, &targets, Some((0.3, 9)))
-            .unwrap();
-        assert!((again - loss).abs() < 1e-6, "same seed, same masks");
-        let zeros = tr.acts.drop_attn.iter().filter(|&&m| m == 0.0).count();
-        let frac = zeros as f64 / tr.acts.drop_attn.len() as f64;
-        assert!((frac - 0.3).abs() < 0.1, "dropped fraction {frac}");
-        let grads = tr.grads().to_vec();
-        let h = 1e-5;
-        for i in (0..model.num_params()).step_by(7) {
-            let x0 = model.params()[i];
-            model.params_mut()[i] = x0 + h;
-            let lp = tr
-                .loss_inner(&model, &inputs, &targets, Some((0.3, 9)))
-                .unwrap();
-            model.params_mut()[i] = x0 - h;
-            let lm = tr
-                .loss_inner(&model, &inputs, &targets, Some((0.3, 9)))
-                .unwrap();
-            model.params_mut()[i] = x0;
-            let num = (lp - lm) / (2.0 * h);
-            let err = (num - grads[i]).abs() / (1e-4 + num.abs().max(grads[i].abs()));
-            assert!(
-                err < 1e-3,
-                "param {i}: numeric {num} vs analytic {}",
-                grads[i]
-            );
-        }
-    }
-
-    /// A batch-split step (any shard count, even or uneven shards, with dropout) gives the
-    /// unsplit step's loss and gradients up to float rounding, and the same bits for any
-    /// thread count.
-    #[test]
-    fn batch_split_matches_unsplit_and_ignores_thread_count() {
-        for dropout in [0.0, 0.25] {
-            let cfg = GptConfig { dropout, ..cfg() };
-            let model: Gpt<f32> = Gpt::init(cfg, 5).unwrap();
-            let (b, t) = (3, 6);
-            let inputs: Vec<u32> = (0..b * t).map(|i| (i * 5 % 7) as u32).collect();
-            let targets: Vec<u32> = (0..b * t).map(|i| (i * 3 % 7) as u32).collect();
-            let run = |shards: usize, threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| {
-                    let mut tr = GptTrainer::with_shards(&model, b, t, shards);
-                    tr.zero_grad();
-                    // two accumulated steps, as gradient accumulation does
-                    let l1 = tr.forward_backward(&model, &inputs, &targets, 7).unwrap();
-                    let l2 = tr.forward_backward(&model, &targets, &inputs, 8).unwrap();
-                    (l1, l2, tr.losses().to_vec(), tr.grads().to_vec())
-                })
-            };
-            let (l1, l2, losses, want) = run(1, 2);
-            let gmax = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-            for shards in [2, 3] {
-                let got = run(shards, 2);
-                assert!((got.0 - l1).abs() < 1e-5 && (got.1 - l2).abs() < 1e-5);
-                for (x, y) in got.2.iter().zip(&losses) {
-                    assert!((x - y).abs() < 1e-5, "losses {x} vs {y}");
-                }
-                for (i, (x, y)) in got.3.iter().zip(&want).enumerate() {
-                    assert!(
-                        (x - y).abs() <= 1e-5 * gmax,
-                        "dropout {dropout} shards {shards} param {i}: {x} vs {y}"
-                    );
-                }
-                let one_thread = run(shards, 1);
-                assert_eq!(one_thread.3, got.3, "thread count changed the gradients");
-                assert_eq!(one_thread.0.to_bits(), got.0.to_bits());
-            }
-        }
-    }
-
-    #[test]
-    fn batches_are_split_unless_the_extra_gradients_cost_more_than_activations() {
-        let small = Gpt::<f32>::new(cfg(), 1).unwrap();
-        assert_eq!(GptTrainer::new(&small, 4, 6).shards(), SPLIT_SHARDS);
-        assert_eq!(GptTrainer::new(&small, 1, 6).shards(), 1);
-        let wide = Gpt::<f32>::new(
-            GptConfig {
-                vocab_size: 5000,
-                ..cfg()
-            },
-            1,
-        )
-        .unwrap();
-        assert_eq!(GptTrainer::new(&wide, 2, 1).shards(), 1);
-        // a split trainer still returns whole-batch logits, equal to an unsplit one's
-        let x = [1u32, 2, 3, 4, 5, 6, 0, 1];
-        let mut split = GptTrainer::with_shards(&small, 2, 4, 2);
-        let mut one = GptTrainer::with_shards(&small, 2, 4, 1);
-        let a = split.logits(&small, &x).unwrap().to_vec();
-        assert_eq!(a, one.logits(&small, &x).unwrap());
-        let la = split.forward_loss_f64(&small, &x, &x).unwrap();
-        let lb = one.forward_loss_f64(&small, &x, &x).unwrap();
-        assert!((la - lb).abs() < 1e-6);
-        assert_eq!(split.losses().len(), 8);
-        for (p, q) in split.losses().iter().zip(one.losses()) {
-            assert!((p - q).abs() < 1e-6);
-        }
-    }
-
-    #[test]
-    fn gradients_accumulate_and_bad_batches_are_refused() {
-        let model = Gpt::new(cfg(), 1).unwrap();
-        let mut tr = GptTrainer::new(&model, 1, 4);
-        let x = [1u32, 2, 3, 4];
-        let y = [2u32, 3, 4, 5];
-        tr.zero_grad();
-        tr.forward_backward(&model, &x, &y, 0).unwrap();
-        let g1 = tr.grads().to_vec();
-        tr.forward_backward(&model, &x, &y, 0).unwrap();
-        for (a, b) in g1.iter().zip(tr.grads()) {
-            assert!((2.0 * a - b).abs() <= 1e-6 * (1.0 + a.abs()));
-        }
-        assert!(tr.forward_loss(&model, &x[..3], &y[..3]).is_err());
-        assert!(tr.forward_loss(&model, &[1, 2, 3, 7], &y).is_err());
-        let l = tr.forward_loss(&model, &x, &y).unwrap();
-        assert!(
-            (l - (7f32).ln()).abs() < 0.1,
-            "fresh model loss {l} should be near ln V"
-        );
-    }
-}
+mod tests;

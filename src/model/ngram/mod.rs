@@ -75,23 +75,6 @@ pub enum NgramError {
     Invalid(String),
 }
 
-impl From<NgramError> for crate::model::ModelError {
-    fn from(e: NgramError) -> Self {
-        match e {
-            NgramError::Io { path, source } => crate::model::ModelError::Io { path, source },
-            NgramError::Arpa {
-                path,
-                line,
-                message,
-            } => crate::model::ModelError::Format {
-                path,
-                message: format!("line {line}: {message}"),
-            },
-            other => crate::model::ModelError::InvalidConfig(other.to_string()),
-        }
-    }
-}
-
 /// Packs up to `128 / bits` ids into one u128 key, first word in the highest bits, so a
 /// key's context is `key >> bits` and its suffix (first word dropped) is `key & mask`.
 #[derive(Debug, Clone, Copy)]

@@ -193,7 +193,7 @@ fn write_dir_files(
         source,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    crate::tokenizer::save(tok, &dir.join("tokenizer.json"))
+    crate::tokenizer::save_in_model_dir(tok, dir, None)
         .map_err(|e| NgramError::Invalid(e.to_string()))?;
     let text = serde_json::to_string_pretty(&config).expect("JSON values serialize");
     crate::atomic::write_atomic(dir.join("config.json"), text.as_bytes()).map_err(io)

@@ -21,8 +21,8 @@
 //! - `infer.rs`: [`LanguageModel`](crate::model::LanguageModel) for [`Rnn`].
 //! - `checkpoint.rs`: `config.json` + `model.safetensors` with PyTorch names.
 //!
-//! The matrix products and the fused softmax + cross-entropy are the shared kernels
-//! (`gemm` wrappers and `softmax_ce_forward_backward`); this folder holds only the
+//! The matrix products and the fused softmax + cross-entropy are the shared kernels of
+//! [`crate::ops`] (`gemm_strided`, `softmax_ce_forward_backward`); this folder holds only the
 //! recurrent cell math, written out by hand like the GPT's kernels because its backward
 //! pass is what the finite-difference tests check.
 
@@ -31,11 +31,10 @@ pub mod cell;
 pub mod checkpoint;
 pub mod infer;
 
-// Shared numeric kernels (one place to change when they move to `crate::ops`).
-pub(crate) use crate::model::gpt::kernels::{
-    gemm_strided, softmax_ce_forward, softmax_ce_forward_backward,
-};
-pub use crate::model::gpt::Float;
+// The shared numeric layer.
+pub(crate) use crate::ops::matmul::gemm_strided;
+pub use crate::ops::softmax_ce::{softmax_ce_forward, softmax_ce_forward_backward};
+pub use crate::ops::Float;
 
 use crate::model::ModelError;
 use rand::{Rng, SeedableRng};

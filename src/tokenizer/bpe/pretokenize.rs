@@ -435,12 +435,10 @@ mod tests {
     #[test]
     #[ignore]
     fn pretokenizer_speed() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/data/wikitext-2/train.txt"
-        );
-        let Ok(text) = std::fs::read_to_string(path) else {
-            eprintln!("SKIPPED: {path} is absent");
+        let path = crate::data::shared_data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+            .join("wikitext-2/train.txt");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            eprintln!("SKIPPED: {} is absent", path.display());
             return;
         };
         let mb = text.len() as f64 / 1e6;

@@ -1,4 +1,9 @@
-//! Run-time CPU dispatch for loops written in plain Rust.
+//! The one place that asks the CPU what it has, and run-time dispatch for loops written
+//! in plain Rust.
+//!
+//! Every kernel that picks a body by CPU feature asks this module: [`has_avx2`],
+//! [`has_avx512`], [`has_avx`], [`has_avx512_vnni`], and [`Isa`] for the decode kernels
+//! that come in scalar / AVX2 / AVX-512 families.
 //!
 //! arlm ships one binary for every x86-64, whose baseline is SSE2. A plain loop (an
 //! elementwise pass, a sum over fixed-width partial sums) vectorizes only as wide as the
@@ -9,9 +14,9 @@
 //!
 //! Same bits in every variant: Rust never contracts `a * b + c` into an FMA and LLVM keeps
 //! float reductions in source order, so the widths change speed, not results. (Kernels
-//! written with intrinsics, whose arithmetic differs per ISA, check features themselves:
-//! quant.rs, the decode attention, the AVX-512 GELU. Matmuls go to `gemm`, which picks
-//! its own kernels.)
+//! written with intrinsics, whose arithmetic differs per ISA, ask the `has_*` checks
+//! here and call their bodies directly. Matmuls go to `gemm`, which picks its own
+//! kernels.)
 //!
 //! This is the one dispatch mechanism for such loops: the wrapped function stays a
 //! normal safe function, generic or not. **Mark the closure `#[inline(always)]`**
@@ -76,6 +81,71 @@ pub fn has_avx512() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+/// Whether the CPU has AVX (the 8x8 tiled transpose).
+#[inline]
+pub fn has_avx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the CPU has the AVX-512 VNNI integer dot products (with VL and BW) that the
+/// w8a8 decode kernels use (checked once).
+pub fn has_avx512_vnni() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512bw")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Which family of intrinsics kernels runs (the decode matvecs come in all three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// The best the CPU supports (AVX2 needs FMA and F16C too).
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if has_avx2() && is_x86_feature_detected!("f16c") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// Every kernel family this CPU can run (for tests).
+    pub fn available() -> Vec<Isa> {
+        let best = Isa::detect();
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| i as u8 <= best as u8)
+            .collect()
     }
 }
 

@@ -132,7 +132,7 @@ fn update(p: &mut [f32], g: &[f32], d: &[bool], m: &mut [f32], v: &mut [f32], k:
             p[i] = pi - k.step_size * (mi / denom);
         }
     }
-    crate::cpu::avx2(
+    crate::ops::cpu::avx2(
         #[inline(always)]
         || plain(p, g, d, m, v, k),
     )

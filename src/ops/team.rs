@@ -3,8 +3,8 @@
 //!
 //! The step of a GPT-2 124M runs ~60 dependent parallel phases per token (4 matvecs and the
 //! attention per layer, the LM head); as separate rayon fork-joins each one paid a futex
-//! wake-up and a sleep (~10% of a q8 token in `perf`). Here [`with_team`] starts
-//! `current_num_threads() - 1` helpers once (one `rayon::scope`) and [`Team::run`] hands
+//! wake-up and a sleep (~10% of a q8 token in `perf`). Here `with_team` starts
+//! `current_num_threads() - 1` helpers once (one `rayon::scope`) and `Team::run` hands
 //! them each phase through shared memory: the caller publishes a phase (a closure over
 //! chunk indices and a chunk count) under a new generation number, everyone claims chunks
 //! with a compare-and-swap on one word (generation | count | next), and the caller waits

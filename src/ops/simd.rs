@@ -2,7 +2,7 @@
 //! and `tanh` built on it, written so LLVM vectorizes them, and the loops that use them
 //! (softmax, softmax + cross-entropy, GELU, dot products with 8 partial sums).
 //!
-//! Each public function runs its loop through [`crate::cpu`]'s run-time dispatch: 16-wide
+//! Each public function runs its loop through [`crate::ops::cpu`]'s run-time dispatch: 16-wide
 //! AVX-512 for the elementwise loops of training, 8-wide AVX2+FMA for the rest, baseline
 //! x86-64 elsewhere, the same bits in every variant.
 
@@ -76,7 +76,7 @@ fn exp_shift_sum(x: &mut [f32], shift: f32, scale: f32) -> f32 {
 
 /// row <- softmax(row * scale).
 pub fn softmax_scaled(row: &mut [f32], scale: f32) {
-    crate::cpu::avx512(
+    crate::ops::cpu::avx512(
         #[inline(always)]
         || {
             let m = max8(row);
@@ -92,7 +92,7 @@ pub fn softmax_scaled(row: &mut [f32], scale: f32) {
 /// Fused softmax + cross-entropy of one row: row <- softmax(row); returns
 /// -log p\[target\] computed from the logit (exact even when p underflows).
 pub fn softmax_ce_row(row: &mut [f32], target: usize) -> f32 {
-    crate::cpu::avx512(
+    crate::ops::cpu::avx512(
         #[inline(always)]
         || scaled_softmax_ce(row, target, 1.0),
     )
@@ -102,7 +102,7 @@ pub fn softmax_ce_row(row: &mut [f32], target: usize) -> f32 {
 /// (softmax(row) - onehot(target)) * scale; returns -log p\[target\] (as
 /// [`softmax_ce_row`]). Saves the separate scaling pass over the logits.
 pub fn softmax_ce_grad_row(row: &mut [f32], target: usize, scale: f32) -> f32 {
-    crate::cpu::avx512(
+    crate::ops::cpu::avx512(
         #[inline(always)]
         || {
             let loss = scaled_softmax_ce(row, target, scale);
@@ -131,7 +131,7 @@ fn scaled_softmax_ce(row: &mut [f32], target: usize, scale: f32) -> f32 {
 /// in 8 f32 lanes per 256-element chunk, chunk sums added in f64, so the relative
 /// error stays ~1e-7 (tested against the f64 libm version) at ~1/30 of its time.
 pub fn logsumexp(row: &[f32]) -> f32 {
-    crate::cpu::avx512(
+    crate::ops::cpu::avx512(
         #[inline(always)]
         || {
             let m = max8(row);
@@ -163,7 +163,7 @@ const GELU_S: f32 = 0.797_884_6;
 
 /// out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 pub fn gelu(out: &mut [f32], inp: &[f32]) {
-    crate::cpu::avx512(
+    crate::ops::cpu::avx512(
         #[inline(always)]
         || {
             for (o, &x) in out.iter_mut().zip(inp) {
@@ -175,7 +175,7 @@ pub fn gelu(out: &mut [f32], inp: &[f32]) {
 
 /// d <- d * gelu'(inp).
 pub fn gelu_backward(d: &mut [f32], inp: &[f32]) {
-    crate::cpu::avx512(
+    crate::ops::cpu::avx512(
         #[inline(always)]
         || {
             for (dd, &x) in d.iter_mut().zip(inp) {
@@ -195,7 +195,7 @@ pub fn gelu_backward(d: &mut [f32], inp: &[f32]) {
 /// Dot product with 8 partial sums (vectorizes; the summation order differs from a
 /// sequential loop by rounding only).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    crate::cpu::avx2(
+    crate::ops::cpu::avx2(
         #[inline(always)]
         || {
             let n = a.len().min(b.len());
@@ -220,7 +220,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// y += a * x.
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    crate::cpu::avx2(
+    crate::ops::cpu::avx2(
         #[inline(always)]
         || {
             for (yy, &xx) in y.iter_mut().zip(x) {

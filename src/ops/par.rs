@@ -1,0 +1,82 @@
+//! Sharing one buffer between parallel tasks, and keeping a shard's work on its thread.
+//!
+//! [`SyncPtr`] is the one raw-pointer type the kernels and the decode step hand to rayon
+//! tasks or team chunks that write disjoint elements of one buffer. [`with_serial_gemm`]
+//! marks a thread as running one shard of a batch-split training step: the kernels' rayon
+//! loops ([`min_len`]) and GEMMs ([`serial`]) then stay on it, since the shards themselves
+//! are the parallelism. The chunking, and so every result's bits, do not change.
+
+/// A raw pointer that may be shared across rayon tasks writing disjoint elements.
+/// Copy for any `T` (a derived impl would require `T: Copy`).
+pub struct SyncPtr<T>(pub *mut T);
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
+
+// SAFETY: only used to hand disjoint parts of one buffer to parallel tasks.
+unsafe impl<T> Send for SyncPtr<T> {}
+
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    #[inline(always)]
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+
+    /// The pointer, through a reference (for element types that are not `Copy`).
+    #[inline(always)]
+    pub fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// Rows per rayon task for row-wise kernels: keeps tasks around 16K elements.
+#[inline]
+pub(crate) fn rows_per_task(n: usize, c: usize) -> usize {
+    ((1 << 14) / c.max(1)).clamp(1, n.max(1))
+}
+
+thread_local! {
+    /// Set while this thread runs one shard of a batch-split training step: GEMMs and the
+    /// rayon loops of the kernels stay on this thread (the shards themselves are the
+    /// parallelism).
+    static SERIAL_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Minimum items per rayon task of the kernels' parallel loops: 1 normally, unlimited
+/// inside [`with_serial_gemm`], where the loop then runs inline on the calling thread
+/// without splitting (no jobs pushed, no sleeping worker woken, no stealing of another
+/// shard's chunks). The chunking, and so the bits of every result, stay the same.
+#[inline]
+pub fn min_len() -> usize {
+    if serial() {
+        usize::MAX
+    } else {
+        1
+    }
+}
+
+/// Runs `f` with every `gemm_strided` call made on this thread single-threaded and the
+/// kernels' rayon loops inline ([`min_len`]) (restores the previous setting afterwards,
+/// also on unwind).
+pub fn with_serial_gemm<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL_GEMM.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL_GEMM.with(|s| s.replace(true)));
+    f()
+}
+
+/// Whether this thread runs one shard of a batch-split step ([`with_serial_gemm`]): GEMMs
+/// then stay single-threaded.
+#[inline]
+pub fn serial() -> bool {
+    SERIAL_GEMM.with(|s| s.get())
+}

@@ -1,9 +1,10 @@
 //! `arlm train`: flags -> a [`TrainConfig`] (preset, then TOML file, then flags), data,
-//! a GPT, and the library's training loop.
+//! a GPT or a recurrent model (`rnn` in the config), and the library's training loop.
 
 use anyhow::{bail, Context};
 use arlm::train::{
-    checkpoint, data, ConfigOverrides, RunOptions, TrainConfig, TrainableGpt, Trainer,
+    checkpoint, data, ConfigOverrides, RunOptions, TrainConfig, Trainable, TrainableGpt,
+    TrainableRnn, Trainer,
 };
 use std::path::{Path, PathBuf};
 
@@ -212,7 +213,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Before allocating the model: a context longer than the data fails fast.
     data.check_windows(config.block_size)?;
     let tok = data.tokenizer.as_ref();
-    let model = TrainableGpt::new(&config, tok.vocab_size(), tok.eot_token())?;
+    let (vocab, bos) = (tok.vocab_size(), tok.eot_token());
+    match config.rnn.clone() {
+        Some(spec) => {
+            let (b, t) = (config.batch_size, config.block_size);
+            let model = TrainableRnn::new(&spec, (b, t), config.dropout, vocab, bos, config.seed)?;
+            run_trainer(&args, model, config, data, out)
+        }
+        None => {
+            let model = TrainableGpt::new(&config, vocab, bos)?;
+            run_trainer(&args, model, config, data, out)
+        }
+    }
+}
+
+/// Trains `model` (a fresh run, or the resumed one in `out`) and prints the summary.
+fn run_trainer<M: Trainable>(
+    args: &Args,
+    model: M,
+    config: TrainConfig,
+    data: arlm::train::TrainData,
+    out: PathBuf,
+) -> anyhow::Result<()> {
     let is_synthetic = args.data.is_none();
     let mut trainer = if args.resume {
         Trainer::resume(model, config, data, out.clone())?
@@ -224,7 +246,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let c = &trainer.config;
     if !args.quiet {
-        use arlm::train::Trainable;
         println!(
             "training {} on {} ({} train / {} val tokens, tokenizer {} {}), {} steps of {} tokens -> {}",
             trainer.model.describe(),

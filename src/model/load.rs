@@ -21,6 +21,8 @@ pub enum AnyModel {
     /// The synthetic corpus's exact source (`arlm corpus synth --model-out`).
     Synth(crate::corpus::synth::SynthSource),
     Gpt(Gpt),
+    /// LSTM / GRU / tanh RNN (`arlm-rnn`).
+    Rnn(super::rnn::Rnn),
 }
 
 /// Runs `$body` with `$m` bound to the concrete model inside an [`AnyModel`], so generic
@@ -34,6 +36,7 @@ macro_rules! with_model {
             $crate::model::load::AnyModel::AddK($m) => $body,
             $crate::model::load::AnyModel::Synth($m) => $body,
             $crate::model::load::AnyModel::Gpt($m) => $body,
+            $crate::model::load::AnyModel::Rnn($m) => $body,
         }
     };
 }
@@ -143,6 +146,11 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
             // The tokenizer is the truth about which token separates documents.
             gpt.bos_token = tokenizer.eot_token();
             AnyModel::Gpt(gpt)
+        }
+        super::rnn::checkpoint::MODEL_TYPE => {
+            let mut rnn = super::rnn::checkpoint::load(path)?;
+            rnn.bos_token = tokenizer.eot_token();
+            AnyModel::Rnn(rnn)
         }
         other => {
             return Err(ModelError::Format {

@@ -2,7 +2,8 @@
 //!
 //! [`LanguageModel`] is the one interface that scoring ([`crate::eval`]), evaluation and
 //! decoding ([`crate::generate`]) are written against. Implementations:
-//! [`uniform::Uniform`], the add-k n-gram in [`ngram`], the GPT in [`gpt`], and the
+//! [`uniform::Uniform`], the add-k n-gram in [`ngram`], the GPT in [`gpt`], the LSTM/GRU in
+//! [`rnn`], and the
 //! synthetic corpus's exact source in [`crate::corpus`].
 //!
 //! # Conditioning convention
@@ -15,6 +16,7 @@
 pub mod gpt;
 pub mod load;
 pub mod ngram;
+pub mod rnn;
 pub mod uniform;
 
 use std::path::PathBuf;

@@ -56,6 +56,9 @@ pub struct TrainState {
     pub train_tokens: u64,
     /// Parameter count (a shape check before loading).
     pub num_params: usize,
+    /// A stateful model's carried training state (truncated BPTT), exact f32 values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried_state: Vec<f32>,
 }
 
 const OPT_MAGIC: &[u8; 8] = b"ARLMOPT1";

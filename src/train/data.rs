@@ -72,6 +72,34 @@ impl Tokens {
         }
     }
 
+    /// Batches per pass of [`Tokens::stream_batch`] over the ids cut into `b` contiguous
+    /// streams (PyTorch's `batchify`; the ids that do not fill whole streams and whole
+    /// batches are dropped, as Zaremba's `ptb_iterator` does).
+    pub fn stream_batches(&self, b: usize, t: usize) -> usize {
+        (self.len() / b).saturating_sub(1) / t
+    }
+
+    /// Fills `inputs` and `targets` (each `b * t`) with batch `k` of the `b` contiguous
+    /// streams: row i is ids `i * L + k * t ..` of the stream of length L = len / b.
+    pub fn stream_batch(
+        &self,
+        b: usize,
+        t: usize,
+        k: usize,
+        inputs: &mut [u32],
+        targets: &mut [u32],
+        window: &mut Vec<u32>,
+    ) {
+        let stream_len = self.len() / b;
+        debug_assert!((k + 1) * t < stream_len);
+        window.resize(t + 1, 0);
+        for i in 0..b {
+            self.read_into(i * stream_len + k * t, window);
+            inputs[i * t..(i + 1) * t].copy_from_slice(&window[..t]);
+            targets[i * t..(i + 1) * t].copy_from_slice(&window[1..]);
+        }
+    }
+
     /// Fills `inputs` and `targets` (each `b * t`) with `b` random windows.
     pub fn sample_batch(
         &self,

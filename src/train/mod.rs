@@ -30,11 +30,13 @@ pub mod config;
 pub mod data;
 pub mod gpt;
 pub mod metrics;
+pub mod rnn;
 pub mod trainable;
 
 pub use config::{ConfigOverrides, TrainConfig};
 pub use data::TrainData;
 pub use gpt::TrainableGpt;
+pub use rnn::{RnnSpec, TrainableRnn};
 pub use trainable::Trainable;
 
 use crate::ops::AdamW;
@@ -150,6 +152,8 @@ pub struct Trainer<M: Trainable> {
     targets: Vec<u32>,
     window: Vec<u32>,
     last_grad_norm: f32,
+    /// Batches per epoch of the contiguous streams (stateful models only).
+    steps_per_epoch: Option<u64>,
     /// The step and loss of the last validation, so a checkpoint at that step reuses it.
     last_val: Option<(u64, f32)>,
     /// The newest checkpoint known to be good: written by this trainer or resumed from.
@@ -168,6 +172,8 @@ impl<M: Trainable> Trainer<M> {
         data: TrainData,
         out: Option<PathBuf>,
     ) -> Result<Trainer<M>, TrainError> {
+        let mut config = config;
+        let steps_per_epoch = resolve_epochs(&model, &mut config, &data)?;
         config.validate()?;
         data.check_windows(config.block_size)?;
         let mut notes = Vec::new();
@@ -210,6 +216,7 @@ impl<M: Trainable> Trainer<M> {
             targets: vec![0; b * t],
             window: Vec::with_capacity(t + 1),
             last_grad_norm: 0.0,
+            steps_per_epoch,
             last_val: None,
             last_good: None,
             notes,
@@ -230,6 +237,8 @@ impl<M: Trainable> Trainer<M> {
     ) -> Result<Trainer<M>, TrainError> {
         let mut notes = remove_stale_temps(&out)?;
         let mut model = model;
+        let mut config = config;
+        let steps_per_epoch = resolve_epochs(&model, &mut config, &data)?;
         let n = model.num_params();
         let (b, t) = (config.batch_size, config.block_size);
         let mut opt = AdamW::new(
@@ -247,6 +256,7 @@ impl<M: Trainable> Trainer<M> {
             let attempt = checkpoint::read_state(&dir).and_then(|state| {
                 check_compatible(&state, &config, &data, n)?;
                 model.load_params(&dir)?;
+                model.set_carried_state(&state.carried_state)?;
                 checkpoint::read_optimizer(&dir.join("optimizer.bin"), &mut opt)?;
                 Ok(state)
             });
@@ -297,6 +307,7 @@ impl<M: Trainable> Trainer<M> {
             targets: vec![0; b * t],
             window: Vec::with_capacity(t + 1),
             last_grad_norm: 0.0,
+            steps_per_epoch,
             last_val: None,
             last_good: Some(last_good),
             notes,
@@ -304,6 +315,19 @@ impl<M: Trainable> Trainer<M> {
             config,
             data,
         })
+    }
+
+    /// Learning rate of the next update: the per-epoch step decay when the config has
+    /// one (stateful models), else warmup + cosine ([`TrainConfig::lr_at`]).
+    pub fn lr_now(&self) -> f32 {
+        match (self.config.lr_step_decay, self.steps_per_epoch) {
+            (Some(d), Some(spe)) => {
+                let epoch = self.step / spe;
+                let k = (epoch + 1).saturating_sub(d.after_epoch);
+                (self.config.lr as f64 * (d.factor as f64).powi(k as i32)) as f32
+            }
+            _ => self.config.lr_at(self.step),
+        }
     }
 
     /// Optimizer updates done so far.
@@ -332,18 +356,28 @@ impl<M: Trainable> Trainer<M> {
     pub fn train_step(&mut self) -> Result<f32, TrainError> {
         let c = &self.config;
         let (b, t, accum) = (c.batch_size, c.block_size, c.grad_accum);
-        let lr = c.lr_at(self.step);
+        let lr = self.lr_now();
         self.model.zero_grad();
         let mut loss_sum = 0f64;
         for _ in 0..accum {
-            self.data.train.sample_batch(
-                &mut self.rng,
-                b,
-                t,
-                &mut self.inputs,
-                &mut self.targets,
-                &mut self.window,
-            );
+            if let Some(spe) = self.steps_per_epoch {
+                // Truncated BPTT: batch k of the epoch continues batch k-1's streams.
+                let k = self.step % spe;
+                if k == 0 {
+                    self.model.reset_state(false);
+                }
+                let (i, tg, w) = (&mut self.inputs, &mut self.targets, &mut self.window);
+                self.data.train.stream_batch(b, t, k as usize, i, tg, w);
+            } else {
+                self.data.train.sample_batch(
+                    &mut self.rng,
+                    b,
+                    t,
+                    &mut self.inputs,
+                    &mut self.targets,
+                    &mut self.window,
+                );
+            }
             let seed = self.rng.next_u64();
             let loss = match self
                 .model
@@ -378,7 +412,9 @@ impl<M: Trainable> Trainer<M> {
             .collect::<Vec<f64>>()
             .iter()
             .sum();
-        let norm = sq.sqrt() / accum as f64;
+        // The gradient of the loss summed over T (Zaremba's scale) is T times the mean's.
+        let time_sum = if c.loss_sum_over_time { t as f64 } else { 1.0 };
+        let norm = sq.sqrt() / accum as f64 * time_sum;
         if !norm.is_finite() {
             return Err(TrainError::NonFinite {
                 what: "gradient norm",
@@ -387,13 +423,24 @@ impl<M: Trainable> Trainer<M> {
                 kept: self.kept_message(),
             });
         }
-        let mut scale = 1.0 / accum as f64;
+        let mut scale = time_sum / accum as f64;
         if c.grad_clip > 0.0 && norm > c.grad_clip as f64 {
             scale *= c.grad_clip as f64 / norm;
         }
-        // Scaled inside the update (same bits as scaling a copy, one pass fewer).
-        self.opt
-            .step_scaled(params, grads, scale as f32, &self.decay, lr);
+        match c.optimizer {
+            // Scaled inside the update (same bits as scaling a copy, one pass fewer).
+            config::Optimizer::AdamW => {
+                self.opt
+                    .step_scaled(params, grads, scale as f32, &self.decay, lr)
+            }
+            config::Optimizer::Sgd => {
+                let k = lr * scale as f32;
+                params
+                    .par_chunks_mut(1 << 16)
+                    .zip(grads.par_chunks(1 << 16))
+                    .for_each(|(p, g)| p.iter_mut().zip(g).for_each(|(p, &g)| *p -= k * g));
+            }
+        }
         self.step += 1;
         self.tokens_seen += self.config.tokens_per_step() as u64;
         self.train_loss_acc.0 += loss as f64;
@@ -423,9 +470,27 @@ impl<M: Trainable> Trainer<M> {
         Ok(())
     }
 
-    /// Mean loss over the fixed validation windows (`eval_batches` batches).
+    /// Mean loss over the fixed validation windows (`eval_batches` batches); for a
+    /// stateful model, over the first `eval_batches` batches of the validation split cut
+    /// into B contiguous streams, the state carried (reset first).
     pub fn evaluate(&mut self) -> Result<f32, TrainError> {
         let (b, t) = (self.config.batch_size, self.config.block_size);
+        if self.steps_per_epoch.is_some() {
+            self.model.reset_state(true);
+            let n = self
+                .data
+                .val
+                .stream_batches(b, t)
+                .min(self.config.eval_batches);
+            let mut sum = 0f64;
+            for k in 0..n {
+                let (i, tg, w) = (&mut self.inputs, &mut self.targets, &mut self.window);
+                self.data.val.stream_batch(b, t, k, i, tg, w);
+                sum += self.model.forward_loss(&self.inputs, &self.targets)? as f64;
+            }
+            let val = (sum / n.max(1) as f64) as f32;
+            return self.finite_val(val);
+        }
         let mut rng = Rng::new(self.config.seed ^ 0x00E7_A1E7_A1E7_A1E7);
         let mut sum = 0f64;
         for _ in 0..self.config.eval_batches {
@@ -440,6 +505,10 @@ impl<M: Trainable> Trainer<M> {
             sum += self.model.forward_loss(&self.inputs, &self.targets)? as f64;
         }
         let val = (sum / self.config.eval_batches as f64) as f32;
+        self.finite_val(val)
+    }
+
+    fn finite_val(&self, val: f32) -> Result<f32, TrainError> {
         if !val.is_finite() {
             return Err(TrainError::NonFinite {
                 what: "validation loss",
@@ -456,6 +525,14 @@ impl<M: Trainable> Trainer<M> {
     /// Returns the loss and the number of tokens scored.
     pub fn evaluate_all(&mut self, max_batches: usize) -> Result<(f32, usize), TrainError> {
         let (b, t) = (self.config.batch_size, self.config.block_size);
+        if self.steps_per_epoch.is_some() {
+            let n = self
+                .data
+                .val
+                .stream_batches(b, t)
+                .min(self.config.eval_batches);
+            return Ok((self.evaluate()?, n * b * t));
+        }
         let windows = (self.data.val.len() - 1) / t;
         let batches = (windows / b).min(max_batches);
         let mut sum = 0f64;
@@ -490,6 +567,7 @@ impl<M: Trainable> Trainer<M> {
             data_source: self.data.source.clone(),
             train_tokens: self.data.train.len() as u64,
             num_params: self.model.num_params(),
+            carried_state: self.model.carried_state(),
         }
     }
 
@@ -691,6 +769,34 @@ impl<M: Trainable> Trainer<M> {
                 / secs,
         })
     }
+}
+
+/// For a stateful model: the batches per epoch of its training streams (refusing data too
+/// short for one batch of train or validation streams), and `steps` set from `epochs`.
+fn resolve_epochs<M: Trainable>(
+    model: &M,
+    config: &mut TrainConfig,
+    data: &TrainData,
+) -> Result<Option<u64>, TrainError> {
+    if !model.stateful() {
+        return Ok(None);
+    }
+    let (b, t) = (config.batch_size, config.block_size);
+    for (name, tokens) in [("training", &data.train), ("validation", &data.val)] {
+        if tokens.stream_batches(b, t) == 0 {
+            return Err(TrainError::Data(format!(
+                "the {name} split of {} has {} tokens: too few for one batch of {b} streams \
+                 of {t} + 1 tokens (use more data or a smaller --batch-size / --block-size)",
+                data.source,
+                tokens.len()
+            )));
+        }
+    }
+    let spe = data.train.stream_batches(b, t) as u64;
+    if let Some(e) = config.epochs {
+        config.steps = e * spe;
+    }
+    Ok(Some(spe))
 }
 
 /// Refuses a resume whose config, tokenizer, data or model size differ from the checkpoint's.

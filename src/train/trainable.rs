@@ -46,6 +46,27 @@ pub trait Trainable {
 
     /// One line for logs ("gpt2 4L/4H/128, 0.80M params").
     fn describe(&self) -> String;
+
+    /// How the loop batches: `false` (the default), B random windows per step; `true`, the
+    /// next T tokens of B contiguous streams, the model carrying its state from one batch
+    /// to the next (truncated BPTT; the recurrent models).
+    fn stateful(&self) -> bool {
+        false
+    }
+
+    /// Forgets the carried state of the training streams (`eval = false`: at each epoch's
+    /// start) or of the evaluation streams (`eval = true`: before each evaluation).
+    fn reset_state(&mut self, _eval: bool) {}
+
+    /// The carried training state, saved in checkpoints (empty for stateless models).
+    fn carried_state(&self) -> Vec<f32> {
+        Vec::new()
+    }
+
+    /// Restores a state from [`Trainable::carried_state`] on resume.
+    fn set_carried_state(&mut self, _state: &[f32]) -> Result<(), ModelError> {
+        Ok(())
+    }
 }
 
 /// A bigram model p(y | x) = softmax(W\[x\]) with an optional bias, for testing the loop:

@@ -97,7 +97,7 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
-    /// AdamW ([`super::adamw`]), decay on matrices only.
+    /// AdamW ([`crate::ops::AdamW`]), decay on matrices only.
     #[default]
     AdamW,
     /// p -= lr * g.

@@ -279,7 +279,7 @@ fn a_huge_bpe_token_id_is_an_error_not_an_allocation() {
     let text = std::fs::read_to_string(Path::new(FIXTURES).join("hf_bpe_gpt2.json")).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let vocab = json["model"]["vocab"].as_object_mut().unwrap();
-    let key = vocab.keys().last().unwrap().clone();
+    let key = vocab.keys().next_back().unwrap().clone();
     vocab[&key] = serde_json::json!((1u64 << 31) - 1);
     let e = arlm::tokenizer::from_hf_json(&json)
         .err()

@@ -160,6 +160,50 @@ pub trait LanguageModel: Send + Sync {
     }
 }
 
+/// Reads a model directory's `config_file` (parsed JSON) and `weights_file` (bytes): the
+/// first step of every weights-based model's `load`. Returns both with their paths.
+pub fn read_model_files(
+    dir: &std::path::Path,
+    config_file: &str,
+    weights_file: &str,
+) -> Result<(serde_json::Value, PathBuf, Vec<u8>, PathBuf), ModelError> {
+    let cpath = dir.join(config_file);
+    let text = std::fs::read_to_string(&cpath).map_err(|source| ModelError::Io {
+        path: cpath.clone(),
+        source,
+    })?;
+    let value = serde_json::from_str(&text).map_err(|e| ModelError::Format {
+        path: cpath.clone(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let wpath = dir.join(weights_file);
+    let bytes = std::fs::read(&wpath).map_err(|source| ModelError::Io {
+        path: wpath.clone(),
+        source,
+    })?;
+    Ok((value, cpath, bytes, wpath))
+}
+
+/// Refuses a tensor read from `path` that holds a NaN or an infinity, by name and element:
+/// such a weight would turn every score into NaN with exit 0.
+pub fn check_finite_tensor(
+    name: &str,
+    values: &[f32],
+    path: &std::path::Path,
+) -> Result<(), ModelError> {
+    match values.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(ModelError::Format {
+            path: path.to_path_buf(),
+            message: format!(
+                "tensor {name} holds a non-finite value ({}) at element {i}: the weights are \
+                 damaged or come from a diverged run",
+                values[i]
+            ),
+        }),
+    }
+}
+
 /// Returns an error unless `token < vocab_size`.
 pub fn check_token(token: u32, vocab_size: usize) -> Result<(), ModelError> {
     if (token as usize) < vocab_size {

@@ -159,21 +159,9 @@ pub fn config_from_json(v: &Value, path: &Path) -> Result<(GptConfig, Option<u32
 
 /// Loads `dir/config.json` and `dir/model.safetensors`.
 pub fn load(dir: &Path) -> Result<Gpt<f32>, ModelError> {
-    let cpath = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&cpath).map_err(|source| ModelError::Io {
-        path: cpath.clone(),
-        source,
-    })?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::Format {
-        path: cpath.clone(),
-        message: format!("not valid JSON: {e}"),
-    })?;
+    let (value, cpath, bytes, wpath) =
+        crate::model::read_model_files(dir, CONFIG_FILE, WEIGHTS_FILE)?;
     let (config, bos) = config_from_json(&value, &cpath)?;
-    let wpath = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&wpath).map_err(|source| ModelError::Io {
-        path: wpath.clone(),
-        source,
-    })?;
     let mut model = load_weights(config, &bytes, &wpath)?;
     if let Some(b) = bos {
         model.bos_token = b;
@@ -239,13 +227,7 @@ pub fn load_weights(config: GptConfig, bytes: &[u8], path: &Path) -> Result<Gpt<
     // by name (one pass over the weights, well under the cost of reading them).
     for spec in config.tensors() {
         let slice = &params[spec.offset..spec.offset + spec.len];
-        if let Some(i) = slice.iter().position(|x| !x.is_finite()) {
-            return Err(err(format!(
-                "tensor {} holds a non-finite value ({}) at element {i}: the weights are \
-                 damaged or come from a diverged run",
-                spec.name, slice[i]
-            )));
-        }
+        crate::model::check_finite_tensor(&spec.name, slice, path)?;
     }
     Gpt::from_params(config, params)
 }

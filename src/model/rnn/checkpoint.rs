@@ -119,21 +119,9 @@ pub fn save(model: &Rnn<f32>, dir: &Path) -> Result<(), ModelError> {
 
 /// Loads `dir/config.json` and `dir/model.safetensors`.
 pub fn load(dir: &Path) -> Result<Rnn<f32>, ModelError> {
-    let cpath = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&cpath).map_err(|source| ModelError::Io {
-        path: cpath.clone(),
-        source,
-    })?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::Format {
-        path: cpath.clone(),
-        message: format!("not valid JSON: {e}"),
-    })?;
+    let (value, cpath, bytes, wpath) =
+        crate::model::read_model_files(dir, CONFIG_FILE, WEIGHTS_FILE)?;
     let (config, bos) = config_from_json(&value, &cpath)?;
-    let wpath = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&wpath).map_err(|source| ModelError::Io {
-        path: wpath.clone(),
-        source,
-    })?;
     let mut model = load_weights(config, &bytes, &wpath)?;
     if let Some(b) = bos {
         model.bos_token = b;
@@ -148,10 +136,13 @@ fn read_f32(t: &TensorView, name: &str, path: &Path) -> Result<Vec<f32>, ModelEr
             message: format!("tensor {name} has dtype {:?}; arlm reads F32", t.dtype()),
         });
     }
-    Ok(t.data()
+    let values: Vec<f32> = t
+        .data()
         .chunks_exact(4)
         .map(|ch| f32::from_le_bytes([ch[0], ch[1], ch[2], ch[3]]))
-        .collect())
+        .collect();
+    crate::model::check_finite_tensor(name, &values, path)?;
+    Ok(values)
 }
 
 /// Builds a model of `config` from safetensors bytes, checking every tensor's shape.

@@ -2,7 +2,7 @@
 settings (WikiText-2 train, vocab 8000, max piece length 16, Metaspace, specials
 <|unk|> and <|endoftext|>): vocabulary overlap, and mean tokens per whitespace word on
 WikiText-2 test for each (each file encoded by arlm; the HF file's ids in arlm equal the
-library's, tests/tokenizer_unigram.rs).
+library's, tests/it/tokenizer_unigram.rs).
 Run: /root/.cache/arlm-peers/bin/python tools/compare_unigram_training.py [ARLM_BIN]
 """
 import json

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the GPT-2 parity fixture for tests/gpt_parity.rs (like llm.c's test_gpt2).
+"""Builds the GPT-2 parity fixture for tests/it/gpt_parity.rs (like llm.c's test_gpt2).
 
 A tiny GPT2LMHeadModel (random init, fixed seed) is saved with save_pretrained into
 tests/fixtures/gpt2-tiny/ together with reference.safetensors holding, for one fixed batch:
@@ -7,7 +7,7 @@ inputs/targets, the logits, the mean cross-entropy loss, every parameter gradien
 (grad.<hf name>), and the losses of 10 torch.optim.AdamW steps (weight decay on 2-D
 tensors only, as arlm's decay_mask), plus the logits after those steps.
 
-With --check-arlm, it then asks arlm (an ignored test in tests/gpt_parity.rs) to load the
+With --check-arlm, it then asks arlm (an ignored test in tests/it/gpt_parity.rs) to load the
 fixture, take the same 10 AdamW steps and save its own checkpoint, and checks that
 transformers loads that directory with GPT2LMHeadModel.from_pretrained and gets the same
 logits as PyTorch's trained model.
@@ -100,7 +100,7 @@ def main():
         with tempfile.TemporaryDirectory() as d:
             env = dict(os.environ, ARLM_SAVE_DIR=d)
             subprocess.run(
-                ["cargo", "test", "-q", "--test", "gpt_parity", "save_trained_checkpoint",
+                ["cargo", "test", "-q", "--test", "it", "gpt_parity::save_trained_checkpoint",
                  "--", "--ignored"], cwd=ROOT, env=env, check=True)
             back = GPT2LMHeadModel.from_pretrained(d).float().eval()
             with torch.no_grad():

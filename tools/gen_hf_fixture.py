@@ -6,7 +6,7 @@
 - hf_bpe_gpt2.json, hf_bpe_gpt4.json: byte-level BPEs trained by Python `tokenizers` on it;
 - hf_interop.json: the ids Python `tokenizers` gives for the mixed samples with each file.
 
-tests/tokenizer_fixtures.rs checks that arlm loads every file and gives the same ids.
+tests/it/tokenizer_fixtures.rs checks that arlm loads every file and gives the same ids.
 Run: /root/.cache/arlm-peers/bin/python tools/gen_hf_fixture.py
 """
 import json

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the recurrent-model parity fixtures for tests/rnn_parity.rs.
+"""Builds the recurrent-model parity fixtures for tests/it/rnn_parity.rs.
 
 For each of LSTM and GRU, PyTorch's word_language_model architecture (nn.Embedding ->
 nn.LSTM / nn.GRU -> nn.Linear, module names encoder / rnn / decoder; 2 layers, small
@@ -13,7 +13,7 @@ streams (PyTorch's batchify):
   carried from step to step and detached (truncated BPTT), and the logits of the first
   batch after those steps (from a zero state).
 
-With --check-arlm it then runs arlm (an ignored test in tests/rnn_parity.rs) to load the
+With --check-arlm it then runs arlm (an ignored test in tests/it/rnn_parity.rs) to load the
 fixture, take the same 10 steps and save its own checkpoint, loads that checkpoint back
 into the PyTorch module with load_state_dict(strict=True) and checks its logits against
 PyTorch's trained model.
@@ -115,8 +115,8 @@ def build(cell, out):
 def check_arlm(cell, model, ref, out):
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, ARLM_RNN_PARITY_OUT=tmp, ARLM_RNN_PARITY_CELL=cell.lower())
-        subprocess.run(["cargo", "test", "--test", "rnn_parity", "--", "--ignored",
-                        "arlm_trained_checkpoint", "--nocapture"], cwd=ROOT, env=env, check=True)
+        subprocess.run(["cargo", "test", "--test", "it", "--", "--ignored",
+                        "rnn_parity::arlm_trained_checkpoint", "--nocapture"], cwd=ROOT, env=env, check=True)
         fresh = RNNModel(cell)
         fresh.load_state_dict(load_file(os.path.join(tmp, "model.safetensors")), strict=True)
         with open(os.path.join(tmp, "config.json")) as f:

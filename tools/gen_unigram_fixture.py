@@ -9,7 +9,7 @@
   the SHA-256 of the ids (little-endian u32 each), the first 2000 ids, and the ids of
   every 1000th line (a sample to show where a mismatch starts).
 
-tests/tokenizer_unigram.rs loads the tokenizer in arlm and checks that the ids of all of
+tests/it/tokenizer_unigram.rs loads the tokenizer in arlm and checks that the ids of all of
 WikiText-2 test hash the same (SKIPPED when the data is absent).
 Run: /root/.cache/arlm-peers/bin/python tools/gen_unigram_fixture.py
 Also prints the library's mean tokens per word on WT2 test and the vocabulary, for

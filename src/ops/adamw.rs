@@ -1,5 +1,5 @@
 //! AdamW (Loshchilov & Hutter), with PyTorch's `torch.optim.AdamW` semantics so the parity
-//! test (tests/gpt_parity.rs) can replay ten PyTorch steps exactly:
+//! test (tests/it/gpt_parity.rs) can replay ten PyTorch steps exactly:
 //!
 //! ```text
 //! p <- p * (1 - lr * wd)                    (decoupled decay, only where decay[i])

@@ -19,7 +19,7 @@
 //! All randomness comes from one SplitMix64 state ([`data::Rng`]) seeded by `seed`; it
 //! is saved in every checkpoint with the AdamW moments and the step, and the weights are
 //! stored as exact f32. So a run stopped at step k and resumed gives the same losses and
-//! weights, bit for bit, as one that never stopped (tests/train_resume.rs), provided the
+//! weights, bit for bit, as one that never stopped (tests/it/train_resume.rs), provided the
 //! model's kernels are deterministic (the GPT's are: fixed work splits, no atomics).
 //!
 //! Evaluation uses a fixed set of validation windows (drawn from a separate RNG seeded

@@ -3,7 +3,7 @@
 //! `arlm score`, streaming against non-streaming, batching equivalence, cancellation,
 //! the queue bound and shutdown with requests in flight.
 
-mod common;
+use crate::common;
 
 use arlm::model::gpt::{Gpt, GptConfig};
 use arlm::model::load::{load, LoadedModel};

@@ -1,6 +1,6 @@
 //! Exactness checks of evaluation across tokenizers, models and thread counts.
 
-mod common;
+use crate::common;
 
 use arlm::eval::{evaluate, Corpus, DocMode, EvalOptions, WindowSpec};
 use arlm::model::gpt::{Gpt, GptConfig};

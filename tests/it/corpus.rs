@@ -1,6 +1,6 @@
 //! End-to-end tests of `arlm corpus`: the synthetic corpus, its floor, its model directory.
 
-mod common;
+use crate::common;
 use common::{arlm, arlm_ok};
 
 #[test]

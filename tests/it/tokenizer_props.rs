@@ -1,6 +1,6 @@
 //! decode(encode(s)) == s for every tokenizer kind, on arbitrary UTF-8 and on hard cases.
 
-mod common;
+use crate::common;
 
 use arlm::tokenizer::bpe::{BpeTokenizer, Pretokenizer};
 use arlm::tokenizer::bytes::ByteTokenizer;

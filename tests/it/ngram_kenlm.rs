@@ -1,5 +1,5 @@
 //! Agreement with KenLM on PTB (reference files in ../shared/data/kenlm, see its README).
-mod common;
+use crate::common;
 
 use arlm::model::ngram::kneser_ney::KnOptions;
 use arlm::model::ngram::store::{self, Corpus};

@@ -3,7 +3,7 @@
 //! test (hash of the id stream, plus the first ids and sampled lines to localise a
 //! mismatch), and round-trips through arlm's writer.
 
-mod common;
+use crate::common;
 
 use arlm::tokenizer;
 use sha2::{Digest, Sha256};

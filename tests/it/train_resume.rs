@@ -1,7 +1,7 @@
 //! Resume is bit-exact: 20 steps straight == 10 steps, stop, resume, 10 more
 //! (losses and weights identical), through the library and through the binary.
 
-mod common;
+use crate::common;
 
 use arlm::tokenizer::bytes::ByteTokenizer;
 use arlm::train::metrics::{read_jsonl, Record};

@@ -1,6 +1,6 @@
 //! `arlm train` end to end: data sources, config layering, run-directory contents, errors.
 
-mod common;
+use crate::common;
 
 use arlm::data::bin::TokenWriter;
 use arlm::tokenizer::{self, chars::CharTokenizer, Tokenizer};

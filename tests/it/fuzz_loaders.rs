@@ -7,7 +7,7 @@
 //! runs the long campaign, and `ulimit -v 4000000` beforehand checks that no input makes
 //! a loader allocate its way into an abort.
 
-mod common;
+use crate::common;
 
 use proptest::prelude::*;
 use std::io::Write;

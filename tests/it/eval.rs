@@ -1,6 +1,6 @@
 //! End-to-end tests of `arlm eval` on the real binary.
 
-mod common;
+use crate::common;
 
 use arlm::model::load::save_uniform;
 use arlm::tokenizer::bytes::ByteTokenizer;

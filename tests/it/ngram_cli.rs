@@ -2,7 +2,7 @@
 //! ARPA files through `model::load`, and clear errors on bad input.
 // with_model! expands the body for every model class, including ones whose State is ().
 #![allow(clippy::let_unit_value)]
-mod common;
+use crate::common;
 
 use arlm::model::{logsumexp, LanguageModel};
 use arlm::with_model;

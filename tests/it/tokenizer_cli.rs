@@ -1,6 +1,6 @@
 //! `arlm tokenizer` end to end: train, encode, decode, info, and bad input.
 
-mod common;
+use crate::common;
 
 use common::{arlm, arlm_ok};
 use std::io::Write;

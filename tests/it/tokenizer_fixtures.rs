@@ -2,7 +2,7 @@
 //! GPT-2 vs tiktoken (tools/gen_tiktoken_fixture.py) and tokenizer.json interop with Python
 //! `tokenizers` (tools/gen_hf_fixture.py).
 
-mod common;
+use crate::common;
 
 use arlm::tokenizer::{self, Tokenizer};
 use std::path::PathBuf;

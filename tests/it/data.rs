@@ -1,6 +1,6 @@
 //! End-to-end tests of `arlm prepare`: real splits on shared data, bad input through the binary.
 
-mod common;
+use crate::common;
 use arlm::data::bin::TokenFile;
 use common::{arlm, arlm_ok, shared_data};
 use std::path::Path;

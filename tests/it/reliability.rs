@@ -2,7 +2,7 @@
 //! refuses to write into directories that are not its own, and hostile numbers and sizes
 //! end in a clear error (exit 2), never a panic, an abort or a silent wrong number.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

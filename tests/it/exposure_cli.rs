@@ -1,7 +1,7 @@
 //! `arlm exposure` end to end: the exact source as the model has no exposure gap, the
 //! plot and JSON are written, and a real-text run has only the model's own NLLs.
 
-mod common;
+use crate::common;
 
 use common::{arlm, arlm_ok};
 

@@ -1,7 +1,7 @@
 //! `arlm generate` end to end on a uniform byte-level model (every token equally likely,
 //! so the outcome of each flag is computable by hand).
 
-mod common;
+use crate::common;
 
 use common::{arlm, arlm_ok};
 

@@ -417,3 +417,100 @@ impl Drop for Worker {
         self.tx = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::SamplerConfig;
+    use crate::model::{check_token, ModelError};
+    use crate::tokenizer::bytes::ByteTokenizer;
+
+    /// A uniform byte model with a bug: feeding `!` panics.
+    struct Trap;
+
+    impl LanguageModel for Trap {
+        type State = ();
+        fn vocab_size(&self) -> usize {
+            257
+        }
+        fn max_context(&self) -> Option<usize> {
+            None
+        }
+        fn bos_token(&self) -> u32 {
+            256
+        }
+        fn describe(&self) -> String {
+            "trap".into()
+        }
+        fn new_state(&self) {}
+        fn feed(&self, _: &mut (), token: u32, logprobs: &mut [f32]) -> Result<(), ModelError> {
+            check_token(token, 257)?;
+            assert_ne!(token, u32::from(b'!'), "trap token fed");
+            logprobs.fill(-(257f32).ln());
+            Ok(())
+        }
+    }
+
+    fn job(prompt: &str, max_tokens: usize) -> (Job, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let req = GenRequest {
+            prompt: prompt.bytes().map(u32::from).collect(),
+            max_tokens,
+            stop: Vec::new(),
+            sampler: SamplerConfig::greedy(),
+            n: 1,
+            logprobs: None,
+            first_choice: 0,
+            stop_at_eot: false,
+        };
+        let admitted = Instant::now();
+        (Job { req, tx, admitted }, rx)
+    }
+
+    /// Waits for the request's last event: Done or Failed.
+    fn last_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Event {
+        loop {
+            match rx.blocking_recv().expect("the worker dropped the request") {
+                Event::Token { .. } => continue,
+                e => return e,
+            }
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_step_fails_its_batch_and_the_worker_goes_on() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let opts = EngineOptions {
+                max_batch: 4,
+                prefill_chunk: 64,
+            };
+            run_worker(
+                &Trap,
+                &ByteTokenizer,
+                rx,
+                opts,
+                &AtomicU64::new(0),
+                &Metrics::default(),
+            );
+        });
+        let (bad, mut bad_rx) = job("a trap!", 3);
+        tx.send(bad).unwrap();
+        match last_event(&mut bad_rx) {
+            Event::Failed(e) => {
+                assert_eq!(e.status, axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                assert!(e.message.contains("trap token fed"), "{}", e.message);
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        // The same worker still serves the next request.
+        let (good, mut good_rx) = job("fine", 3);
+        tx.send(good).unwrap();
+        match last_event(&mut good_rx) {
+            Event::Done { finish, .. } => assert_eq!(finish, FinishReason::Length),
+            other => panic!("expected a finished choice, got {other:?}"),
+        }
+        drop(tx);
+        worker.join().unwrap();
+    }
+}

@@ -259,9 +259,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("resuming {} at step {}", dir.display(), state.step);
         }
         // The checkpoint's model fixes the shape the weights are loaded into (a model
-        // started --init-from keeps its directory's context length).
-        let init = open_init(&dir)?;
-        (out, config, Some(init))
+        // started --init-from keeps its directory's context length). If it does not
+        // open, a fresh model of the config's shape is built and the resume skips the
+        // damaged checkpoint as usual.
+        let init = open_init(&dir).ok();
+        (out, config, init)
     } else {
         let name = preset.clone().unwrap_or_else(|| "default".into());
         let mut config = TrainConfig::preset(&name)?;
@@ -344,9 +346,12 @@ fn adopt_init(
 ) -> anyhow::Result<()> {
     let dir = init.path.display();
     let mut spec = ModelSpec::of_model(&init.model, &init.path)?;
-    // All-zero biases fit either setting (learned, or held at zero): the config decides.
-    if let (ModelSpec::Gpt(have), ModelSpec::Gpt(want)) = (&mut spec, &config.model) {
-        have.bias |= want.bias;
+    match (&mut spec, &config.model) {
+        // All-zero biases fit either setting (learned, or held at zero): the config decides.
+        (ModelSpec::Gpt(have), ModelSpec::Gpt(want)) => have.bias |= want.bias,
+        // The init scheme is not used (the weights are loaded); the config's is recorded.
+        (ModelSpec::Rnn(have), ModelSpec::Rnn(want)) => have.init = want.init,
+        _ => {}
     }
     if spec.is_recurrent() != config.model.is_recurrent() {
         bail!(

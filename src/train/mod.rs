@@ -25,6 +25,7 @@
 //! Evaluation uses a fixed set of validation windows (drawn from a separate RNG seeded
 //! from `seed`), so successive evaluations are comparable and do not disturb training.
 
+pub mod build;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -34,11 +35,12 @@ pub mod rnn;
 pub mod spec;
 pub mod trainable;
 
+pub use build::InitModel;
 pub use config::{ConfigOverrides, TrainConfig};
 pub use data::TrainData;
 pub use gpt::TrainableGpt;
 pub use rnn::{RnnSpec, TrainableRnn};
-pub use spec::{GptSpec, InitModel, ModelSpec};
+pub use spec::{GptSpec, ModelSpec};
 pub use trainable::Trainable;
 
 use crate::ops::AdamW;

@@ -13,7 +13,7 @@ use crate::model::ModelError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The recurrent model of a training config (`rnn` in [`super::TrainConfig`]); B, T and
+/// The shape of a recurrent model to train ([`super::ModelSpec::Rnn`]); B, T and
 /// dropout are the config's `batch_size`, `block_size` and `dropout`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,20 +1,16 @@
 //! Which model a run trains: [`ModelSpec`], and the one function that builds it.
 //!
-//! The training loop only knows [`Trainable`]; a model class enters training through one
-//! variant of [`ModelSpec`] (its shape, without the vocabulary, which comes from the
-//! data) and one arm in [`ModelSpec::build`] / [`ModelSpec::of_model`]. The CLI calls
-//! [`ModelSpec::build`] and nothing class-specific.
+//! The training loop only knows [`super::Trainable`]; a model class enters training
+//! through one variant of [`ModelSpec`] (its shape, without the vocabulary, which comes
+//! from the data) and one arm in [`ModelSpec::build`] (in `build.rs`) and
+//! [`ModelSpec::of_model`]. The CLI calls [`ModelSpec::build`] and nothing class-specific.
 //!
 //! In JSON (`train_state.json`) the spec is an object tagged by `class`:
 //! `{"class": "gpt", "n_layer": 4, ...}` or `{"class": "rnn", "cell": "lstm", ...}`.
 
-use super::config::TrainConfig;
-use super::gpt::TrainableGpt;
-use super::rnn::{RnnSpec, TrainableRnn};
-use super::trainable::Trainable;
+use super::rnn::RnnSpec;
 use super::TrainError;
 use crate::model::load::AnyModel;
-use crate::model::ModelError;
 use serde::{Deserialize, Serialize};
 
 /// The shape of a GPT to train (the vocabulary comes from the data, the context length
@@ -43,19 +39,11 @@ fn default_bias() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "class", rename_all = "lowercase")]
 pub enum ModelSpec {
-    /// A GPT-2 style transformer ([`TrainableGpt`]); batched as random windows.
+    /// A GPT-2 style transformer ([`super::TrainableGpt`]); batched as random windows.
     Gpt(GptSpec),
-    /// An LSTM / GRU / tanh RNN ([`TrainableRnn`]); batched as contiguous streams with
+    /// An LSTM / GRU / tanh RNN ([`super::TrainableRnn`]); batched as contiguous streams with
     /// the state carried (truncated BPTT).
     Rnn(RnnSpec),
-}
-
-/// A trained model to start a run from (`arlm train --init-from DIR`).
-pub struct InitModel {
-    /// The model as loaded from its directory.
-    pub model: AnyModel,
-    /// Where it came from (for messages).
-    pub path: std::path::PathBuf,
 }
 
 impl ModelSpec {
@@ -113,56 +101,6 @@ impl ModelSpec {
             }
         }
         Ok(())
-    }
-
-    /// The model of `config` over `vocab_size` ids conditioned on `bos_token`, ready to
-    /// train: freshly initialized from `config.seed`, or holding `init`'s weights (whose
-    /// shape [`ModelSpec::of_model`] has already put into `config`).
-    pub fn build(
-        config: &TrainConfig,
-        vocab_size: usize,
-        bos_token: u32,
-        init: Option<InitModel>,
-    ) -> Result<Box<dyn Trainable>, TrainError> {
-        let (b, t) = (config.batch_size, config.block_size);
-        let mismatch = |init: &InitModel| {
-            TrainError::Config(format!(
-                "--init-from {}: the model is not a {} (the configured class)",
-                init.path.display(),
-                config.model.class_name()
-            ))
-        };
-        Ok(match (&config.model, init) {
-            (ModelSpec::Gpt(g), None) => {
-                Box::new(TrainableGpt::new(g, config, vocab_size, bos_token)?)
-            }
-            (ModelSpec::Rnn(r), None) => {
-                let m = TrainableRnn::new(
-                    r,
-                    (b, t),
-                    config.dropout,
-                    vocab_size,
-                    bos_token,
-                    config.seed,
-                )?;
-                Box::new(m)
-            }
-            (ModelSpec::Gpt(g), Some(init)) => match init.model {
-                AnyModel::Gpt(mut m) => {
-                    m.bos_token = bos_token;
-                    Box::new(TrainableGpt::from_model(m, g, config)?)
-                }
-                _ => return Err(mismatch(&init)),
-            },
-            (ModelSpec::Rnn(_), Some(init)) => match init.model {
-                AnyModel::Rnn(mut m) => {
-                    m.bos_token = bos_token;
-                    m.config.dropout = config.dropout;
-                    Box::new(TrainableRnn::from_model(m, (b, t)))
-                }
-                _ => return Err(mismatch(&init)),
-            },
-        })
     }
 
     /// The spec of a loaded model (its class and shape), or an error naming `path` when
@@ -226,56 +164,6 @@ impl ModelSpec {
     }
 }
 
-impl<T: Trainable + ?Sized> Trainable for Box<T> {
-    fn num_params(&self) -> usize {
-        (**self).num_params()
-    }
-    fn params(&self) -> &[f32] {
-        (**self).params()
-    }
-    fn params_and_grads(&mut self) -> (&mut [f32], &[f32]) {
-        (**self).params_and_grads()
-    }
-    fn decay_mask(&self) -> Vec<bool> {
-        (**self).decay_mask()
-    }
-    fn zero_grad(&mut self) {
-        (**self).zero_grad()
-    }
-    fn forward_backward(
-        &mut self,
-        inputs: &[u32],
-        targets: &[u32],
-        seed: u64,
-    ) -> Result<f32, ModelError> {
-        (**self).forward_backward(inputs, targets, seed)
-    }
-    fn forward_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<f32, ModelError> {
-        (**self).forward_loss(inputs, targets)
-    }
-    fn save(&self, dir: &std::path::Path) -> Result<(), ModelError> {
-        (**self).save(dir)
-    }
-    fn load_params(&mut self, dir: &std::path::Path) -> Result<(), ModelError> {
-        (**self).load_params(dir)
-    }
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-    fn stateful(&self) -> bool {
-        (**self).stateful()
-    }
-    fn reset_state(&mut self, eval: bool) {
-        (**self).reset_state(eval)
-    }
-    fn carried_state(&self) -> Vec<f32> {
-        (**self).carried_state()
-    }
-    fn set_carried_state(&mut self, state: &[f32]) -> Result<(), ModelError> {
-        (**self).set_carried_state(state)
-    }
-}
-
 /// Rewrites a `train_state.json` config object of the flat form (the GPT's `n_layer`,
 /// `n_head`, `n_embd`, `bias` at the top level, and an optional `rnn` object) into the
 /// `model` form, so checkpoints of either form resume.
@@ -310,7 +198,8 @@ mod tests {
 
     #[test]
     fn spec_json_round_trip_and_flat_form() {
-        for p in super::super::config::PRESETS {
+        use crate::train::config::{TrainConfig, PRESETS};
+        for p in PRESETS {
             let c = TrainConfig::preset(p).unwrap();
             let v = serde_json::to_value(&c).unwrap();
             let back: TrainConfig = serde_json::from_value(v).unwrap();

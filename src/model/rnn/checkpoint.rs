@@ -242,6 +242,9 @@ mod tests {
                 let mut w = v.clone();
                 w["nhid"] = json!(6);
                 w["ninp"] = json!(6);
+                if key == "nhid" {
+                    w["ninp"] = huge.clone();
+                }
                 w[key] = huge;
                 std::fs::write(&cpath, w.to_string()).unwrap();
                 let e = load(dir.path()).unwrap_err().to_string();

@@ -142,7 +142,7 @@ impl TrainConfig {
     /// - `gpt2-124m`: nanoGPT's `config/train_gpt2.py` (12L/12H/768, T=1024, B=12 x 40
     ///   accumulation, lr 6e-4, 600k iters) with GPT-2's BPE tokenizer.
     ///
-    /// The recurrent presets cite their sources beside their entries. Long (~190 lines)
+    /// The recurrent presets cite their sources beside their entries. Long (~200 lines)
     /// on purpose: it is a table, one entry per preset with its source beside it.
     pub fn preset(name: &str) -> Result<TrainConfig, TrainError> {
         let base = TrainConfig {

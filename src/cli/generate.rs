@@ -241,19 +241,15 @@ fn run_model<M: LanguageModel>(
         };
         total_tokens += gen.tokens.len();
         if args.json {
-            let obj = serde_json::json!({
-                "sample": i,
-                "seed": args.seed,
-                "prompt": tok.decode(prompt).unwrap_or_default(),
-                "prompt_tokens": prompt.len(),
-                "text": gen.text,
-                "finish_reason": gen.finish_reason,
-                "total_logprob": gen.total_logprob,
-                "window_slides": gen.window_slides,
-                "tokens": gen.tokens,
-            });
+            let obj = SampleJson {
+                sample: i,
+                seed: args.seed,
+                prompt: tok.decode(prompt).unwrap_or_default(),
+                prompt_tokens: prompt.len(),
+                generation: &gen,
+            };
             let mut out = stdout.lock();
-            writeln!(out, "{obj}")?;
+            writeln!(out, "{}", serde_json::to_string(&obj)?)?;
             out.flush()?;
         } else {
             eprintln!(
@@ -297,21 +293,12 @@ fn run_beam<M: LanguageModel>(
     let mut out = std::io::stdout().lock();
     let mut items = Vec::new();
     for (rank, h) in hyps.iter().enumerate() {
-        let body: &[u32] = if h.ended_with_eot {
-            &h.tokens[..h.tokens.len() - 1]
-        } else {
-            &h.tokens
-        };
-        let text = tok.decode(body)?;
+        let generation = h.to_generation(tok)?;
         if args.json {
-            items.push(serde_json::json!({
-                "rank": rank + 1,
-                "text": text,
-                "token_ids": h.tokens,
-                "logprob": h.logprob,
-                "score": h.score,
-                "finish_reason": if h.ended_with_eot { "eot" } else { "length" },
-            }));
+            items.push(BeamJson {
+                rank: rank + 1,
+                generation,
+            });
         } else {
             writeln!(
                 out,
@@ -322,7 +309,7 @@ fn run_beam<M: LanguageModel>(
                 h.tokens.len(),
                 if h.ended_with_eot { ", eot" } else { "" }
             )?;
-            writeln!(out, "{text}")?;
+            writeln!(out, "{}", generation.text)?;
         }
     }
     if args.json {
@@ -340,4 +327,23 @@ fn run_beam<M: LanguageModel>(
         model.describe()
     );
     Ok(())
+}
+
+/// One `--json` line of sampling: the sample's [`generate::Generation`] and its context.
+#[derive(serde::Serialize)]
+struct SampleJson<'a> {
+    sample: usize,
+    seed: u64,
+    prompt: String,
+    prompt_tokens: usize,
+    #[serde(flatten)]
+    generation: &'a generate::Generation,
+}
+
+/// One beam-search hypothesis in `--json`: its rank and its [`generate::Generation`].
+#[derive(serde::Serialize)]
+struct BeamJson {
+    rank: usize,
+    #[serde(flatten)]
+    generation: generate::Generation,
 }

@@ -1,10 +1,11 @@
 //! `arlm train`: flags -> a [`TrainConfig`] (preset, then TOML file, then flags), data,
-//! a GPT or a recurrent model (`rnn` in the config), and the library's training loop.
+//! the model ([`ModelSpec::build`]: fresh, or `--init-from` a model directory), and the
+//! library's training loop.
 
 use anyhow::{bail, Context};
 use arlm::train::{
-    checkpoint, data, ConfigOverrides, RunOptions, TrainConfig, Trainable, TrainableGpt,
-    TrainableRnn, Trainer,
+    checkpoint, data, ConfigOverrides, InitModel, ModelSpec, RunOptions, TrainConfig, Trainable,
+    Trainer,
 };
 use std::path::{Path, PathBuf};
 
@@ -19,9 +20,16 @@ pub struct Args {
     /// Default: runs/PRESET (or runs/PRESET-2, -3, ... if taken).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Starting configuration: tiny, default, shakespeare-char-cpu, baby-shakespeare, gpt2-124m.
+    /// Starting configuration: tiny, default, shakespeare-char-cpu, baby-shakespeare,
+    /// gpt2-124m, tiny-lstm, ptb-lstm-small, ptb-gru-small, ptb-lstm-medium.
     #[arg(long)]
     preset: Option<String>,
+    /// Start from the weights of this model directory (an arlm run or model, or a GPT-2
+    /// saved by transformers) instead of a fresh init, with a fresh optimizer. The shape
+    /// comes from the directory (shape flags must agree with it); its tokenizer.json
+    /// tokenizes raw text, and a prepared --data must use the same tokenizer.
+    #[arg(long, value_name = "DIR")]
+    init_from: Option<PathBuf>,
     /// A TOML file of config fields (e.g. `steps = 500`, `lr = 1e-3`), applied after the preset.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -61,7 +69,10 @@ pub struct Args {
     /// Context length.
     #[arg(long)]
     block_size: Option<usize>,
-    /// Transformer blocks.
+    /// Model class: gpt, lstm, gru or rnn (tanh); see the presets for whole recipes.
+    #[arg(long)]
+    model: Option<String>,
+    /// Layers (transformer blocks, or stacked recurrent layers).
     #[arg(long)]
     n_layer: Option<usize>,
     /// Attention heads.
@@ -70,9 +81,41 @@ pub struct Args {
     /// Embedding width.
     #[arg(long)]
     n_embd: Option<usize>,
+    /// Hidden units per recurrent layer.
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Embedding size of a recurrent model (0: same as --hidden).
+    #[arg(long)]
+    embd: Option<usize>,
+    /// Tie a recurrent model's decoder to its embedding (needs embd = hidden).
+    #[arg(long, value_name = "true|false")]
+    tied: Option<bool>,
+    /// Recurrent weight init: a range r (uniform in [-r, r]) or `torch` (PyTorch's).
+    #[arg(long, value_name = "R|torch")]
+    weight_init: Option<String>,
     /// Dropout probability.
     #[arg(long)]
     dropout: Option<f32>,
+    /// Optimizer: adamw or sgd.
+    #[arg(long, value_name = "adamw|sgd")]
+    optimizer: Option<String>,
+    /// Run length in epochs over the contiguous streams (recurrent models; 0: use --steps).
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Per-epoch step decay: full rate for this many epochs (recurrent models).
+    #[arg(long)]
+    lr_decay_after_epoch: Option<u64>,
+    /// Per-epoch step decay: multiply the rate by this each later epoch (0.5: halve).
+    #[arg(long)]
+    lr_decay_factor: Option<f32>,
+    /// Multiply the rate by this after each evaluation that does not improve on the best
+    /// validation loss (0.25 as PyTorch's word_language_model; 1: off).
+    #[arg(long)]
+    lr_plateau: Option<f32>,
+    /// Gradient of the loss summed over the T steps (Zaremba et al.'s scale) instead of
+    /// the per-token mean.
+    #[arg(long, value_name = "true|false")]
+    loss_sum_over_time: Option<bool>,
     /// Learn biases in linear layers and LayerNorms (false = nanoGPT's bias=False: the
     /// biases stay zero).
     #[arg(long, value_name = "true|false")]
@@ -113,15 +156,26 @@ pub struct Args {
 }
 
 impl Args {
-    fn overrides(&self) -> ConfigOverrides {
-        ConfigOverrides {
+    fn overrides(&self) -> anyhow::Result<ConfigOverrides> {
+        let optimizer = match self.optimizer.as_deref() {
+            None => None,
+            Some("adamw") => Some(arlm::train::config::Optimizer::AdamW),
+            Some("sgd") => Some(arlm::train::config::Optimizer::Sgd),
+            Some(o) => bail!("--optimizer {o:?}: expected adamw or sgd"),
+        };
+        Ok(ConfigOverrides {
             preset: None,
+            model: self.model.clone(),
             n_layer: self.n_layer,
             n_head: self.n_head,
             n_embd: self.n_embd,
+            bias: self.bias,
+            hidden: self.hidden,
+            embd: self.embd,
+            tied: self.tied,
+            init: self.weight_init.clone(),
             block_size: self.block_size,
             dropout: self.dropout,
-            bias: self.bias,
             batch_size: self.batch_size,
             grad_accum: self.grad_accum,
             steps: self.steps,
@@ -141,7 +195,13 @@ impl Args {
             seed: self.seed,
             tokenizer: self.tokenizer.clone(),
             val_fraction: self.val_fraction,
-        }
+            optimizer,
+            epochs: self.epochs,
+            lr_decay_after_epoch: self.lr_decay_after_epoch,
+            lr_decay_factor: self.lr_decay_factor,
+            lr_plateau: self.lr_plateau,
+            loss_sum_over_time: self.loss_sum_over_time,
+        })
     }
 }
 
@@ -174,9 +234,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .preset
         .clone()
         .or_else(|| file.as_ref().and_then(|f| f.preset.clone()));
-    let flags = args.overrides();
+    let flags = args.overrides()?;
+    if args.resume && args.init_from.is_some() {
+        bail!("--init-from starts a new run; --resume continues one (pass one of them)");
+    }
 
-    let (out, config) = if args.resume {
+    let (out, config, init) = if args.resume {
         let Some(out) = args.out.clone() else {
             bail!("--resume needs --out RUN_DIR (the run to continue)");
         };
@@ -189,23 +252,47 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => state.config.clone(),
         };
         if let Some(f) = &file {
-            config.apply(f);
+            config.apply(f).with_context(|| config_source(&args))?;
         }
-        config.apply(&flags);
+        config.apply(&flags)?;
         if !args.quiet {
             println!("resuming {} at step {}", dir.display(), state.step);
         }
-        (out, config)
+        // The checkpoint's model fixes the shape the weights are loaded into (a model
+        // started --init-from keeps its directory's context length). If it does not
+        // open, a fresh model of the config's shape is built and the resume skips the
+        // damaged checkpoint as usual.
+        let init = open_init(&dir).ok();
+        (out, config, init)
     } else {
         let name = preset.clone().unwrap_or_else(|| "default".into());
         let mut config = TrainConfig::preset(&name)?;
         if let Some(f) = &file {
-            config.apply(f);
+            config.apply(f).with_context(|| config_source(&args))?;
         }
-        config.apply(&flags);
+        config.apply(&flags)?;
+        let init = match &args.init_from {
+            Some(dir) => {
+                let init = open_init(dir)?;
+                let mut explicit = TrainConfig::shape_fields(&flags);
+                if let Some(f) = &file {
+                    explicit.extend(TrainConfig::shape_fields(f));
+                }
+                if flags.block_size.is_some()
+                    || file.as_ref().is_some_and(|f| f.block_size.is_some())
+                {
+                    explicit.push("block_size");
+                }
+                let tokenizer_set = flags.tokenizer.is_some()
+                    || file.as_ref().is_some_and(|f| f.tokenizer.is_some());
+                adopt_init(&mut config, &init, &explicit, tokenizer_set)?;
+                Some(init)
+            }
+            None => None,
+        };
         let out = args.out.clone().unwrap_or_else(|| default_out(&name));
         arlm::outdir::check(&out, arlm::outdir::OutputKind::TrainRun, args.force)?;
-        (out, config)
+        (out, config, init)
     };
     config.validate()?;
 
@@ -213,18 +300,100 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Before allocating the model: a context longer than the data fails fast.
     data.check_windows(config.block_size)?;
     let tok = data.tokenizer.as_ref();
-    let (vocab, bos) = (tok.vocab_size(), tok.eot_token());
-    match config.rnn.clone() {
-        Some(spec) => {
-            let (b, t) = (config.batch_size, config.block_size);
-            let model = TrainableRnn::new(&spec, (b, t), config.dropout, vocab, bos, config.seed)?;
-            run_trainer(&args, model, config, data, out)
-        }
-        None => {
-            let model = TrainableGpt::new(&config, vocab, bos)?;
-            run_trainer(&args, model, config, data, out)
+    if let (Some(init), Some(dir)) = (&init, &args.init_from) {
+        let (want, got) = (init.tokenizer.fingerprint(), tok.fingerprint());
+        if want != got || init.tokenizer.kind() != tok.kind() {
+            bail!(
+                "--init-from {}: the model's tokenizer ({} {want}) is not the data's ({} {got}); \
+                 prepare the data with the model's tokenizer.json",
+                dir.display(),
+                init.tokenizer.kind(),
+                tok.kind()
+            );
         }
     }
+    let (vocab, bos) = (tok.vocab_size(), tok.eot_token());
+    let init = init.map(|i| InitModel {
+        model: i.model,
+        path: i.path,
+    });
+    let model = ModelSpec::build(&config, vocab, bos, init)?;
+    run_trainer(&args, model, config, data, out)
+}
+
+/// Which file a TOML error came from.
+fn config_source(args: &Args) -> String {
+    args.config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Opens an `--init-from` directory (or a checkpoint being resumed) through the model
+/// registry.
+fn open_init(dir: &Path) -> anyhow::Result<arlm::model::load::LoadedModel> {
+    arlm::model::load::load(dir).with_context(|| format!("--init-from {}", dir.display()))
+}
+
+/// Puts the shape of `init`'s model into `config` (refusing another class, or shape
+/// fields in `explicit` that disagree), clamps a preset's context to the model's, and
+/// makes the model's tokenizer.json the raw-text tokenizer unless one was chosen.
+fn adopt_init(
+    config: &mut TrainConfig,
+    init: &arlm::model::load::LoadedModel,
+    explicit: &[&str],
+    tokenizer_set: bool,
+) -> anyhow::Result<()> {
+    let dir = init.path.display();
+    let mut spec = ModelSpec::of_model(&init.model, &init.path)?;
+    match (&mut spec, &config.model) {
+        // All-zero biases fit either setting (learned, or held at zero): the config decides.
+        (ModelSpec::Gpt(have), ModelSpec::Gpt(want)) => have.bias |= want.bias,
+        // The init scheme is not used (the weights are loaded); the config's is recorded.
+        (ModelSpec::Rnn(have), ModelSpec::Rnn(want)) => have.init = want.init,
+        _ => {}
+    }
+    if spec.is_recurrent() != config.model.is_recurrent() {
+        bail!(
+            "--init-from {dir}: the directory holds a {} but the configuration trains a {} \
+             (choose a preset of the same class, or --model {})",
+            spec.class_name(),
+            config.model.class_name(),
+            spec.class_name()
+        );
+    }
+    let conflicts: Vec<String> = config
+        .model
+        .differences(&spec)
+        .into_iter()
+        .filter(|d| {
+            explicit.iter().any(|f| d.starts_with(&format!("{f}:"))) || d.starts_with("cell:")
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        bail!(
+            "--init-from {dir}: the model's shape conflicts with the given settings ({}: \
+             given -> the model's); drop those flags to take the model's shape",
+            conflicts.join("; ")
+        );
+    }
+    config.model = spec;
+    if let arlm::model::load::AnyModel::Gpt(g) = &init.model {
+        let context = g.config.block_size;
+        if config.block_size > context {
+            if explicit.contains(&"block_size") {
+                bail!(
+                    "--init-from {dir}: --block-size {} exceeds the model's context of {context}",
+                    config.block_size
+                );
+            }
+            config.block_size = context;
+        }
+    }
+    if !tokenizer_set && config.tokenizer == "auto" {
+        config.tokenizer = init.path.join("tokenizer.json").display().to_string();
+    }
+    Ok(())
 }
 
 /// Trains `model` (a fresh run, or the resumed one in `out`) and prints the summary.

@@ -458,11 +458,81 @@ impl Drop for Staging {
 }
 
 /// Tokenizes the inputs into `out/train.bin`, `out/val.bin`, `out/tokenizer.json` and
-/// `out/meta.json`.
+/// `out/meta.json`: options checked, a counting pass (for the split point and the progress
+/// bar), an encoding pass into a staging directory, then the files renamed into place.
 pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
     let start = std::time::Instant::now();
     let tok = opts.tokenizer;
     let vocab = tok.vocab_size();
+    let (width, val_input) = check_options(opts)?;
+    let (total_chars, total_bytes) = count_text(opts, val_input.as_ref())?;
+
+    // Staging directory inside the output directory (same file system: renames are atomic).
+    std::fs::create_dir_all(&opts.out).map_err(|source| DataError::Io {
+        path: opts.out.clone(),
+        source,
+    })?;
+    let staging = Staging(
+        opts.out
+            .join(format!(".prepare.tmp.{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&staging.0).map_err(|source| DataError::Io {
+        path: opts.out.clone(),
+        source,
+    })?;
+
+    let progress = progress_bar(opts.progress, total_bytes);
+    let keep = matches!(opts.input, Input::DefaultCorpus);
+    let new_split = |name: &str| -> Result<SplitWriter, DataError> {
+        Ok(SplitWriter {
+            tok,
+            writer: TokenWriter::create_with_width(&staging.0.join(name), vocab, width)?,
+            pending: String::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            stats: SplitStats::default(),
+            in_doc: false,
+            had_doc: false,
+            keep: keep.then(String::new),
+            progress: &progress,
+        })
+    };
+    let mut train = new_split("train.bin")?;
+    let mut val = new_split("val.bin")?;
+    encode_splits(opts, val_input.as_ref(), total_chars, &mut train, &mut val)?;
+    let (train_stats, train_text) = train.finish()?;
+    let (val_stats, val_text) = val.finish()?;
+    progress.finish_and_clear();
+
+    let synth_floor = match (train_text, val_text) {
+        (Some(t), Some(v)) => Some(SynthFloors {
+            train: crate::corpus::floor(t.as_bytes()),
+            val: crate::corpus::floor(v.as_bytes()),
+        }),
+        _ => None,
+    };
+    let (inputs, split) = describe_inputs(opts);
+    let report = PrepareReport {
+        tokenizer_kind: tok.kind().to_string(),
+        tokenizer_fingerprint: tok.fingerprint(),
+        vocab_size: vocab,
+        eot_token: tok.eot_token(),
+        id_bytes: width,
+        inputs,
+        split,
+        train: train_stats,
+        val: val_stats,
+        synth_floor,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    install(opts, &staging.0, &report)?;
+    Ok(report)
+}
+
+/// The id width and the validation input of `opts`, refusing bad options and input files
+/// that do not open before any work (a missing file is the commonest mistake).
+fn check_options(opts: &PrepareOptions) -> Result<(u32, Option<Input>), DataError> {
+    let vocab = opts.tokenizer.vocab_size();
     let width = match opts.dtype {
         Dtype::Auto => id_width(vocab),
         Dtype::U16 if vocab > 1 << 16 => {
@@ -485,7 +555,6 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
             return Err(DataError::Invalid("no input files".into()));
         }
     }
-    let jsonl = opts.jsonl_field.as_deref();
     let val_input = match &opts.val {
         ValSplit::Files(v) if v.is_empty() => {
             return Err(DataError::Invalid("no validation files".into()))
@@ -493,7 +562,6 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
         ValSplit::Files(v) => Some(Input::Files(v.clone())),
         ValSplit::Fraction(_) => None,
     };
-    // Check every file opens before any work (a missing file is the commonest mistake).
     for input in std::iter::once(&opts.input).chain(val_input.as_ref()) {
         if let Input::Files(files) = input {
             for p in files {
@@ -504,11 +572,15 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
             }
         }
     }
+    Ok((width, val_input))
+}
 
-    // Pass 1: validate and count characters and bytes.
+/// Pass 1: validates the inputs and counts their characters and bytes.
+fn count_text(opts: &PrepareOptions, val_input: Option<&Input>) -> Result<(u64, u64), DataError> {
+    let jsonl = opts.jsonl_field.as_deref();
     let mut total_chars = 0u64;
     let mut total_bytes = 0u64;
-    for input in std::iter::once(&opts.input).chain(val_input.as_ref()) {
+    for input in std::iter::once(&opts.input).chain(val_input) {
         for_each_event(input, jsonl, opts.lossy, &mut |e| {
             if let Event::Text(s) = e {
                 total_chars += s.chars().count() as u64;
@@ -522,53 +594,34 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
             "the corpus is empty (no text in the inputs)".into(),
         ));
     }
+    Ok((total_chars, total_bytes))
+}
 
-    // Staging directory inside the output directory (same file system: renames are atomic).
-    std::fs::create_dir_all(&opts.out).map_err(|source| DataError::Io {
-        path: opts.out.clone(),
-        source,
-    })?;
-    let staging = Staging(
-        opts.out
-            .join(format!(".prepare.tmp.{}", std::process::id())),
+fn progress_bar(show: bool, total_bytes: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total_bytes);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} tokenizing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
-    std::fs::create_dir_all(&staging.0).map_err(|source| DataError::Io {
-        path: opts.out.clone(),
-        source,
-    })?;
+    pb
+}
 
-    let progress = if opts.progress {
-        let pb = indicatif::ProgressBar::new(total_bytes);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} tokenizing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        pb
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let keep = matches!(opts.input, Input::DefaultCorpus);
-    let new_split = |name: &str| -> Result<SplitWriter, DataError> {
-        Ok(SplitWriter {
-            tok,
-            writer: TokenWriter::create_with_width(&staging.0.join(name), vocab, width)?,
-            pending: String::new(),
-            batch: Vec::new(),
-            batch_bytes: 0,
-            stats: SplitStats::default(),
-            in_doc: false,
-            had_doc: false,
-            keep: keep.then(String::new),
-            progress: &progress,
-        })
-    };
-    let mut train = new_split("train.bin")?;
-    let mut val = new_split("val.bin")?;
-
-    // Pass 2: encode.
+/// Pass 2: encodes the inputs into the two splits (the last fraction of the characters
+/// goes to validation, or the validation files do).
+fn encode_splits(
+    opts: &PrepareOptions,
+    val_input: Option<&Input>,
+    total_chars: u64,
+    train: &mut SplitWriter,
+    val: &mut SplitWriter,
+) -> Result<(), DataError> {
+    let jsonl = opts.jsonl_field.as_deref();
     match &opts.val {
         ValSplit::Fraction(f) => {
             let train_chars = ((total_chars as f64) * (1.0 - f)).floor() as u64;
@@ -594,7 +647,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
                     val.end_doc();
                     Ok(())
                 }
-            })?;
+            })
         }
         ValSplit::Files(_) => {
             for_each_event(&opts.input, jsonl, opts.lossy, &mut |e| match e {
@@ -604,7 +657,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
                     Ok(())
                 }
             })?;
-            if let Some(vi) = &val_input {
+            if let Some(vi) = val_input {
                 for_each_event(vi, jsonl, opts.lossy, &mut |e| match e {
                     Event::Text(s) => val.text(s),
                     Event::EndDoc => {
@@ -613,66 +666,54 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
                     }
                 })?;
             }
+            Ok(())
         }
     }
-    let (train_stats, train_text) = train.finish()?;
-    let (val_stats, val_text) = val.finish()?;
-    progress.finish_and_clear();
+}
 
-    let synth_floor = match (train_text, val_text) {
-        (Some(t), Some(v)) => Some(SynthFloors {
-            train: crate::corpus::floor(t.as_bytes()),
-            val: crate::corpus::floor(v.as_bytes()),
-        }),
-        _ => None,
+/// The `inputs` and `split` lines of meta.json.
+fn describe_inputs(opts: &PrepareOptions) -> (Vec<String>, String) {
+    let inputs = match &opts.input {
+        Input::DefaultCorpus => vec![format!(
+            "default corpus (arlm-synth seed {:#x}, {} bytes)",
+            crate::corpus::DEFAULT_SEED,
+            crate::corpus::DEFAULT_BYTES
+        )],
+        Input::Files(f) => f.iter().map(|p| p.display().to_string()).collect(),
     };
-    let report = PrepareReport {
-        tokenizer_kind: tok.kind().to_string(),
-        tokenizer_fingerprint: tok.fingerprint(),
-        vocab_size: vocab,
-        eot_token: tok.eot_token(),
-        id_bytes: width,
-        inputs: match &opts.input {
-            Input::DefaultCorpus => vec![format!(
-                "default corpus (arlm-synth seed {:#x}, {} bytes)",
-                crate::corpus::DEFAULT_SEED,
-                crate::corpus::DEFAULT_BYTES
-            )],
-            Input::Files(f) => f.iter().map(|p| p.display().to_string()).collect(),
-        },
-        split: match &opts.val {
-            ValSplit::Fraction(f) => format!("last {f} of the characters"),
-            ValSplit::Files(v) => format!(
-                "files: {}",
-                v.iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        },
-        train: train_stats,
-        val: val_stats,
-        synth_floor,
-        seconds: start.elapsed().as_secs_f64(),
+    let split = match &opts.val {
+        ValSplit::Fraction(f) => format!("last {f} of the characters"),
+        ValSplit::Files(v) => format!(
+            "files: {}",
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
+    (inputs, split)
+}
+
+/// Writes tokenizer.json and meta.json into `staging` and renames the four files into
+/// `opts.out`: the old meta.json goes first, the new one last, so a directory with a
+/// meta.json always has the .bin files it describes.
+fn install(opts: &PrepareOptions, staging: &Path, report: &PrepareReport) -> Result<(), DataError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DataError::Io { path, source }
     };
-    crate::tokenizer::save(tok, &staging.0.join("tokenizer.json"))?;
-    let meta = serde_json::to_string_pretty(&report).unwrap_or_default();
-    std::fs::write(staging.0.join("meta.json"), meta).map_err(io(&staging.0))?;
-    // Install: the old meta.json goes first, the new one last, so a directory with a
-    // meta.json always has the .bin files it describes.
+    crate::tokenizer::save(opts.tokenizer, &staging.join("tokenizer.json"))?;
+    let meta = serde_json::to_string_pretty(report).unwrap_or_default();
+    std::fs::write(staging.join("meta.json"), meta).map_err(io(staging))?;
     let meta_dest = opts.out.join("meta.json");
     if meta_dest.exists() {
         std::fs::remove_file(&meta_dest).map_err(io(&meta_dest))?;
     }
     for name in ["train.bin", "val.bin", "tokenizer.json", "meta.json"] {
         let dest = opts.out.join(name);
-        std::fs::rename(staging.0.join(name), &dest).map_err(io(&dest))?;
+        std::fs::rename(staging.join(name), &dest).map_err(io(&dest))?;
     }
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]

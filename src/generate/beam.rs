@@ -18,8 +18,9 @@
 //! Each beam is a [`Session`] (the model state is `Clone`); a parent's state is moved
 //! into its last child instead of cloned.
 
-use super::{GenerateError, Session};
+use super::{FinishReason, GenerateError, GeneratedToken, Generation, Session};
 use crate::model::LanguageModel;
+use crate::tokenizer::Tokenizer;
 
 /// Settings of [`beam_search`].
 #[derive(Clone, Debug)]
@@ -43,10 +44,54 @@ pub struct Hypothesis {
     pub tokens: Vec<u32>,
     /// Sum of the model log-probs of `tokens` (nats).
     pub logprob: f64,
+    /// log p(token | context) of each of `tokens` under the model.
+    pub token_logprobs: Vec<f32>,
+    /// How often the hypothesis's context window slid.
+    pub window_slides: usize,
     /// `logprob / tokens.len()^length_penalty`: what the ranking uses.
     pub score: f64,
     /// True when the model chose end-of-text.
     pub ended_with_eot: bool,
+}
+
+impl Hypothesis {
+    /// The hypothesis as a [`Generation`] (the result type sampling returns too): text
+    /// without the end-of-text, every token with its model log-prob (the sampler's is 0:
+    /// beam search chooses deterministically), and the beam score.
+    pub fn to_generation(&self, tokenizer: &dyn Tokenizer) -> Result<Generation, GenerateError> {
+        let body = if self.ended_with_eot {
+            &self.tokens[..self.tokens.len() - 1]
+        } else {
+            &self.tokens[..]
+        };
+        let mut tokens = Vec::with_capacity(self.tokens.len());
+        for (i, (&id, &lp)) in self.tokens.iter().zip(&self.token_logprobs).enumerate() {
+            let eot = self.ended_with_eot && i + 1 == self.tokens.len();
+            let piece = if eot {
+                String::new()
+            } else {
+                String::from_utf8_lossy(&tokenizer.token_bytes(id)?).into_owned()
+            };
+            tokens.push(GeneratedToken {
+                id,
+                piece,
+                logprob: lp,
+                sampler_logprob: 0.0,
+            });
+        }
+        Ok(Generation {
+            text: tokenizer.decode(body)?,
+            tokens,
+            finish_reason: if self.ended_with_eot {
+                FinishReason::Eot
+            } else {
+                FinishReason::Length
+            },
+            total_logprob: self.logprob,
+            window_slides: self.window_slides,
+            score: Some(self.score),
+        })
+    }
 }
 
 /// HF's length-penalized score.
@@ -57,7 +102,27 @@ pub fn length_penalized(logprob: f64, len: usize, alpha: f32) -> f64 {
 struct Beam<'m, M: LanguageModel> {
     session: Session<'m, M>,
     generated: Vec<u32>,
+    /// Model log-prob of each generated token.
+    token_logprobs: Vec<f32>,
     logprob: f64,
+}
+
+impl<M: LanguageModel> Beam<'_, M> {
+    /// The hypothesis this beam followed by `token` makes (total log-prob `total`).
+    fn finish(&self, token: u32, total: f64, len: usize, alpha: f32, eot: bool) -> Hypothesis {
+        let mut tokens = self.generated.clone();
+        tokens.push(token);
+        let mut token_logprobs = self.token_logprobs.clone();
+        token_logprobs.push(self.session.logprobs()[token as usize]);
+        Hypothesis {
+            tokens,
+            logprob: total,
+            token_logprobs,
+            window_slides: self.session.slides(),
+            score: length_penalized(total, len, alpha),
+            ended_with_eot: eot,
+        }
+    }
 }
 
 fn validate(cfg: &BeamConfig) -> Result<(), GenerateError> {
@@ -107,6 +172,7 @@ pub fn beam_search<M: LanguageModel>(
     let mut running = vec![Beam {
         session: Session::new(model, prompt)?,
         generated: Vec::new(),
+        token_logprobs: Vec::new(),
         logprob: 0.0,
     }];
     let mut finished: Vec<Hypothesis> = Vec::new();
@@ -144,17 +210,7 @@ pub fn beam_search<M: LanguageModel>(
         for (rank, &(total, b, t)) in cands.iter().enumerate() {
             if Some(t) == cfg.eot {
                 if rank < nb {
-                    let mut tokens = running[b].generated.clone();
-                    tokens.push(t);
-                    add_finished(
-                        &mut finished,
-                        Hypothesis {
-                            tokens,
-                            logprob: total,
-                            score: length_penalized(total, len, alpha),
-                            ended_with_eot: true,
-                        },
-                    );
+                    add_finished(&mut finished, running[b].finish(t, total, len, alpha, true));
                 }
                 continue;
             }
@@ -169,16 +225,9 @@ pub fn beam_search<M: LanguageModel>(
         }
         if len == cfg.max_tokens {
             for &(total, b, t) in &next {
-                let mut tokens = running[b].generated.clone();
-                tokens.push(t);
                 add_finished(
                     &mut finished,
-                    Hypothesis {
-                        tokens,
-                        logprob: total,
-                        score: length_penalized(total, len, alpha),
-                        ended_with_eot: false,
-                    },
+                    running[b].finish(t, total, len, alpha, false),
                 );
             }
             running.clear();
@@ -218,11 +267,14 @@ pub fn beam_search<M: LanguageModel>(
                 Beam {
                     session: p.session.clone(),
                     generated: p.generated.clone(),
+                    token_logprobs: p.token_logprobs.clone(),
                     logprob: p.logprob,
                 }
             };
+            let lp = child.session.logprobs()[t as usize];
             child.session.push(t)?;
             child.generated.push(t);
+            child.token_logprobs.push(lp);
             child.logprob = total;
             running.push(child);
         }

@@ -100,7 +100,9 @@ pub struct GeneratedToken {
     pub sampler_logprob: f32,
 }
 
-/// A finished generation.
+/// A finished generation: the one result type of sampling ([`generate`]) and beam search
+/// ([`Hypothesis::to_generation`]), serialized as is by `arlm generate --json` and
+/// converted to the OpenAI shapes by the server.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Generation {
     /// The generated text (without a stop string or end-of-text).
@@ -113,6 +115,9 @@ pub struct Generation {
     pub total_logprob: f64,
     /// How often the context window slid (see [`session`]).
     pub window_slides: usize,
+    /// Beam search's length-penalized score (`None` for sampling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }
 
 /// Options for [`generate`].
@@ -219,5 +224,6 @@ pub fn generate<M: LanguageModel>(
         finish_reason: finish,
         total_logprob: total,
         window_slides: session.slides(),
+        score: None,
     })
 }

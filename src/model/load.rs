@@ -1,9 +1,14 @@
 //! Opening a model from disk, whatever its class, together with its tokenizer.
 //!
 //! A model directory holds `config.json` (its `model_type` says the class: `gpt2` for the
-//! transformer, as Hugging Face writes it; `arlm-uniform`, `arlm-ngram`, ... for ours) and
-//! `tokenizer.json`. Commands that take `--model` call [`load`] and then run their
-//! generic code on the concrete model through [`with_model!`](crate::with_model).
+//! transformer, as Hugging Face writes it; `arlm-uniform`, `arlm-rnn`, ... for ours) and
+//! `tokenizer.json`. [`load`] looks the `model_type` up in one table, [`CLASSES`], whose
+//! entry opens the directory; commands that take `--model` call [`load`] and then run
+//! their generic code on the concrete model through [`with_model!`](crate::with_model).
+//!
+//! A new model class is its folder under `src/model/` plus, here, one [`CLASSES`] entry,
+//! one [`AnyModel`] variant and its arm in `with_model!` (static dispatch on the hot path
+//! needs the concrete type; see docs/ARCHITECTURE.md, "Adding a model class").
 
 use super::gpt::Gpt;
 use super::uniform::Uniform;
@@ -80,6 +85,80 @@ impl LoadedModel {
     }
 }
 
+/// A model class that [`load`] opens from a directory.
+pub struct ModelClass {
+    /// The `model_type` of its `config.json`.
+    pub model_type: &'static str,
+    /// Opens the directory, given its parsed `config.json` and its tokenizer.
+    pub open: fn(&Path, &serde_json::Value, &dyn Tokenizer) -> Result<AnyModel, ModelError>,
+}
+
+/// Every model class a directory can hold, by `model_type`.
+pub const CLASSES: &[ModelClass] = &[
+    ModelClass {
+        model_type: "arlm-uniform",
+        open: |_, _, tok| {
+            Ok(AnyModel::Uniform(Uniform::new(
+                tok.vocab_size(),
+                tok.eot_token(),
+            )?))
+        },
+    },
+    ModelClass {
+        model_type: super::ngram::store::KN_TYPE,
+        open: |dir, config, tok| {
+            Ok(AnyModel::Backoff(super::ngram::store::load_kn(
+                dir, config, tok,
+            )?))
+        },
+    },
+    ModelClass {
+        model_type: super::ngram::store::ADDK_TYPE,
+        open: |dir, config, tok| {
+            Ok(AnyModel::AddK(super::ngram::store::load_addk(
+                dir, config, tok,
+            )?))
+        },
+    },
+    ModelClass {
+        model_type: "arlm-synth",
+        open: open_synth,
+    },
+    ModelClass {
+        model_type: "gpt2",
+        // The tokenizer is the truth about which token separates documents.
+        open: |dir, _, tok| {
+            let mut gpt = Gpt::load(dir)?;
+            gpt.bos_token = tok.eot_token();
+            Ok(AnyModel::Gpt(gpt))
+        },
+    },
+    ModelClass {
+        model_type: super::rnn::checkpoint::MODEL_TYPE,
+        open: |dir, _, tok| {
+            let mut rnn = super::rnn::checkpoint::load(dir)?;
+            rnn.bos_token = tok.eot_token();
+            Ok(AnyModel::Rnn(rnn))
+        },
+    },
+];
+
+fn open_synth(
+    dir: &Path,
+    config: &serde_json::Value,
+    _: &dyn Tokenizer,
+) -> Result<AnyModel, ModelError> {
+    let want = crate::corpus::synth::GRAMMAR_VERSION as u64;
+    let got = config.get("grammar_version").and_then(|v| v.as_u64());
+    if got != Some(want) {
+        return Err(ModelError::Format {
+            path: dir.join("config.json"),
+            message: format!("arlm-synth grammar_version {got:?}, this build has version {want}"),
+        });
+    }
+    Ok(AnyModel::Synth(crate::corpus::synth::SynthSource::new()))
+}
+
 fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
@@ -118,47 +197,17 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
         .get("model_type")
         .and_then(|v| v.as_str())
         .unwrap_or("");
-    let model = match model_type {
-        "arlm-uniform" => {
-            AnyModel::Uniform(Uniform::new(tokenizer.vocab_size(), tokenizer.eot_token())?)
-        }
-        super::ngram::store::KN_TYPE => {
-            AnyModel::Backoff(super::ngram::store::load_kn(path, &config, &*tokenizer)?)
-        }
-        super::ngram::store::ADDK_TYPE => {
-            AnyModel::AddK(super::ngram::store::load_addk(path, &config, &*tokenizer)?)
-        }
-        "arlm-synth" => {
-            let want = crate::corpus::synth::GRAMMAR_VERSION as u64;
-            let got = config.get("grammar_version").and_then(|v| v.as_u64());
-            if got != Some(want) {
-                return Err(ModelError::Format {
-                    path: config_path,
-                    message: format!(
-                        "arlm-synth grammar_version {got:?}, this build has version {want}"
-                    ),
-                });
-            }
-            AnyModel::Synth(crate::corpus::synth::SynthSource::new())
-        }
-        "gpt2" => {
-            let mut gpt = Gpt::load(path)?;
-            // The tokenizer is the truth about which token separates documents.
-            gpt.bos_token = tokenizer.eot_token();
-            AnyModel::Gpt(gpt)
-        }
-        super::rnn::checkpoint::MODEL_TYPE => {
-            let mut rnn = super::rnn::checkpoint::load(path)?;
-            rnn.bos_token = tokenizer.eot_token();
-            AnyModel::Rnn(rnn)
-        }
-        other => {
-            return Err(ModelError::Format {
-                path: config_path,
-                message: format!("unknown model_type {other:?}"),
-            })
-        }
+    let Some(class) = CLASSES.iter().find(|c| c.model_type == model_type) else {
+        let known: Vec<&str> = CLASSES.iter().map(|c| c.model_type).collect();
+        return Err(ModelError::Format {
+            path: config_path,
+            message: format!(
+                "unknown model_type {model_type:?} (known: {})",
+                known.join(", ")
+            ),
+        });
     };
+    let model = (class.open)(path, &config, &*tokenizer)?;
     let vocab = with_model!(&model, m => m.vocab_size());
     if vocab != tokenizer.vocab_size() {
         return Err(ModelError::Format {

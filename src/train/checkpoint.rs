@@ -59,6 +59,17 @@ pub struct TrainState {
     /// A stateful model's carried training state (truncated BPTT), exact f32 values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carried_state: Vec<f32>,
+    /// Product of the `lr_plateau` decays so far.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub lr_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 const OPT_MAGIC: &[u8; 8] = b"ARLMOPT1";
@@ -168,8 +179,12 @@ pub fn read_state(dir: &Path) -> Result<TrainState, TrainError> {
         path: path.clone(),
         source,
     })?;
-    let state: TrainState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))?;
+    let bad = |e: serde_json::Error| TrainError::Checkpoint(format!("{}: {e}", path.display()));
+    let mut value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    if let Some(config) = value.get_mut("config") {
+        super::spec::upgrade_flat_config(config);
+    }
+    let state: TrainState = serde_json::from_value(value).map_err(bad)?;
     if state.format != FORMAT {
         return Err(TrainError::Checkpoint(format!(
             "{}: checkpoint format {} (this arlm reads {FORMAT})",

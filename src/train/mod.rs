@@ -25,18 +25,22 @@
 //! Evaluation uses a fixed set of validation windows (drawn from a separate RNG seeded
 //! from `seed`), so successive evaluations are comparable and do not disturb training.
 
+pub mod build;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod gpt;
 pub mod metrics;
 pub mod rnn;
+pub mod spec;
 pub mod trainable;
 
+pub use build::InitModel;
 pub use config::{ConfigOverrides, TrainConfig};
 pub use data::TrainData;
 pub use gpt::TrainableGpt;
 pub use rnn::{RnnSpec, TrainableRnn};
+pub use spec::{GptSpec, ModelSpec};
 pub use trainable::Trainable;
 
 use crate::ops::AdamW;
@@ -152,6 +156,8 @@ pub struct Trainer<M: Trainable> {
     targets: Vec<u32>,
     window: Vec<u32>,
     last_grad_norm: f32,
+    /// Product of the `lr_plateau` decays so far (1 without them).
+    lr_scale: f64,
     /// Batches per epoch of the contiguous streams (stateful models only).
     steps_per_epoch: Option<u64>,
     /// The step and loss of the last validation, so a checkpoint at that step reuses it.
@@ -216,6 +222,7 @@ impl<M: Trainable> Trainer<M> {
             targets: vec![0; b * t],
             window: Vec::with_capacity(t + 1),
             last_grad_norm: 0.0,
+            lr_scale: 1.0,
             steps_per_epoch,
             last_val: None,
             last_good: None,
@@ -307,6 +314,7 @@ impl<M: Trainable> Trainer<M> {
             targets: vec![0; b * t],
             window: Vec::with_capacity(t + 1),
             last_grad_norm: 0.0,
+            lr_scale: state.lr_scale,
             steps_per_epoch,
             last_val: None,
             last_good: Some(last_good),
@@ -318,15 +326,21 @@ impl<M: Trainable> Trainer<M> {
     }
 
     /// Learning rate of the next update: the per-epoch step decay when the config has
-    /// one (stateful models), else warmup + cosine ([`TrainConfig::lr_at`]).
+    /// one (stateful models), else warmup + cosine ([`TrainConfig::lr_at`]); times the
+    /// `lr_plateau` decays so far.
     pub fn lr_now(&self) -> f32 {
-        match (self.config.lr_step_decay, self.steps_per_epoch) {
+        let lr = match (self.config.lr_step_decay, self.steps_per_epoch) {
             (Some(d), Some(spe)) => {
                 let epoch = self.step / spe;
                 let k = (epoch + 1).saturating_sub(d.after_epoch);
                 (self.config.lr as f64 * (d.factor as f64).powi(k as i32)) as f32
             }
             _ => self.config.lr_at(self.step),
+        };
+        if self.lr_scale == 1.0 {
+            lr
+        } else {
+            (lr as f64 * self.lr_scale) as f32
         }
     }
 
@@ -568,6 +582,7 @@ impl<M: Trainable> Trainer<M> {
             train_tokens: self.data.train.len() as u64,
             num_params: self.model.num_params(),
             carried_state: self.model.carried_state(),
+            lr_scale: self.lr_scale,
         }
     }
 
@@ -671,6 +686,8 @@ impl<M: Trainable> Trainer<M> {
         let improved = self.best_val.is_none_or(|b| val < b);
         if improved {
             self.best_val = Some(val);
+        } else if let Some(f) = self.config.lr_plateau {
+            self.lr_scale *= f as f64;
         }
         let rec = Record::Eval {
             step: self.step,

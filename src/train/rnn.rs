@@ -13,7 +13,7 @@ use crate::model::ModelError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The recurrent model of a training config (`rnn` in [`super::TrainConfig`]); B, T and
+/// The shape of a recurrent model to train ([`super::ModelSpec::Rnn`]); B, T and
 /// dropout are the config's `batch_size`, `block_size` and `dropout`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,14 +70,21 @@ impl TrainableRnn {
         let cfg = spec.model_config(vocab_size, dropout);
         let mut model = Rnn::init(cfg, spec.init, seed)?;
         model.bos_token = bos_token;
-        Ok(TrainableRnn {
+        Ok(Self::from_model(model, (b, t)))
+    }
+
+    /// Trains `model` (freshly initialized, or loaded from a directory: `--init-from`)
+    /// on (`b`, `t`) batches; its `config.dropout` is the training dropout.
+    pub fn from_model(model: Rnn<f32>, (b, t): (usize, usize)) -> TrainableRnn {
+        let cfg = model.config;
+        TrainableRnn {
             grads: vec![0.0; model.num_params()],
             ws: Workspace::new(&cfg, b, t, true),
             eval_ws: Workspace::new(&cfg, b, t, false),
             state: vec![0.0; b * cfg.state_size()],
             eval_state: vec![0.0; b * cfg.state_size()],
             model,
-        })
+        }
     }
 }
 
@@ -150,7 +157,12 @@ impl Trainable for TrainableRnn {
     }
     fn load_params(&mut self, dir: &Path) -> Result<(), ModelError> {
         let m = checkpoint::load(dir)?;
-        if m.config != self.model.config {
+        let dropout = self.model.config.dropout;
+        if (crate::model::rnn::RnnConfig {
+            dropout,
+            ..m.config
+        }) != self.model.config
+        {
             return Err(ModelError::Format {
                 path: dir.to_path_buf(),
                 message: format!(

@@ -154,8 +154,16 @@ fn beam_search_prints_hypotheses() {
     assert_eq!(hyps.len(), 2);
     let lnv = (257f64).ln();
     for h in hyps {
-        let n = h["token_ids"].as_array().unwrap().len() as f64;
-        assert!((h["logprob"].as_f64().unwrap() + n * lnv).abs() < 1e-3);
+        // The same result type as sampling: tokens with their model log-probs.
+        let toks = h["tokens"].as_array().unwrap();
+        let n = toks.len() as f64;
+        assert!((h["total_logprob"].as_f64().unwrap() + n * lnv).abs() < 1e-3);
+        let sum: f64 = toks.iter().map(|t| t["logprob"].as_f64().unwrap()).sum();
+        assert!((sum + n * lnv).abs() < 1e-3, "{h}");
+        assert!(
+            h["score"].is_number() && h["finish_reason"] == "length",
+            "{h}"
+        );
     }
 }
 

@@ -23,4 +23,5 @@ mod tokenizer_fixtures;
 mod tokenizer_props;
 mod tokenizer_unigram;
 mod train_cli;
+mod train_init;
 mod train_resume;

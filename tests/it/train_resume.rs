@@ -176,7 +176,9 @@ fn rnn_resume_is_bit_exact_with_carried_state() {
     c.eval_every = 30;
     c.checkpoint_every = 35;
     let model = |c: &TrainConfig| {
-        let spec = c.rnn.clone().unwrap();
+        let arlm::train::ModelSpec::Rnn(spec) = c.model.clone() else {
+            panic!("tiny-lstm is an RNN")
+        };
         let (b, t) = (c.batch_size, c.block_size);
         TrainableRnn::new(&spec, (b, t), c.dropout, 257, 256, c.seed).unwrap()
     };

@@ -62,17 +62,21 @@ pub struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Instead: an LSTM of Zaremba's medium shape beside a GPT of similar parameter count
+    /// (random weights, no reference; `bench/mod.rs` sends it to generate_rnn.rs).
+    #[arg(long)]
+    pub recurrent: bool,
 }
 
 /// One measured setting.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
-struct Measure {
+pub(super) struct Measure {
     /// Weight format: arlm's f32/f16/q8, transformers' float32/bfloat16.
     #[serde(default)]
     weights: String,
     setting: String,
-    prefill_tokens_per_s: f64,
-    decode_tokens_per_s: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
 }
 
 fn ensure_checkpoint(dir: &Path) -> Result<()> {
@@ -99,7 +103,7 @@ fn setting_config(setting: &str, seed: u64) -> SamplerConfig {
 }
 
 /// One timed generation (prefill + `new_tokens`), top-p seeded with `seed`.
-fn measure<M: LanguageModel>(
+pub(super) fn measure<M: LanguageModel>(
     model: &M,
     prompt: &[u32],
     new_tokens: usize,

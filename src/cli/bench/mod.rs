@@ -3,9 +3,11 @@
 
 pub mod eval;
 pub mod generate;
+pub mod generate_rnn;
 pub mod ngram;
 pub mod tokenizer;
 pub mod train;
+pub mod train_rnn;
 pub mod util;
 
 pub use util::{peers_python, run_reference, tool_script};
@@ -39,6 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Tokenizer(a) => tokenizer::run(a),
         What::Train(a) => train::run(a),
         What::Eval(a) => eval::run(a),
+        What::Generate(a) if a.recurrent => generate_rnn::run(&a),
         What::Generate(a) => generate::run(a),
         What::Ngram(a) => ngram::run(a),
     }

@@ -18,7 +18,8 @@ use std::time::Instant;
 /// Flags of `arlm bench train`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which model: a, b or both.
+    /// Which model: a, b or both (GPTs), or a recurrent shape: lstm-small, gru-small,
+    /// lstm-medium, rnn (all three; see train_rnn.rs).
     #[arg(long, default_value = "both")]
     model: String,
     /// Timed steps per model (after one warm-up step); default 20 for A, 5 for B.
@@ -178,22 +179,6 @@ fn cpu_seconds() -> f64 {
     f.iter().sum::<f64>() / 100.0
 }
 
-/// Peak resident set size of this process in MiB (VmHWM), and a reset of it.
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn reset_peak_rss() {
-    // "5" resets VmHWM to the current RSS (Linux >= 4.0); harmless elsewhere.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 fn min_max(xs: &[f64]) -> (f64, f64) {
     xs.iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
@@ -202,7 +187,7 @@ fn min_max(xs: &[f64]) -> (f64, f64) {
 }
 
 fn bench_arlm(spec: &Spec, steps: usize, shards: Option<usize>) -> anyhow::Result<Result> {
-    reset_peak_rss();
+    super::util::reset_peak_rss();
     let mut model = Gpt::new(spec.config, 1337)?;
     let mut trainer = match shards {
         Some(s) => GptTrainer::with_shards(&model, spec.b, spec.t, s),
@@ -239,7 +224,7 @@ fn bench_arlm(spec: &Spec, steps: usize, shards: Option<usize>) -> anyhow::Resul
         ms_median: s * 1e3,
         tokens_per_s: tokens / s,
         gflops: flops / s / 1e9,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: super::util::peak_rss_mb(),
         gemm_gflops: 0.0,
         cpu_ms,
         shards: trainer.shards(),
@@ -270,6 +255,9 @@ fn bench_torch(py: &std::path::Path, spec: &Spec, steps: usize) -> anyhow::Resul
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.infer {
         return bench_infer(&args);
+    }
+    if let Some(rnn) = super::train_rnn::specs(&args.model) {
+        return super::train_rnn::run(rnn, args.steps, args.runs, python(&args));
     }
     let specs = specs(&args.model)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

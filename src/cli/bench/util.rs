@@ -85,6 +85,23 @@ pub fn shared_data(rel: &str) -> PathBuf {
     arlm::data::shared_data_root(Path::new(".")).join(rel)
 }
 
+/// Peak resident set size of this process in MiB (VmHWM).
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resets the peak RSS to the current RSS (Linux >= 4.0; harmless elsewhere).
+pub fn reset_peak_rss() {
+    // "5" resets VmHWM to the current RSS (Linux >= 4.0); harmless elsewhere.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 #[cfg(test)]
 mod tests {
     use super::median;

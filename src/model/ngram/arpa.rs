@@ -63,6 +63,12 @@ pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>, NgramError> {
 }
 
 /// Reads an ARPA file (plain or gzip).
+///
+/// Long (~220 lines) on purpose: one streaming pass over the lines in which the header,
+/// each `\\N-grams:` section and the end marker share the line reader, the line number
+/// for error messages and the counts declared in the header; split into functions, each
+/// would take that state as arguments and the order of the sections would be harder to
+/// see.
 pub fn read(path: &Path, vocab: Vocab) -> Result<ArpaFile, NgramError> {
     let mut input = open_maybe_gz(path)?;
     let err = |line: usize, message: String| NgramError::Arpa {

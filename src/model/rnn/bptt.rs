@@ -347,6 +347,11 @@ fn set_targets<F>(ws: &mut Workspace<F>, targets: &[u32]) {
 /// Mean cross-entropy of the last [`forward`] against `targets` (B, T), and its backward:
 /// ADDS the gradient into `grads` (same layout as `params`) and leaves the gradient of
 /// the carried-in state in `ws.dstate`.
+///
+/// Long (~170 lines) on purpose: it mirrors [`forward`] step by step in reverse (decoder,
+/// then each layer's backward through time, its weight gradients and the gradient into
+/// the layer below, then the embedding scatter), reading one set of workspace buffers;
+/// kept as one function so the pair can be read side by side against PyTorch's order.
 pub fn loss_backward<F: Float>(
     cfg: &RnnConfig,
     params: &[F],

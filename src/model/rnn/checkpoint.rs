@@ -153,6 +153,17 @@ pub fn load_weights(config: RnnConfig, bytes: &[u8], path: &Path) -> Result<Rnn<
     };
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
+    // Before anything is sized from config.json: the floats it implies must fit in the
+    // file, so a damaged config (nhid = 10^12) is an error, not a huge allocation.
+    let implied = implied_floats(&config);
+    if implied.saturating_mul(4) > bytes.len() as u128 {
+        return Err(err(format!(
+            "config.json implies {implied} parameters ({} bytes of f32) but the file holds {} \
+             bytes: config.json does not describe these weights",
+            implied.saturating_mul(4),
+            bytes.len()
+        )));
+    }
     let mut params = vec![0f32; config.num_params()];
     for spec in config.tensors() {
         let t = st
@@ -181,6 +192,17 @@ pub fn load_weights(config: RnnConfig, bytes: &[u8], path: &Path) -> Result<Rnn<
     Rnn::from_params(config, params)
 }
 
+/// Parameters that `c` describes, counted in u128 so no size in a config.json can wrap.
+fn implied_floats(c: &RnnConfig) -> u128 {
+    let (v, e, h) = (c.vocab_size as u128, c.embd as u128, c.hidden as u128);
+    let gw = c.kind.gates() as u128 * h;
+    let layers = c.n_layer as u128;
+    let first = gw * (e + h + 2);
+    let rest = layers.saturating_sub(1) * gw * (2 * h + 2);
+    let decoder = if c.tied { 0 } else { v * h };
+    v * e + first + rest + decoder + v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +226,7 @@ mod tests {
             save(&m, dir.path()).unwrap();
             let back = load(dir.path()).unwrap();
             assert_eq!(back.params(), m.params());
+            assert_eq!(implied_floats(&c), c.num_params() as u128);
             assert_eq!(back.config, c);
             assert_eq!(back.bos_token, 2);
             let cpath = dir.path().join(CONFIG_FILE);
@@ -214,6 +237,19 @@ mod tests {
             std::fs::write(&cpath, v.to_string()).unwrap();
             let e = load(dir.path()).unwrap_err().to_string();
             assert!(e.contains("shape"), "{e}");
+            // Sizes far beyond the file are refused before any allocation.
+            for (key, huge) in [("nhid", json!(1u64 << 40)), ("nlayers", json!(1u64 << 50))] {
+                let mut w = v.clone();
+                w["nhid"] = json!(6);
+                w["ninp"] = json!(6);
+                if key == "nhid" {
+                    w["ninp"] = huge.clone();
+                }
+                w[key] = huge;
+                std::fs::write(&cpath, w.to_string()).unwrap();
+                let e = load(dir.path()).unwrap_err().to_string();
+                assert!(e.contains("implies"), "{key}: {e}");
+            }
             v["rnn_type"] = json!("LSTM2");
             std::fs::write(&cpath, v.to_string()).unwrap();
             let e = load(dir.path()).unwrap_err().to_string();

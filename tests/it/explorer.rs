@@ -116,6 +116,8 @@ pub fn fixture() -> &'static Fixture {
             s(&text),
             "--out",
             s(&kn),
+            "--discount-fallback",
+            "0.5 1 1.5",
         ]);
         Fixture {
             dir,
@@ -330,7 +332,7 @@ fn bad_score_requests_name_the_field() {
         assert_eq!(v["error"]["param"], param, "{body}: {v}");
     }
     let (st, v) = srv.post("/explorer/score", json!({"text": "a", "model": "nope"}));
-    assert_eq!(st, 404, "{v}");
+    assert_eq!((st, v["error"]["param"].as_str()), (400, Some("model")));
     let (st, v) = srv.post("/explorer/score", json!({"txt": "a"}));
     assert_eq!(st, 400, "{v}");
     let (st, v) = srv.post("/explorer/generate", json!({"method": "psychic"}));
@@ -427,6 +429,7 @@ fn exposure_matches_the_cli_and_needs_the_source() {
         json!({"model": "gpt", "prompts": 6, "prefix": 8, "length": 16, "seed": 3}),
     );
     assert_eq!(st, 200, "{v}");
+    std::fs::create_dir_all(f.dir.join("plots")).unwrap();
     let out = arlm_ok(&[
         "exposure", "--model", s(&f.gpt), "--prompts", "6", "--prefix", "8", "--length", "16",
         "--seed", "3", "--json", "--plot-dir", s(&f.dir.join("plots")),

@@ -70,6 +70,8 @@ async function generateNow() {
         if (G.follow) { slider.value = G.steps.length - 1; renderStep(G.steps.length - 1); }
       } else if (ev.type === "text") {
         text.textContent += ev.text;
+        const out = document.getElementById("gen-out");
+        out.scrollTop = out.scrollHeight;
       } else if (ev.type === "done") {
         status.textContent = `${ev.tokens} tokens · finish: ${ev.finish} · log p = ${fmt.n(ev.total_logprob, 3)} nats`;
         if (ev.beams) {

@@ -85,6 +85,7 @@ pub fn s(p: &std::path::Path) -> &str {
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
+        remove_stale_fixtures();
         let dir = tempfile::Builder::new()
             .prefix("explorer-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -127,6 +128,26 @@ pub fn fixture() -> &'static Fixture {
             synth,
         }
     })
+}
+
+/// Removes the fixtures of earlier runs (kept to the end of their run, since a static
+/// is never dropped) once they are an hour old.
+fn remove_stale_fixtures() {
+    let Ok(entries) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if name.starts_with("explorer-") && name != "explorer-screenshots" && old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Starts `arlm serve --port 0` with `models` and reads the address it printed.
@@ -246,7 +267,10 @@ fn score_equals_arlm_score_on_every_model() {
         let want = cli_score(dir, text);
         assert_eq!(v["joint_logprob"], want["joint_logprob"], "{name}");
         assert_eq!(v["metrics"], want["metrics"], "{name}");
-        let (a, b) = (v["tokens"].as_array().unwrap(), want["tokens"].as_array().unwrap());
+        let (a, b) = (
+            v["tokens"].as_array().unwrap(),
+            want["tokens"].as_array().unwrap(),
+        );
         assert_eq!(a.len(), b.len(), "{name}");
         for (x, y) in a.iter().zip(b) {
             for k in ["id", "logprob", "rank", "cumulative_logprob"] {
@@ -348,8 +372,14 @@ fn generation_streams_the_cli_text_with_stage_distributions() {
     let f = fixture();
     let srv = Server::start();
     for (method, cli) in [
-        ("sample", vec!["--seed", "7", "-n", "24", "--prompt", "the cat"]),
-        ("greedy", vec!["--greedy", "-n", "24", "--prompt", "the cat"]),
+        (
+            "sample",
+            vec!["--seed", "7", "-n", "24", "--prompt", "the cat"],
+        ),
+        (
+            "greedy",
+            vec!["--greedy", "-n", "24", "--prompt", "the cat"],
+        ),
     ] {
         let ev = srv.generate_events(json!({
             "prompt": "the cat", "method": method, "seed": 7, "max_tokens": 24, "show": 5
@@ -409,7 +439,15 @@ fn generation_streams_the_cli_text_with_stage_distributions() {
         "prompt": "the cat", "method": "beam", "beams": 3, "max_tokens": 12
     }));
     let out = arlm_ok(&[
-        "generate", "--model", s(&f.gpt), "--beam", "3", "-n", "12", "--prompt", "the cat",
+        "generate",
+        "--model",
+        s(&f.gpt),
+        "--beam",
+        "3",
+        "-n",
+        "12",
+        "--prompt",
+        "the cat",
         "--json",
     ]);
     let cli: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
@@ -431,8 +469,20 @@ fn exposure_matches_the_cli_and_needs_the_source() {
     assert_eq!(st, 200, "{v}");
     std::fs::create_dir_all(f.dir.join("plots")).unwrap();
     let out = arlm_ok(&[
-        "exposure", "--model", s(&f.gpt), "--prompts", "6", "--prefix", "8", "--length", "16",
-        "--seed", "3", "--json", "--plot-dir", s(&f.dir.join("plots")),
+        "exposure",
+        "--model",
+        s(&f.gpt),
+        "--prompts",
+        "6",
+        "--prefix",
+        "8",
+        "--length",
+        "16",
+        "--seed",
+        "3",
+        "--json",
+        "--plot-dir",
+        s(&f.dir.join("plots")),
     ]);
     let cli: Value = serde_json::from_str(&out).unwrap();
     for run in ["teacher_forced", "sampled", "greedy"] {
@@ -474,9 +524,15 @@ fn the_page_and_its_assets_are_served_without_a_network() {
         let (st, body) = request(srv.addr, "GET", &format!("/explorer/static/{name}"), None);
         assert_eq!(st, 200, "{name}");
         assert!(!body.is_empty());
-        assert!(!body.contains("http://") && !body.contains("https://"), "{name} fetches from the network");
+        assert!(
+            !body.contains("http://") && !body.contains("https://"),
+            "{name} fetches from the network"
+        );
     }
-    assert_eq!(request(srv.addr, "GET", "/explorer/static/nope.js", None).0, 404);
+    assert_eq!(
+        request(srv.addr, "GET", "/explorer/static/nope.js", None).0,
+        404
+    );
     // With an API key the page still loads; its data needs the key.
     let keyed = Server::with(
         &[format!("synth={}", s(&f.synth))],

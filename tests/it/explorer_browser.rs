@@ -138,10 +138,9 @@ fn watch_errors(tab: &Tab) -> Arc<Mutex<Vec<String>>> {
     let sink = errors.clone();
     tab.add_event_listener(Arc::new(move |event: &Event| {
         let msg = match event {
-            Event::RuntimeExceptionThrown(e) => Some(format!(
-                "exception: {}",
-                e.params.exception_details.text
-            )),
+            Event::RuntimeExceptionThrown(e) => {
+                Some(format!("exception: {}", e.params.exception_details.text))
+            }
             Event::RuntimeConsoleAPICalled(e)
                 if format!("{:?}", e.params.Type).to_lowercase() == "error" =>
             {
@@ -209,27 +208,63 @@ fn the_explorer_works_in_headless_chromium() {
     assert_eq!(text_of(&tab, "#tot-joint"), format!("{joint:.4}"));
     let bpb = want["metrics"]["bits_per_byte"].as_f64().unwrap();
     assert_eq!(text_of(&tab, "#tot-bpb"), format!("{bpb:.4}"));
-    assert_eq!(eval(&tab, "document.querySelectorAll('#chips .chip').length"), 30);
+    assert_eq!(
+        eval(&tab, "document.querySelectorAll('#chips .chip').length"),
+        30
+    );
 
     // Hover: the tooltip lists the alternatives.
     tab.find_element("#chips .chip[data-i='4']")
         .unwrap()
         .move_mouse_over()
         .unwrap();
-    wait_for(&tab, "the tooltip", "!document.getElementById('tip').hidden", 5);
+    wait_for(
+        &tab,
+        "the tooltip",
+        "!document.getElementById('tip').hidden",
+        5,
+    );
     let tip = text_of(&tab, "#tip");
     assert!(tip.contains("alternatives"), "{tip}");
     assert_eq!(eval(&tab, "document.querySelectorAll('#tip tr').length"), 5);
+    // The keyboard: arrow keys move the focus along the chips, the tooltip follows.
+    eval(&tab, "document.querySelector('#chips .chip').focus(); true");
+    tab.press_key("ArrowRight").unwrap();
+    tab.press_key("ArrowRight").unwrap();
+    assert_eq!(eval(&tab, "document.activeElement.dataset.i"), "2");
+    assert!(
+        text_of(&tab, "#tip").contains("(id 101)"),
+        "{}",
+        text_of(&tab, "#tip")
+    );
+    tab.find_element("#chips .chip[data-i='4']")
+        .unwrap()
+        .move_mouse_over()
+        .unwrap();
     screenshot(&tab, 1280, 900, false, &shots.join("desktop-score.png"));
     screenshot(&tab, 390, 844, true, &shots.join("phone-score.png"));
 
     // What if: branch at token 5; the page's change equals the two joints' difference.
-    tab.find_element("#chips .chip[data-i='5']").unwrap().click().unwrap();
-    tab.find_element("#whatif .alts button").unwrap().click().unwrap();
-    wait_for(&tab, "the branch", "!!document.getElementById('branch-delta')", 20);
+    tab.find_element("#chips .chip[data-i='5']")
+        .unwrap()
+        .click()
+        .unwrap();
+    tab.find_element("#whatif .alts button")
+        .unwrap()
+        .click()
+        .unwrap();
+    wait_for(
+        &tab,
+        "the branch",
+        "!!document.getElementById('branch-delta')",
+        20,
+    );
     let branch: f64 = text_of(&tab, "#branch-joint").parse().unwrap();
     let delta: f64 = text_of(&tab, "#branch-delta").parse().unwrap();
-    assert!((branch - joint - delta).abs() < 2e-4, "{branch} {joint} {delta}");
+    assert!(
+        (branch - joint - delta).abs() < 2e-4,
+        "{branch} {joint} {delta}"
+    );
     screenshot(&tab, 1280, 1000, false, &shots.join("desktop-whatif.png"));
 
     // Generate: the streamed text is `arlm generate`'s with the same seed and settings,
@@ -244,10 +279,18 @@ fn the_explorer_works_in_headless_chromium() {
          if (!e.hadRecentInput) window.__shift += e.value; }).observe({type: 'layout-shift'}); true",
     );
     tab.find_element("#gen-go").unwrap().click().unwrap();
-    wait_for(&tab, "the generation", "document.body.dataset.genState === 'done'", 60);
+    wait_for(
+        &tab,
+        "the generation",
+        "document.body.dataset.genState === 'done'",
+        60,
+    );
     let want = cli_generate(&f.gpt, &["--seed", "7", "-n", "24", "--prompt", "the cat"]);
     assert_eq!(text_of(&tab, "#gen-text"), want);
-    assert_eq!(eval(&tab, "document.querySelectorAll('#stages .stage').length"), 7);
+    assert_eq!(
+        eval(&tab, "document.querySelectorAll('#stages .stage').length"),
+        7
+    );
     let shift = eval(&tab, "window.__shift").as_f64().unwrap();
     println!("explorer: layout shift while streaming: {shift:.4}");
     assert!(shift < 0.05, "layout shift {shift} while streaming");
@@ -259,22 +302,39 @@ fn the_explorer_works_in_headless_chromium() {
     set_value(&tab, "cmp-a", "gpt");
     set_value(&tab, "cmp-b", "synth");
     tab.find_element("#cmp-go").unwrap().click().unwrap();
-    wait_for(&tab, "the comparison", "!!document.getElementById('cmp-table')", 20);
-    assert!(eval(&tab, "document.querySelectorAll('#cmp-chips .chip').length")
-        .as_u64()
-        .is_some_and(|n| n > 0));
+    wait_for(
+        &tab,
+        "the comparison",
+        "!!document.getElementById('cmp-table')",
+        20,
+    );
+    assert!(
+        eval(&tab, "document.querySelectorAll('#cmp-chips .chip').length")
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
     screenshot(&tab, 1280, 900, false, &shots.join("desktop-compare.png"));
 
     // Exposure bias under the exact source.
     tab.find_element("#tab-exposure").unwrap().click().unwrap();
     set_value(&tab, "x-prompts", "8");
     tab.find_element("#x-go").unwrap().click().unwrap();
-    wait_for(&tab, "the exposure chart", "!!document.getElementById('x-table')", 60);
+    wait_for(
+        &tab,
+        "the exposure chart",
+        "!!document.getElementById('x-table')",
+        60,
+    );
     screenshot(&tab, 1280, 1000, false, &shots.join("desktop-exposure.png"));
 
     // Switch models: the Kneser-Ney model rescoring the text, and no exact source.
     set_value(&tab, "model", "kn");
-    wait_for(&tab, "the exposure notice", "!!document.getElementById('x-none')", 10);
+    wait_for(
+        &tab,
+        "the exposure notice",
+        "!!document.getElementById('x-none')",
+        10,
+    );
     tab.find_element("#tab-score").unwrap().click().unwrap();
     type_and_score(&tab, text);
     let want = cli_score(&f.kn, text);
@@ -292,7 +352,10 @@ fn the_explorer_works_in_headless_chromium() {
         .chars()
         .take(1000)
         .collect();
-    eval(&tab, &format!("document.getElementById('text').value = {long:?}"));
+    eval(
+        &tab,
+        &format!("document.getElementById('text').value = {long:?}"),
+    );
     let seq = eval(&tab, "+document.getElementById('chips').dataset.seq");
     tab.find_element("#score-go").unwrap().click().unwrap();
     wait_for(

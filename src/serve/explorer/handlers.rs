@@ -81,7 +81,8 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
         .iter()
         .map(|m| {
             let lm = &m.loaded;
-            let (ctx, vocab, desc) = crate::with_model!(&lm.model, x => (x.max_context(), x.vocab_size(), x.describe()));
+            let (ctx, vocab, desc) =
+                crate::with_model!(&lm.model, x => (x.max_context(), x.vocab_size(), x.describe()));
             json!({
                 "name": m.name,
                 "class": class(&lm.model),
@@ -379,9 +380,8 @@ pub async fn generate(
             let _ = tx.send(json!({"type": "error", "message": e}));
         }
     });
-    let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|v| {
-        Ok::<_, Infallible>(SseEvent::default().data(v.to_string()))
-    });
+    let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+        .map(|v| Ok::<_, Infallible>(SseEvent::default().data(v.to_string())));
     Ok(Sse::new(events).into_response())
 }
 
@@ -565,8 +565,9 @@ pub async fn exposure(
         let prompts =
             exposure::sample_prompts(&src, req.prompts, opts.prefix_len + opts.length, opts.seed)
                 .map_err(fail)?;
-        let report = crate::with_model!(&lm.model, m => exposure::measure(Some(&src), m, &prompts, opts))
-            .map_err(fail)?;
+        let report =
+            crate::with_model!(&lm.model, m => exposure::measure(Some(&src), m, &prompts, opts))
+                .map_err(fail)?;
         serde_json::to_value(&report).map_err(|e| ApiError::internal(e.to_string()))
     })
     .await

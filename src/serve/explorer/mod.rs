@@ -82,7 +82,10 @@ async fn index() -> Response {
 async fn asset(Path(name): Path<String>) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some(&(_, kind, text)) => (
-            [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")],
+            [
+                (header::CONTENT_TYPE, kind),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
             text,
         )
             .into_response(),

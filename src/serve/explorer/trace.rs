@@ -209,7 +209,15 @@ mod tests {
             let names: Vec<&str> = t.stages.iter().map(|s| s.name.as_str()).collect();
             assert_eq!(
                 names,
-                ["model", "penalties", "top_k", "typ_p", "top_p", "min_p", "temperature"]
+                [
+                    "model",
+                    "penalties",
+                    "top_k",
+                    "typ_p",
+                    "top_p",
+                    "min_p",
+                    "temperature"
+                ]
             );
             assert_eq!(&t.shown[..3], &[0, 1, 2]);
             let model = &t.stages[0];

@@ -74,11 +74,34 @@ const X = {
 
 // Number formats: a fixed number of digits so values do not jump while they change.
 const fmt = {
-  n(x, d) { return x === null || x === undefined || !isFinite(x) ? "–" : x.toFixed(d); },
-  p(p) { return p >= 0.001 ? p.toFixed(4) : p.toExponential(2); },
+  n(x, d) {
+    if (x === Infinity) return "∞";
+    if (x === -Infinity) return "−∞";
+    return x === null || x === undefined || !isFinite(x) ? "–" : x.toFixed(d);
+  },
+  p(p) { return p === 0 ? "0" : p >= 0.001 ? p.toFixed(4) : p.toExponential(2); },
   bits(nats) { return nats / Math.LN2; },
+  // A token's text in chips: newlines and tabs made visible.
   piece(s) { return s.replace(/\n/g, "↵").replace(/\t/g, "⇥"); },
+  // In lists and labels spaces are made visible too.
+  vis(s) { return fmt.piece(s).replace(/ /g, "␣"); },
 };
+
+// The exact source writes probability 0 as log p = -1e30: show it as -inf.
+const IMPOSSIBLE = -1e29;
+function normalizeScore(r) {
+  const lp = (x) => (x <= IMPOSSIBLE ? -Infinity : x);
+  for (const t of r.tokens) {
+    t.logprob = lp(t.logprob);
+    t.cumulative_logprob = lp(t.cumulative_logprob);
+    for (const a of t.top) a.logprob = lp(a.logprob);
+  }
+  r.joint_logprob = lp(r.joint_logprob);
+  if (r.joint_logprob === -Infinity) {
+    for (const k of Object.keys(r.metrics)) r.metrics[k] = Infinity;
+  }
+  return r;
+}
 
 function esc(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));

@@ -26,7 +26,7 @@ function stageSvg(step, stage) {
     const p = stage.probs[r], y = r * rh;
     const chosen = id === step.chosen;
     const cls = chosen ? "bar chosen" : p === 0 ? "bar gone" : "bar";
-    s += `<text x="${lw - 4}" y="${y + 12}" text-anchor="end" style="font-family:monospace">${esc(fmt.piece(step.pieces[r])).slice(0, 12)}</text>`;
+    s += `<text x="${lw - 4}" y="${y + 12}" text-anchor="end" style="font-family:monospace">${esc(fmt.vis(step.pieces[r]).slice(0, 12))}</text>`;
     s += `<rect class="${cls}" x="${lw}" y="${y + 2}" width="${p === 0 ? 2 : Math.max(1, p * bw).toFixed(1)}" height="${rh - 4}"/>`;
     s += `<text x="${W - 2}" y="${y + 12}" text-anchor="end">${p === 0 ? "cut" : fmt.p(p)}${chosen ? " ◀" : ""}</text>`;
   });
@@ -40,7 +40,7 @@ function renderStep(k) {
   el.innerHTML = step.stages.map((st, i) =>
     `<div class="stage"><h3>${i === 0 ? "model" : i + ". " + esc(st.name)} <span class="muted">(${st.kept} kept)</span></h3>${stageSvg(step, st)}</div>`).join("");
   document.getElementById("gen-step-label").textContent =
-    `token ${k + 1}: ${fmt.piece(step.chosen_piece)} · log p = ${fmt.n(step.chosen_logprob, 4)}`;
+    `token ${k + 1}: ${fmt.vis(step.chosen_piece)} · log p = ${fmt.n(step.chosen_logprob, 4)}`;
 }
 
 async function generateNow() {

@@ -46,8 +46,8 @@ function tokenStyle(i, t) {
 function tipHtml(t, extra) {
   const bits = -fmt.bits(t.logprob);
   let rows = t.top.map((a) =>
-    `<tr${a.id === t.id ? ' style="color:#fdd663"' : ""}><td class="mono">${esc(fmt.piece(a.piece))}</td><td>${fmt.p(Math.exp(a.logprob))}</td><td>${fmt.n(a.logprob, 3)}</td></tr>`).join("");
-  return `<div><b class="mono">${esc(fmt.piece(t.piece))}</b> (id ${t.id}) · rank ${t.rank}</div>
+    `<tr${a.id === t.id ? ' style="color:#fdd663"' : ""}><td class="mono">${esc(fmt.vis(a.piece))}</td><td>${fmt.p(Math.exp(a.logprob))}</td><td>${fmt.n(a.logprob, 3)}</td></tr>`).join("");
+  return `<div><b class="mono">${esc(fmt.vis(t.piece))}</b> (id ${t.id}) · rank ${t.rank}</div>
 <div>p = ${fmt.p(Math.exp(t.logprob))} · log p = ${fmt.n(t.logprob, 4)} nats = ${fmt.n(t.logprob / Math.LN2, 4)} bits</div>
 <div>surprisal ${fmt.n(bits, 3)} bits · entropy ${fmt.n(fmt.bits(t.entropy), 3)} bits</div>
 ${extra || ""}
@@ -145,7 +145,7 @@ async function scoreNow() {
   S.controller = ctl;
   const t0 = performance.now();
   try {
-    const r = await (await X.post("/explorer/score", { model: X.model(), text, top_k: 5 }, ctl.signal)).json();
+    const r = normalizeScore(await (await X.post("/explorer/score", { model: X.model(), text, top_k: 5 }, ctl.signal)).json());
     if (ctl.signal.aborted) return;
     renderScore(r);
     X.clearError();
@@ -166,9 +166,9 @@ function pickToken(i) {
   S.selected = i;
   const t = r.tokens[i];
   const alts = t.top.filter((a) => a.id !== t.id).map((a) =>
-    `<button type="button" data-id="${a.id}">${esc(fmt.piece(a.piece))} <span class="muted">${fmt.p(Math.exp(a.logprob))}</span></button>`).join("");
+    `<button type="button" data-id="${a.id}">${esc(fmt.vis(a.piece))} <span class="muted">${fmt.p(Math.exp(a.logprob))}</span></button>`).join("");
   const box = document.getElementById("whatif");
-  box.innerHTML = `<div class="box"><div>What if token ${i + 1}, <b class="mono">${esc(fmt.piece(t.piece))}</b> (p = ${fmt.p(Math.exp(t.logprob))}), were another? Pick one; the rest of the text is rescored after it.</div>
+  box.innerHTML = `<div class="box"><div>What if token ${i + 1}, <b class="mono">${esc(fmt.vis(t.piece))}</b> (p = ${fmt.p(Math.exp(t.logprob))}), were another? Pick one; the rest of the text is rescored after it.</div>
 <div class="alts" role="group" aria-label="Alternatives">${alts || '<span class="muted">no other alternative in the top k</span>'}</div><div id="branch"></div></div>`;
   box.querySelectorAll(".alts button").forEach((b) => b.addEventListener("click", () => branch(i, +b.dataset.id)));
 }
@@ -178,7 +178,7 @@ async function branch(i, id) {
   const ids = S.ids.slice();
   ids[i] = id;
   try {
-    const b = await (await X.post("/explorer/score", { model: X.model(), ids, top_k: 5 })).json();
+    const b = normalizeScore(await (await X.post("/explorer/score", { model: X.model(), ids, top_k: 5 })).json());
     const delta = b.joint_logprob - r.joint_logprob;
     const d = b.tokens.map((t, k) => (k < i ? 0 : t.logprob - r.tokens[k].logprob));
     const el = document.getElementById("branch");
@@ -206,12 +206,12 @@ async function compareNow() {
   const out = document.getElementById("cmp-out");
   try {
     const [ra, rb] = await Promise.all([a, b].map(async (m) =>
-      (await X.post("/explorer/score", { model: m, text, top_k: 5 })).json()));
+      normalizeScore(await (await X.post("/explorer/score", { model: m, text, top_k: 5 })).json())));
     X.clearError();
     const same = ra.tokens.length === rb.tokens.length && ra.tokens.every((t, i) => t.id === rb.tokens[i].id);
     const row = (name, r) => `<tr><td>${esc(name)}</td><td>${r.tokens.length}</td><td>${fmt.n(r.joint_logprob, 4)}</td><td>${fmt.n(r.metrics.nll_per_token_nats, 4)}</td><td>${fmt.n(r.metrics.token_perplexity, 3)}</td><td>${fmt.n(r.metrics.bits_per_byte, 4)}</td></tr>`;
     const surprised = (r) => r.tokens.map((t, i) => [i, t]).sort((x, y) => x[1].logprob - y[1].logprob).slice(0, 5)
-      .map(([i, t]) => `<span class="mono">${esc(fmt.piece(t.piece))}</span> (#${i + 1}, ${fmt.n(-t.logprob / Math.LN2, 2)} bits)`).join(", ");
+      .map(([i, t]) => `<span class="mono">${esc(fmt.vis(t.piece))}</span> (#${i + 1}, ${fmt.n(-t.logprob / Math.LN2, 2)} bits)`).join(", ");
     let html = `<table class="data" id="cmp-table"><tr><th>model</th><th>tokens</th><th>log p</th><th>NLL/token</th><th>perplexity</th><th>bits/byte</th></tr>${row(a, ra)}${row(b, rb)}</table>
 <p>Most surprised, ${esc(a)}: ${surprised(ra)}</p><p>Most surprised, ${esc(b)}: ${surprised(rb)}</p>`;
     if (same) {

@@ -84,7 +84,9 @@ fn type_and_score(tab: &Tab, text: &str) {
     let seq = eval(tab, "+(document.getElementById('chips').dataset.seq || 0)");
     eval(tab, "document.getElementById('text').value = ''");
     tab.find_element("#text").unwrap().click().unwrap();
-    tab.type_str(text).unwrap();
+    // Input.insertText: the browser's own text input (one `input` event), not a key
+    // event per character, which costs a DevTools round trip each.
+    tab.send_character(text).unwrap();
     tab.find_element("#score-go").unwrap().click().unwrap();
     wait_for(
         tab,
@@ -169,8 +171,11 @@ fn the_explorer_works_in_headless_chromium() {
         eprintln!("SKIPPED: no chromium binary (install Debian's `chromium` or set ARLM_CHROMIUM)");
         return;
     };
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("explorer: {:>6.2} s {what}", t0.elapsed().as_secs_f64());
     let f = fixture();
     let srv = Server::start();
+    phase("models and server ready");
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("explorer-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let browser = Browser::new(LaunchOptions {
@@ -196,6 +201,7 @@ fn the_explorer_works_in_headless_chromium() {
         20,
     );
 
+    phase("page loaded");
     // Score: token count and total log-prob equal `arlm score`'s to the digits shown.
     let text = "the small dog saw the old cat.";
     type_and_score(&tab, text);
@@ -213,6 +219,7 @@ fn the_explorer_works_in_headless_chromium() {
         30
     );
 
+    phase("scored");
     // Hover: the tooltip lists the alternatives.
     tab.find_element("#chips .chip[data-i='4']")
         .unwrap()
@@ -244,6 +251,7 @@ fn the_explorer_works_in_headless_chromium() {
     screenshot(&tab, 1280, 900, false, &shots.join("desktop-score.png"));
     screenshot(&tab, 390, 844, true, &shots.join("phone-score.png"));
 
+    phase("hover, keyboard, screenshots");
     // What if: branch at token 5; the page's change equals the two joints' difference.
     tab.find_element("#chips .chip[data-i='5']")
         .unwrap()
@@ -267,6 +275,7 @@ fn the_explorer_works_in_headless_chromium() {
     );
     screenshot(&tab, 1280, 1000, false, &shots.join("desktop-whatif.png"));
 
+    phase("what if");
     // Generate: the streamed text is `arlm generate`'s with the same seed and settings,
     // and streaming moves nothing on the page.
     tab.find_element("#tab-generate").unwrap().click().unwrap();
@@ -295,8 +304,15 @@ fn the_explorer_works_in_headless_chromium() {
     println!("explorer: layout shift while streaming: {shift:.4}");
     assert!(shift < 0.05, "layout shift {shift} while streaming");
     screenshot(&tab, 1280, 1100, false, &shots.join("desktop-generate.png"));
+    set_viewport(&tab, 390, 844, true);
+    eval(
+        &tab,
+        "document.getElementById('gen-out').scrollIntoView(); true",
+    );
     screenshot(&tab, 390, 844, true, &shots.join("phone-generate.png"));
+    eval(&tab, "window.scrollTo(0, 0); true");
 
+    phase("generate");
     // Compare: the GPT and the exact source share the bytes tokenizer.
     tab.find_element("#tab-compare").unwrap().click().unwrap();
     set_value(&tab, "cmp-a", "gpt");
@@ -315,6 +331,7 @@ fn the_explorer_works_in_headless_chromium() {
     );
     screenshot(&tab, 1280, 900, false, &shots.join("desktop-compare.png"));
 
+    phase("compare");
     // Exposure bias under the exact source.
     tab.find_element("#tab-exposure").unwrap().click().unwrap();
     set_value(&tab, "x-prompts", "8");
@@ -327,6 +344,7 @@ fn the_explorer_works_in_headless_chromium() {
     );
     screenshot(&tab, 1280, 1000, false, &shots.join("desktop-exposure.png"));
 
+    phase("exposure");
     // Switch models: the Kneser-Ney model rescoring the text, and no exact source.
     set_value(&tab, "model", "kn");
     wait_for(
@@ -345,6 +363,7 @@ fn the_explorer_works_in_headless_chromium() {
     let joint = want["joint_logprob"].as_f64().unwrap();
     assert_eq!(text_of(&tab, "#tot-joint"), format!("{joint:.4}"));
 
+    phase("switch models");
     // A ~1,000-token text on the tiny GPT: request, scoring and render under a second.
     set_value(&tab, "model", "gpt");
     let long: String = std::fs::read_to_string(f.dir.join("synth.txt"))
@@ -376,6 +395,7 @@ fn the_explorer_works_in_headless_chromium() {
     );
     assert!(ms < 1000.0, "scoring {} tokens took {ms} ms", long.len());
 
+    phase("long text");
     let shown = text_of(&tab, "#error");
     assert!(shown.is_empty(), "the page shows an error: {shown}");
     let errs = errors.lock().unwrap().clone();

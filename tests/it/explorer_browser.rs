@@ -220,6 +220,34 @@ fn the_explorer_works_in_headless_chromium() {
     );
 
     phase("scored");
+    // GLTR's rank buckets: every chip gets the class of its rank.
+    tab.find_element("input[name='colour'][value='rank']")
+        .unwrap()
+        .click()
+        .unwrap();
+    let ranks: Vec<u64> = want["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rank"].as_u64().unwrap())
+        .collect();
+    let classes = eval(
+        &tab,
+        "[...document.querySelectorAll('#chips .chip')].map((c) => c.classList[1]).join(' ')",
+    );
+    let bucket = |r: u64| match r {
+        0..=10 => "r1",
+        11..=100 => "r2",
+        101..=1000 => "r3",
+        _ => "r4",
+    };
+    let want_classes: Vec<&str> = ranks.iter().map(|&r| bucket(r)).collect();
+    assert_eq!(classes, want_classes.join(" "));
+    tab.find_element("input[name='colour'][value='prob']")
+        .unwrap()
+        .click()
+        .unwrap();
+
     // Hover: the tooltip lists the alternatives.
     tab.find_element("#chips .chip[data-i='4']")
         .unwrap()

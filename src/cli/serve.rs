@@ -120,6 +120,7 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("--host/--port: cannot listen on {addr}"))?;
         let local = listener.local_addr().context("reading the bound address")?;
         eprintln!("arlm serve: listening on http://{local}/v1 (Ctrl-C to stop)");
+        eprintln!("arlm serve: the chain-rule explorer is at http://{local}/");
         serve::serve(state, listener, serve::shutdown_signal())
             .await
             .context("serving")?;

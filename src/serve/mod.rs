@@ -4,7 +4,8 @@
 //! `echo` with `logprobs` returns the prompt's per-token log-probs, so clients such as
 //! lm-evaluation-harness score text through it), `GET /v1/models`, `POST /tokenize`,
 //! `POST /detokenize` (llama.cpp), `GET /tokenizer_info` (vLLM), `GET /health`,
-//! `GET /metrics` (Prometheus text).
+//! `GET /metrics` (Prometheus text), and the chain-rule explorer page at `/` with its
+//! `/explorer/*` endpoints ([`explorer`]).
 //!
 //! Layout: [`api`] request/response types and validation, [`error`] OpenAI-shaped
 //! errors, [`routes`] the handlers, [`engine`] the per-model batching worker,
@@ -28,6 +29,7 @@
 pub mod api;
 pub mod engine;
 pub mod error;
+pub mod explorer;
 pub mod metrics;
 pub mod routes;
 

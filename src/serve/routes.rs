@@ -38,8 +38,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/detokenize", post(detokenize))
         .route("/tokenizer_info", get(tokenizer_info))
         .route("/metrics", get(metrics_text))
+        .merge(super::explorer::api_routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .route("/health", get(health))
+        .merge(super::explorer::page_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -6,6 +6,8 @@ mod corpus;
 mod data;
 mod eval;
 mod eval_exact;
+mod explorer;
+mod explorer_browser;
 mod exposure_cli;
 mod fuzz_loaders;
 mod generate;

@@ -47,6 +47,21 @@ fn extend(h: u64, w: u32) -> u64 {
     mix(h.rotate_left(21) ^ (w as u64).wrapping_mul(0x9e3779b97f4a7c15)) | 1
 }
 
+/// The bits of a log10 backoff of -0.0: zero, and no longer n-gram has this n-gram as its
+/// context (KenLM's convention). The query state drops such n-grams, so the next query
+/// does not probe for extensions that cannot exist. A zero backoff of an n-gram that is
+/// some longer n-gram's context is +0.0.
+const NO_EXTENSION: u32 = 0x8000_0000;
+
+/// A zero backoff marked as not extending (until a longer n-gram shows it does).
+fn mark_zero(backoff: f32) -> f32 {
+    if backoff == 0.0 {
+        -0.0
+    } else {
+        backoff
+    }
+}
+
 /// One slot of an order's table: the n-gram's hash (0: empty), log10 p, log10 backoff.
 /// `#[repr(C)]`, 16 bytes: the binary format stores these slots as they are in memory.
 #[derive(Clone, Copy, Default, Debug, PartialEq)]
@@ -139,6 +154,20 @@ impl Table {
             }
             i = (i + 1) & mask;
         }
+    }
+
+    fn find_mut(entries: &mut [Entry], mask: usize, key: u64) -> Option<&mut Entry> {
+        let mut i = (key >> 7) as usize & mask;
+        for _ in 0..entries.len() {
+            if entries[i].key == key {
+                return Some(&mut entries[i]);
+            }
+            if entries[i].key == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+        None
     }
 
     /// Asks the CPU to start loading the slot where `key`'s probe begins.
@@ -249,14 +278,17 @@ impl BackoffModel {
             Some(Some(e)) => (e.0, 0.0),
             _ => (-100.0, 0.0),
         };
-        let unigrams: Vec<Unigram> = present
+        let mut unigrams: Vec<Unigram> = present
             .into_iter()
             .map(|e| {
                 let (prob, backoff) = e.unwrap_or(unk_entry);
-                Unigram { prob, backoff }
+                Unigram {
+                    prob,
+                    backoff: mark_zero(backoff),
+                }
             })
             .collect();
-        let mut tables = Vec::with_capacity(order.saturating_sub(1));
+        let mut owned: Vec<(Vec<Entry>, usize)> = Vec::with_capacity(order.saturating_sub(1));
         for (m, og) in grams.orders.iter().enumerate().skip(1) {
             let n = m + 1;
             let (mut entries, mask) = Table::with_len(og.keys.len());
@@ -268,17 +300,37 @@ impl BackoffModel {
                     kk >>= p.bits;
                 }
                 let h = hash_gram(&ids);
-                if !Table::insert(&mut entries, mask, h, og.probs[i], og.backoffs[i]) {
+                let b = mark_zero(og.backoffs[i]);
+                if !Table::insert(&mut entries, mask, h, og.probs[i], b) {
                     return Err(NgramError::Invalid(format!(
                         "duplicate {n}-gram (or a 64-bit hash collision) at ids {ids:?}"
                     )));
                 }
+                // This n-gram's context extends: its zero backoff becomes +0.
+                let context = &ids[..n - 1];
+                let slot = if n == 2 {
+                    unigrams
+                        .get_mut(context[0] as usize)
+                        .map(|u| &mut u.backoff)
+                } else {
+                    let (lower, lmask) = &mut owned[n - 3];
+                    Table::find_mut(lower, *lmask, hash_gram(context)).map(|e| &mut e.backoff)
+                };
+                if let Some(b) = slot {
+                    if b.to_bits() == NO_EXTENSION {
+                        *b = 0.0;
+                    }
+                }
             }
-            tables.push(Table {
+            owned.push((entries, mask));
+        }
+        let tables = owned
+            .into_iter()
+            .map(|(entries, mask)| Table {
                 entries: Slots::Owned(entries),
                 mask,
-            });
-        }
+            })
+            .collect();
         Ok(BackoffModel {
             order,
             vocab_size,
@@ -350,10 +402,11 @@ impl BackoffModel {
                 .unigrams
                 .as_slice()
                 .get(*w as usize)
-                .map(|u| (u.prob, u.backoff)),
+                // + 0.0 turns the -0.0 extension mark back into the file's 0.
+                .map(|u| (u.prob, u.backoff + 0.0)),
             _ => {
                 let t = self.tables.get(ids.len() - 2)?;
-                t.find(hash_gram(ids)).map(|e| (e.prob, e.backoff))
+                t.find(hash_gram(ids)).map(|e| (e.prob, e.backoff + 0.0))
             }
         }
     }
@@ -410,7 +463,10 @@ impl BackoffModel {
         let keep = self.order - 1;
         out.words[0] = w;
         out.backoffs[0] = bo;
-        out.len = keep.min(1) as u8;
+        // The state keeps the context suffixes up to the longest that may extend (or has a
+        // backoff to add); shorter ones that cannot extend stay in it (their probe misses,
+        // as it would anyway) so the backoffs above them are still added.
+        out.len = (keep > 0 && bo.to_bits() != NO_EXTENSION) as u8;
         let ctx = (state.len as usize).min(keep);
         let mut matched = 0; // context words used by the longest match
                              // All the probes' hashes first, each table's slot prefetched: the probes of the
@@ -430,7 +486,9 @@ impl BackoffModel {
                     if i + 1 < keep {
                         out.words[i + 1] = state.words[i];
                         out.backoffs[i + 1] = e.backoff;
-                        out.len = (i + 2) as u8;
+                        if e.backoff.to_bits() != NO_EXTENSION {
+                            out.len = (i + 2) as u8;
+                        }
                     }
                 }
                 None => break,

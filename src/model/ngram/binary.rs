@@ -20,6 +20,8 @@
 //!              log10 backoff: f32), an open-addressing table probed linearly from
 //!              (hash >> 7) & (slots - 1); hash 0 marks an empty slot.
 //! ```
+//! A log10 backoff of -0.0 (sign bit set) marks a zero backoff of an n-gram that is no
+//! longer n-gram's context (KenLM's convention; the query state drops it), +0.0 one that is.
 //! A slot stores the 64-bit hash of its n-gram, not its words (as KenLM's probing model):
 //! the file answers queries but cannot be turned back into ARPA, which is why
 //! `arlm ngram fit` also keeps `model.arpa` unless `--no-arpa` is given.

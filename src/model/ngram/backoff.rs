@@ -473,9 +473,9 @@ impl BackoffModel {
                              // orders are independent cache misses that then overlap instead of queueing.
         let mut hashes = [0u64; MAX_ORDER - 1];
         let mut h = hash1(w);
-        for i in 0..ctx {
+        for (i, slot) in hashes[..ctx].iter_mut().enumerate() {
             h = extend(h, state.words[i]);
-            hashes[i] = h;
+            *slot = h;
             self.tables[i].prefetch(h);
         }
         for (i, &h) in hashes[..ctx].iter().enumerate() {

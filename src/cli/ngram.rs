@@ -1,5 +1,6 @@
 //! `arlm ngram fit`: estimate a Kneser-Ney or add-k n-gram model; `arlm ngram ppl`: KenLM-style
-//! perplexity of a text under an n-gram / ARPA model.
+//! perplexity of a text under an n-gram / ARPA model; `arlm ngram build-binary`: an ARPA
+//! file into a model directory with the binary (mapped) model.
 
 use anyhow::{bail, Context};
 use arlm::data::bin::TokenFile;
@@ -24,6 +25,20 @@ enum Cmd {
     Fit(FitArgs),
     /// Total log10 probability and perplexity of a text, KenLM `query` style.
     Ppl(PplArgs),
+    /// Convert an ARPA file (KenLM's, SRILM's, arlm's; plain or .gz) into a model
+    /// directory holding the binary model (loads by mmap in milliseconds).
+    BuildBinary(BuildBinaryArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildBinaryArgs {
+    /// The ARPA file (.arpa or .arpa.gz).
+    arpa: PathBuf,
+    /// Output model directory (model.bin, tokenizer.json, config.json).
+    out: PathBuf,
+    /// Write into OUT even if it is a non-empty directory that is not an n-gram model.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Smoothing methods.
@@ -71,6 +86,10 @@ struct FitArgs {
     /// Also write the model as an ARPA file here (.gz: gzip). Kneser-Ney only.
     #[arg(long)]
     arpa: Option<PathBuf>,
+    /// Do not keep model.arpa in the model directory (only the binary model.bin, which
+    /// loads faster but cannot be converted back to ARPA). Kneser-Ney only.
+    #[arg(long)]
+    no_arpa: bool,
     /// Do not reproduce lmplz's count-of-counts quirk (see `arlm::model::ngram::kneser_ney`).
     #[arg(long)]
     no_kenlm_quirk: bool,
@@ -95,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.cmd {
         Cmd::Fit(a) => fit(a),
         Cmd::Ppl(a) => ppl(a),
+        Cmd::BuildBinary(a) => build_binary(a),
     }
 }
 
@@ -205,7 +225,7 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
                     d[2]
                 );
             }
-            store::save_kn(&a.out, &fit, &*tok, &opts)?;
+            store::save_kn(&a.out, &fit, &*tok, &opts, !a.no_arpa)?;
             if let Some(p) = &a.arpa {
                 arlm::model::ngram::arpa::write(p, &fit.grams, &*store::arpa_names(&*tok))?;
                 println!("wrote {}", p.display());
@@ -218,8 +238,11 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
             );
         }
         Smoothing::AddK => {
-            if a.arpa.is_some() {
-                bail!("--arpa is only for --smoothing kneser-ney (add-k is not a backoff model)");
+            if a.arpa.is_some() || a.no_arpa {
+                bail!(
+                    "--arpa / --no-arpa are only for --smoothing kneser-ney \
+                     (add-k is not a backoff model)"
+                );
             }
             let model = store::fit_addk(&corpus, &*tok, a.order, a.k)?;
             store::save_addk(&a.out, &model, &*tok)?;
@@ -251,10 +274,40 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+fn build_binary(a: BuildBinaryArgs) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    arlm::outdir::check(
+        &a.out,
+        arlm::outdir::OutputKind::ModelDir(&[store::KN_TYPE]),
+        a.force,
+    )?;
+    arlm::outdir::remove_stale_temps(&a.out)?;
+    let model = store::build_binary(&a.arpa, &a.out)
+        .with_context(|| format!("converting {}", a.arpa.display()))?;
+    let bin = a.out.join(store::KN_BINARY);
+    let size = std::fs::metadata(&bin).map_or(0, |m| m.len());
+    println!(
+        "{}-gram ({} n-grams): wrote {} ({:.1} MB) in {:.2} s",
+        model.order(),
+        model
+            .counts()
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(" / "),
+        bin.display(),
+        size as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn ppl(a: PplArgs) -> anyhow::Result<()> {
     use arlm::model::LanguageModel;
+    let t_load = Instant::now();
     let loaded = arlm::model::load::load(&a.model)
         .with_context(|| format!("loading {}", a.model.display()))?;
+    let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
     let tok = &loaded.tokenizer;
     let mut total = 0f64;
     let mut tokens = 0u64;
@@ -277,7 +330,7 @@ fn ppl(a: PplArgs) -> anyhow::Result<()> {
         tokens += lp.len() as u64;
     }
     let secs = t0.elapsed().as_secs_f64();
-    println!("model: {}", loaded.describe());
+    println!("model: {}  (loaded in {load_ms:.1} ms)", loaded.describe());
     println!(
         "tokens {tokens} (<unk> {oov})  log10 total {total:.3}  perplexity {:.4}  ({:.0} tokens/s)",
         10f64.powf(-total / tokens.max(1) as f64),

@@ -9,6 +9,8 @@ use arlm::with_model;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
+mod docs;
+
 /// Output formats of `arlm score`.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -73,6 +75,12 @@ pub struct Args {
     /// Colour the table.
     #[arg(long, value_enum, default_value = "auto")]
     color: Color,
+    /// Only each document's perplexity (CCNet-style filtering): JSONL records are echoed
+    /// with "tokens", "log10_prob" and "perplexity" added, in input order, scoring the
+    /// documents in parallel on all cores. For the words tokenizer each line of a
+    /// document is a sentence (`<s>` ... `</s>`, as KenLM's `model.score`).
+    #[arg(long)]
+    perplexity: bool,
 }
 
 /// One thing to score.
@@ -157,6 +165,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut loaded = load(&args.model)
         .with_context(|| format!("cannot load the model at {}", args.model.display()))?;
     loaded.set_weight_format(args.weights)?;
+    if args.perplexity {
+        return docs::run(&args, &loaded);
+    }
     let items = read_items(&args)?;
     let tok = loaded.tokenizer.as_ref();
     let scores = with_model!(&loaded.model, m => score_all(m, tok, &items, &args))?;

@@ -16,6 +16,9 @@
 //!   [`evaluate::Protocol`] that produced them: a perplexity without its protocol is not a
 //!   number one can compare.
 //!
+//! - [`docs`]: one perplexity per document for data pipelines (`arlm score --perplexity`),
+//!   with a query-only fast path for n-gram models.
+//!
 //! # Conventions
 //! Every document starts with the model's BOS (end-of-text) token, which is conditioning
 //! only; the context of a conditional score is conditioning only too. Byte counts are the
@@ -30,6 +33,7 @@
 //! distributions (it needs ranks and alternatives), so it is the slower, detailed path.
 
 pub mod bootstrap;
+pub mod docs;
 pub mod evaluate;
 pub mod exposure;
 pub mod exposure_plot;

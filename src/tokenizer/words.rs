@@ -94,9 +94,12 @@ impl WordTokenizer {
     /// A tokenizer whose non-special words are `words` (ids 3, 4, ... in this order);
     /// specials and repeats in `words` are skipped.
     pub fn from_words<'a>(words: impl IntoIterator<Item = &'a str>) -> WordTokenizer {
+        let words = words.into_iter();
+        // Sized up front: loading a model's vocabulary is on every `--model` load's path.
+        let n = SPECIALS.len() + words.size_hint().0;
         let mut tok = WordTokenizer {
-            words: Vec::new(),
-            index: FxHashMap::default(),
+            words: Vec::with_capacity(n),
+            index: FxHashMap::with_capacity_and_hasher(n, Default::default()),
         };
         for w in SPECIALS.into_iter().chain(words) {
             if !tok.index.contains_key(w) {

@@ -14,6 +14,7 @@ mod generate;
 mod generate_cli;
 mod generate_gpt;
 mod gpt_parity;
+mod ngram_binary;
 mod ngram_cli;
 mod ngram_kenlm;
 mod reliability;

@@ -8,7 +8,7 @@ use arlm::model::{logsumexp, LanguageModel};
 use arlm::with_model;
 use common::{arlm, arlm_ok};
 
-fn small_corpus() -> String {
+pub fn small_corpus() -> String {
     // Enough variety for every count-of-counts n1..n4 at orders 1-3.
     let mut state = 7u64;
     let mut prev = 0usize;

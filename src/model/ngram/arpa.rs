@@ -351,23 +351,32 @@ fn write_to(
     }
     let p = grams.packer;
     let mask = (1u128 << p.bits) - 1;
+    // Lines are formatted into one buffer handed to `out` a megabyte at a time: one
+    // dynamic call per megabyte instead of several per line.
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     for (i, og) in grams.orders.iter().enumerate() {
         let n = i + 1;
         writeln!(out, "\n\\{n}-grams:")?;
         for (j, &k) in og.keys.iter().enumerate() {
-            write!(out, "{}\t", og.probs[j])?;
+            write!(buf, "{}\t", og.probs[j])?;
             for w in (0..n).rev() {
                 let id = ((k >> (w as u32 * p.bits)) & mask) as usize;
-                out.write_all(names[id].as_bytes())?;
+                buf.extend_from_slice(names[id].as_bytes());
                 if w > 0 {
-                    out.write_all(b" ")?;
+                    buf.push(b' ');
                 }
             }
             if n < order {
-                write!(out, "\t{}", og.backoffs[j])?;
+                write!(buf, "\t{}", og.backoffs[j])?;
             }
-            out.write_all(b"\n")?;
+            buf.push(b'\n');
+            if buf.len() >= (1 << 20) - 4096 {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
         }
+        out.write_all(&buf)?;
+        buf.clear();
     }
     writeln!(out, "\n\\end\\")
 }

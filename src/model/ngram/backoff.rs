@@ -12,7 +12,10 @@
 //! (as KenLM does): building fails on a hash collision between two stored n-grams, and a
 //! query for an absent n-gram is misread as present with probability about
 //! entries / 2^64 per probe. The hash of (x_1 .. x_n) is built from x_n backwards, so the
-//! lookups for w, (c1 w), (c2 c1 w), ... extend one hash incrementally.
+//! lookups for w, (c1 w), (c2 c1 w), ... extend one hash incrementally. The arrays are
+//! built in memory ([`BackoffModel::new`]) or borrowed from a mapped `model.bin`
+//! ([`super::binary`]), which stores them byte for byte; changing the hash or the slot
+//! layout changes that file format (bump `binary::VERSION`).
 //!
 //! # Performance notes
 //! PTB trigram: 850 k entries, 21 MB of tables. See `arlm bench ngram` for query speed
@@ -21,6 +24,7 @@
 use super::kneser_ney::ArpaGrams;
 use super::{NgramError, MAX_ORDER};
 use crate::model::{check_token, LanguageModel, ModelError};
+use std::sync::Arc;
 
 const LN10: f32 = std::f32::consts::LN_10;
 
@@ -43,33 +47,104 @@ fn extend(h: u64, w: u32) -> u64 {
     mix(h.rotate_left(21) ^ (w as u64).wrapping_mul(0x9e3779b97f4a7c15)) | 1
 }
 
-#[derive(Clone, Copy, Default)]
+/// The bits of a log10 backoff of -0.0: zero, and no longer n-gram has this n-gram as its
+/// context (KenLM's convention). The query state drops such n-grams, so the next query
+/// does not probe for extensions that cannot exist. A zero backoff of an n-gram that is
+/// some longer n-gram's context is +0.0.
+const NO_EXTENSION: u32 = 0x8000_0000;
+
+/// A zero backoff marked as not extending (until a longer n-gram shows it does).
+fn mark_zero(backoff: f32) -> f32 {
+    if backoff == 0.0 {
+        -0.0
+    } else {
+        backoff
+    }
+}
+
+/// One slot of an order's table: the n-gram's hash (0: empty), log10 p, log10 backoff.
+/// `#[repr(C)]`, 16 bytes: the binary format stores these slots as they are in memory.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
 #[repr(C)]
-struct Entry {
-    key: u64,
-    prob: f32,
-    backoff: f32,
+pub(super) struct Entry {
+    pub(super) key: u64,
+    pub(super) prob: f32,
+    pub(super) backoff: f32,
+}
+
+/// A unigram's (log10 p, log10 backoff), 8 bytes, stored as it is in memory too.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+#[repr(C)]
+pub(super) struct Unigram {
+    pub(super) prob: f32,
+    pub(super) backoff: f32,
+}
+
+/// Plain-old-data arrays that may be read straight out of a mapped file.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]`, have no padding, and every bit pattern is a valid value.
+pub(super) unsafe trait Pod: Copy {}
+// SAFETY: u64 + f32 + f32 under repr(C): 16 bytes, no padding, any bits are valid.
+unsafe impl Pod for Entry {}
+// SAFETY: two f32 under repr(C): 8 bytes, no padding, any bits are valid.
+unsafe impl Pod for Unigram {}
+
+/// An array owned in memory or borrowed from a mapped binary model file.
+pub(super) enum Slots<T: Pod> {
+    Owned(Vec<T>),
+    /// `len` values at byte `offset` of `map` (aligned to `T`, checked when mapping).
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl<T: Pod> Slots<T> {
+    /// Borrows `len` values at byte `offset` of `map`; `None` when they do not fit inside
+    /// the map or are misaligned for `T`.
+    pub(super) fn mapped(map: &Arc<memmap2::Mmap>, offset: usize, len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+        let end = offset.checked_add(bytes)?;
+        let aligned = (map.as_ptr() as usize + offset).is_multiple_of(std::mem::align_of::<T>());
+        (end <= map.len() && aligned).then(|| Slots::Mapped {
+            map: Arc::clone(map),
+            offset,
+            len,
+        })
+    }
+
+    #[inline]
+    pub(super) fn as_slice(&self) -> &[T] {
+        match self {
+            Slots::Owned(v) => v,
+            // SAFETY: `mapped` checked that the range lies inside the map and is aligned
+            // for T, and T: Pod makes any bytes a valid T. The map is read-only and lives
+            // as long as `self` (the Arc).
+            Slots::Mapped { map, offset, len } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().add(*offset) as *const T, *len)
+            },
+        }
+    }
 }
 
 /// One order's open-addressing table (key 0 marks an empty slot; stored keys are odd).
-struct Table {
-    entries: Vec<Entry>,
-    mask: usize,
+pub(super) struct Table {
+    pub(super) entries: Slots<Entry>,
+    pub(super) mask: usize,
 }
 
 impl Table {
-    fn with_len(len: usize) -> Table {
+    fn with_len(len: usize) -> (Vec<Entry>, usize) {
         let size = ((len as f64 / 0.6) as usize + 2).next_power_of_two();
-        Table {
-            entries: vec![Entry::default(); size],
-            mask: size - 1,
-        }
+        (vec![Entry::default(); size], size - 1)
     }
 
-    fn insert(&mut self, key: u64, prob: f32, backoff: f32) -> bool {
-        let mut i = (key >> 7) as usize & self.mask;
+    fn insert(entries: &mut [Entry], mask: usize, key: u64, prob: f32, backoff: f32) -> bool {
+        let mut i = (key >> 7) as usize & mask;
         loop {
-            let e = &mut self.entries[i];
+            let e = &mut entries[i];
             if e.key == 0 {
                 *e = Entry { key, prob, backoff };
                 return true;
@@ -77,16 +152,54 @@ impl Table {
             if e.key == key {
                 return false;
             }
-            i = (i + 1) & self.mask;
+            i = (i + 1) & mask;
         }
+    }
+
+    fn find_mut(entries: &mut [Entry], mask: usize, key: u64) -> Option<&mut Entry> {
+        let mut i = (key >> 7) as usize & mask;
+        for _ in 0..entries.len() {
+            if entries[i].key == key {
+                return Some(&mut entries[i]);
+            }
+            if entries[i].key == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+
+    /// Asks the CPU to start loading the slot where `key`'s probe begins.
+    #[inline]
+    fn prefetch(&self, key: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let slot = self
+                .entries
+                .as_slice()
+                .as_ptr()
+                .wrapping_add((key >> 7) as usize & self.mask);
+            // SAFETY: a prefetch is a hint; it never faults, even for an invalid address
+            // (and this one is inside the table).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    slot as *const i8,
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = key;
     }
 
     #[inline]
     fn find(&self, key: u64) -> Option<&Entry> {
+        let entries = self.entries.as_slice();
         let mut i = (key >> 7) as usize & self.mask;
-        loop {
-            // SAFETY-free: `i` is masked to the table's power-of-two length.
-            let e = &self.entries[i];
+        // At most one pass over the table: a table read from a damaged file may have no
+        // empty slot, and a query must still end.
+        for _ in 0..entries.len() {
+            let e = &entries[i];
             if e.key == key {
                 return Some(e);
             }
@@ -95,8 +208,13 @@ impl Table {
             }
             i = (i + 1) & self.mask;
         }
+        None
     }
 }
+
+/// What [`BackoffModel::parts`] lends: (start, end-of-text, unk) ids, the unigrams, and
+/// each higher order's (slots, mask).
+pub(super) type ModelParts<'a> = ([u32; 3], &'a [Unigram], Vec<(&'a [Entry], usize)>);
 
 /// The context of a query: the last words (most recent first) that, together, form an
 /// n-gram present in the model, and the log10 backoff of each such context suffix.
@@ -115,7 +233,7 @@ pub struct BackoffModel {
     eot: u32,
     unk: u32,
     /// (log10 p, log10 backoff) per id below `n_ids`.
-    unigrams: Vec<(f32, f32)>,
+    unigrams: Slots<Unigram>,
     tables: Vec<Table>,
     n_grams: Vec<usize>,
     describe: String,
@@ -160,14 +278,20 @@ impl BackoffModel {
             Some(Some(e)) => (e.0, 0.0),
             _ => (-100.0, 0.0),
         };
-        let unigrams: Vec<(f32, f32)> = present
+        let mut unigrams: Vec<Unigram> = present
             .into_iter()
-            .map(|e| e.unwrap_or(unk_entry))
+            .map(|e| {
+                let (prob, backoff) = e.unwrap_or(unk_entry);
+                Unigram {
+                    prob,
+                    backoff: mark_zero(backoff),
+                }
+            })
             .collect();
-        let mut tables = Vec::with_capacity(order.saturating_sub(1));
+        let mut owned: Vec<(Vec<Entry>, usize)> = Vec::with_capacity(order.saturating_sub(1));
         for (m, og) in grams.orders.iter().enumerate().skip(1) {
             let n = m + 1;
-            let mut t = Table::with_len(og.keys.len());
+            let (mut entries, mask) = Table::with_len(og.keys.len());
             let mut ids = vec![0u32; n];
             for (i, &k) in og.keys.iter().enumerate() {
                 let mut kk = k;
@@ -176,15 +300,63 @@ impl BackoffModel {
                     kk >>= p.bits;
                 }
                 let h = hash_gram(&ids);
-                if !t.insert(h, og.probs[i], og.backoffs[i]) {
+                let b = mark_zero(og.backoffs[i]);
+                if !Table::insert(&mut entries, mask, h, og.probs[i], b) {
                     return Err(NgramError::Invalid(format!(
                         "duplicate {n}-gram (or a 64-bit hash collision) at ids {ids:?}"
                     )));
                 }
+                // This n-gram's context extends: its zero backoff becomes +0.
+                let context = &ids[..n - 1];
+                let slot = if n == 2 {
+                    unigrams
+                        .get_mut(context[0] as usize)
+                        .map(|u| &mut u.backoff)
+                } else {
+                    let (lower, lmask) = &mut owned[n - 3];
+                    Table::find_mut(lower, *lmask, hash_gram(context)).map(|e| &mut e.backoff)
+                };
+                if let Some(b) = slot {
+                    if b.to_bits() == NO_EXTENSION {
+                        *b = 0.0;
+                    }
+                }
             }
-            tables.push(t);
+            owned.push((entries, mask));
         }
+        let tables = owned
+            .into_iter()
+            .map(|(entries, mask)| Table {
+                entries: Slots::Owned(entries),
+                mask,
+            })
+            .collect();
         Ok(BackoffModel {
+            order,
+            vocab_size,
+            start,
+            eot,
+            unk,
+            unigrams: Slots::Owned(unigrams),
+            tables,
+            n_grams: grams.orders.iter().map(|o| o.keys.len()).collect(),
+            describe,
+        })
+    }
+
+    /// Assembles a model from arrays read by [`super::binary`] (which validated them).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn from_parts(
+        order: usize,
+        vocab_size: usize,
+        ids: [u32; 3],
+        unigrams: Slots<Unigram>,
+        tables: Vec<Table>,
+        n_grams: Vec<usize>,
+        describe: String,
+    ) -> BackoffModel {
+        let [start, eot, unk] = ids;
+        BackoffModel {
             order,
             vocab_size,
             start,
@@ -192,9 +364,51 @@ impl BackoffModel {
             unk,
             unigrams,
             tables,
-            n_grams: grams.orders.iter().map(|o| o.keys.len()).collect(),
+            n_grams,
             describe,
-        })
+        }
+    }
+
+    /// The arrays [`super::binary`] writes: the ids (start, end-of-text, unk), the
+    /// unigrams, and each higher order's (slots, mask).
+    pub(super) fn parts(&self) -> ModelParts<'_> {
+        (
+            [self.start, self.eot, self.unk],
+            self.unigrams.as_slice(),
+            self.tables
+                .iter()
+                .map(|t| (t.entries.as_slice(), t.mask))
+                .collect(),
+        )
+    }
+
+    /// The ids visible to callers.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Replaces the one-line description (e.g. with the tokenizer's kind once known).
+    pub fn set_describe(&mut self, describe: String) {
+        self.describe = describe;
+    }
+
+    /// The stored (log10 p, log10 backoff) of the n-gram `ids` (text order), or `None`
+    /// when it is not in the model (unigrams: ids outside the vocabulary). An exact
+    /// lookup, not a backed-off score: what a model file holds.
+    pub fn lookup(&self, ids: &[u32]) -> Option<(f32, f32)> {
+        match ids {
+            [] => None,
+            [w] => self
+                .unigrams
+                .as_slice()
+                .get(*w as usize)
+                // + 0.0 turns the -0.0 extension mark back into the file's 0.
+                .map(|u| (u.prob, u.backoff + 0.0)),
+            _ => {
+                let t = self.tables.get(ids.len() - 2)?;
+                t.find(hash_gram(ids)).map(|e| (e.prob, e.backoff + 0.0))
+            }
+        }
     }
 
     /// The n-gram order.
@@ -214,11 +428,11 @@ impl BackoffModel {
 
     /// Bytes held by the query tables.
     pub fn memory_bytes(&self) -> usize {
-        self.unigrams.len() * 8
+        std::mem::size_of_val(self.unigrams.as_slice())
             + self
                 .tables
                 .iter()
-                .map(|t| t.entries.len() * std::mem::size_of::<Entry>())
+                .map(|t| std::mem::size_of_val(t.entries.as_slice()))
                 .sum::<usize>()
     }
 
@@ -232,7 +446,7 @@ impl BackoffModel {
         if self.order > 1 {
             s.len = 1;
             s.words[0] = self.start;
-            s.backoffs[0] = self.unigrams[self.start as usize].1;
+            s.backoffs[0] = self.unigrams.as_slice()[self.start as usize].backoff;
         }
         s
     }
@@ -240,19 +454,31 @@ impl BackoffModel {
     /// log10 p(w | state) by standard backoff, and the state after `w` in `out`.
     #[inline]
     pub fn score_log10(&self, state: &BackoffState, w: u32, out: &mut BackoffState) -> f32 {
-        let (mut prob, bo) = match self.unigrams.get(w as usize) {
+        let unigrams = self.unigrams.as_slice();
+        let Unigram { prob, backoff: bo } = match unigrams.get(w as usize) {
             Some(&e) => e,
-            None => self.unigrams[self.unk as usize],
+            None => unigrams[self.unk as usize],
         };
+        let mut prob = prob;
         let keep = self.order - 1;
         out.words[0] = w;
         out.backoffs[0] = bo;
-        out.len = keep.min(1) as u8;
+        // The state keeps the context suffixes up to the longest that may extend (or has a
+        // backoff to add); shorter ones that cannot extend stay in it (their probe misses,
+        // as it would anyway) so the backoffs above them are still added.
+        out.len = (keep > 0 && bo.to_bits() != NO_EXTENSION) as u8;
         let ctx = (state.len as usize).min(keep);
         let mut matched = 0; // context words used by the longest match
+                             // All the probes' hashes first, each table's slot prefetched: the probes of the
+                             // orders are independent cache misses that then overlap instead of queueing.
+        let mut hashes = [0u64; MAX_ORDER - 1];
         let mut h = hash1(w);
-        for i in 0..ctx {
+        for (i, slot) in hashes[..ctx].iter_mut().enumerate() {
             h = extend(h, state.words[i]);
+            *slot = h;
+            self.tables[i].prefetch(h);
+        }
+        for (i, &h) in hashes[..ctx].iter().enumerate() {
             match self.tables[i].find(h) {
                 Some(e) => {
                     prob = e.prob;
@@ -260,7 +486,9 @@ impl BackoffModel {
                     if i + 1 < keep {
                         out.words[i + 1] = state.words[i];
                         out.backoffs[i + 1] = e.backoff;
-                        out.len = (i + 2) as u8;
+                        if e.backoff.to_bits() != NO_EXTENSION {
+                            out.len = (i + 2) as u8;
+                        }
                     }
                 }
                 None => break,

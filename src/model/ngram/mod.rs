@@ -6,8 +6,11 @@
 //! - [`arpa`]: ARPA read/write (plain or gzip), so models move between arlm, KenLM and SRILM.
 //! - [`backoff`]: the query structure every Kneser-Ney / ARPA model is scored with (standard
 //!   backoff, hashed n-grams), and its [`crate::model::LanguageModel`] implementation.
-//! - [`store`]: model directories (`config.json`, `tokenizer.json`, `model.arpa` or
-//!   `counts.bin`) and the `--data` / `--input` corpus readers used by `arlm ngram fit`.
+//! - [`binary`]: the binary model file (`model.bin`), the query tables as they lie in
+//!   memory, mapped at load (milliseconds at any size).
+//! - [`store`]: model directories (`config.json`, `tokenizer.json`, `model.bin` and
+//!   `model.arpa`, or `counts.bin`) and the `--data` / `--input` corpus readers used by
+//!   `arlm ngram fit`.
 //!
 //! # Sentences and the start symbol
 //! A corpus is a stream of sentences, each ending with the tokenizer's end-of-text token
@@ -21,6 +24,7 @@
 pub mod addk;
 pub mod arpa;
 pub mod backoff;
+pub mod binary;
 pub mod kneser_ney;
 pub mod store;
 
@@ -47,6 +51,8 @@ pub enum NgramError {
         line: usize,
         message: String,
     },
+    #[error("{path}: {message}")]
+    Binary { path: PathBuf, message: String },
     #[error("order {order} is not supported (1..={max})")]
     Order { order: usize, max: usize },
     #[error(

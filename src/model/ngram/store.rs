@@ -1,9 +1,12 @@
 //! Fitting from corpora, and n-gram model directories on disk.
 //!
 //! A fitted model directory holds `tokenizer.json`, `config.json` and the model:
-//! - Kneser-Ney: `model.arpa` (plain ARPA, readable by KenLM/SRILM; words are the words
-//!   tokenizer's words, or decimal ids for other tokenizers with `<s>`/`</s>` for the
-//!   start symbol and end-of-text token); `config.json` `model_type: "arlm-kneser-ney"`.
+//! - Kneser-Ney: `model.bin` (the binary query tables, [`super::binary`], mapped at load;
+//!   config.json's `"file"`) and, unless fitted with `--no-arpa`, `model.arpa` (plain
+//!   ARPA, readable by KenLM/SRILM; words are the words tokenizer's words, or decimal ids
+//!   for other tokenizers with `<s>`/`</s>` for the start symbol and end-of-text token;
+//!   config.json's `"arpa"`); `model_type: "arlm-kneser-ney"`. Directories whose `"file"`
+//!   is an ARPA file (no binary) load too, by parsing it.
 //! - add-k: `counts.bin` ([`super::addk::AddK::save_counts`]); `model_type: "arlm-add-k"`.
 //!
 //! A bare `.arpa` / `.arpa.gz` file is a model too ([`load_arpa`]): its unigrams become a
@@ -160,26 +163,28 @@ pub fn arpa_names(tok: &dyn Tokenizer) -> Box<dyn Fn(u32) -> String> {
     }
 }
 
+/// The one-line description of a backoff model with `counts` n-grams per order.
+fn describe_backoff(counts: &[usize], tok: &dyn Tokenizer) -> String {
+    let counts: Vec<String> = counts.iter().map(|c| c.to_string()).collect();
+    format!(
+        "Kneser-Ney/backoff {}-gram ({} n-grams), {} tokenizer",
+        counts.len(),
+        counts.join(" / "),
+        tok.kind()
+    )
+}
+
 /// Builds the query model for `grams` over `tok`.
 pub fn backoff_model(grams: &ArpaGrams, tok: &dyn Tokenizer) -> Result<BackoffModel, NgramError> {
     let (start, eot) = start_and_eot(tok);
-    let counts: Vec<String> = grams
-        .orders
-        .iter()
-        .map(|o| o.keys.len().to_string())
-        .collect();
+    let counts: Vec<usize> = grams.orders.iter().map(|o| o.keys.len()).collect();
     BackoffModel::new(
         grams,
         tok.vocab_size(),
         start,
         eot,
         0,
-        format!(
-            "Kneser-Ney/backoff {}-gram ({} n-grams), {} tokenizer",
-            grams.order(),
-            counts.join(" / "),
-            tok.kind()
-        ),
+        describe_backoff(&counts, tok),
     )
 }
 
@@ -199,29 +204,86 @@ fn write_dir_files(
     crate::atomic::write_atomic(dir.join("config.json"), text.as_bytes()).map_err(io)
 }
 
-/// Writes a Kneser-Ney model directory (`model.arpa`, `tokenizer.json`, `config.json`).
+/// The binary model file of a Kneser-Ney model directory.
+pub const KN_BINARY: &str = "model.bin";
+/// The ARPA file of a Kneser-Ney model directory.
+pub const KN_ARPA: &str = "model.arpa";
+
+/// Writes a Kneser-Ney model directory: `model.bin`, `model.arpa` when `with_arpa`,
+/// `tokenizer.json` and `config.json`.
 pub fn save_kn(
     dir: &Path,
     fit: &KnFit,
     tok: &dyn Tokenizer,
     opts: &KnOptions,
+    with_arpa: bool,
 ) -> Result<(), NgramError> {
     std::fs::create_dir_all(dir).map_err(|source| NgramError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    arpa::write(&dir.join("model.arpa"), &fit.grams, &*arpa_names(tok))?;
-    let config = serde_json::json!({
+    let model = backoff_model(&fit.grams, tok)?;
+    super::binary::write(&dir.join(KN_BINARY), &model)?;
+    drop(model);
+    if with_arpa {
+        arpa::write(&dir.join(KN_ARPA), &fit.grams, &*arpa_names(tok))?;
+    } else {
+        // A model.arpa left by an earlier fit into this directory would not match.
+        remove_if_present(&dir.join(KN_ARPA))?;
+    }
+    let mut config = serde_json::json!({
         "model_type": KN_TYPE,
         "order": opts.order,
         "vocab_size": tok.vocab_size(),
-        "file": "model.arpa",
+        "file": KN_BINARY,
         "kenlm_quirk": opts.kenlm_quirk,
         "discounts": fit.discounts,
         "ngrams": fit.grams.orders.iter().map(|o| o.keys.len()).collect::<Vec<_>>(),
         "tokens": fit.tokens,
     });
+    if with_arpa {
+        config["arpa"] = KN_ARPA.into();
+    }
     write_dir_files(dir, tok, config)
+}
+
+fn remove_if_present(path: &Path) -> Result<(), NgramError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(NgramError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Converts the ARPA file `arpa_path` (KenLM's, SRILM's or arlm's, plain or gzip) into a
+/// model directory `dir` with `model.bin`, a words `tokenizer.json` built from its
+/// unigrams, and `config.json`. Returns the model (ready for queries).
+pub fn build_binary(arpa_path: &Path, dir: &Path) -> Result<BackoffModel, NgramError> {
+    let file = arpa::read(arpa_path, Vocab::Build)?;
+    let tok = file
+        .tokenizer
+        .ok_or_else(|| NgramError::Invalid("ARPA vocabulary was not built".into()))?;
+    let model = backoff_model(&file.grams, &tok)?;
+    let counts: Vec<usize> = file.grams.orders.iter().map(|o| o.keys.len()).collect();
+    drop(file.grams);
+    std::fs::create_dir_all(dir).map_err(|source| NgramError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    super::binary::write(&dir.join(KN_BINARY), &model)?;
+    remove_if_present(&dir.join(KN_ARPA))?;
+    let config = serde_json::json!({
+        "model_type": KN_TYPE,
+        "order": model.order(),
+        "vocab_size": tok.vocab_size(),
+        "file": KN_BINARY,
+        "ngrams": counts,
+        "source_arpa": arpa_path.display().to_string(),
+    });
+    write_dir_files(dir, &tok, config)?;
+    Ok(model)
 }
 
 /// Writes an add-k model directory (`counts.bin`, `tokenizer.json`, `config.json`).
@@ -271,13 +333,43 @@ fn config_file(
     Ok(dir.join(name))
 }
 
-/// Opens a Kneser-Ney model directory's ARPA file with the directory's tokenizer.
+/// Opens a Kneser-Ney model directory with the directory's tokenizer: maps the binary
+/// file config.json's `"file"` names (by its magic, or a `.bin` name, so a damaged binary
+/// is reported as one), or parses it when it is an ARPA file.
 pub fn load_kn(
     dir: &Path,
     config: &serde_json::Value,
     tok: &dyn Tokenizer,
 ) -> Result<BackoffModel, ModelError> {
-    let path = config_file(dir, config, "model.arpa")?;
+    let path = config_file(dir, config, KN_ARPA)?;
+    if super::binary::is_binary(&path) || path.extension().is_some_and(|e| e == "bin") {
+        let mut model = super::binary::load(&path, "")?;
+        if model.vocab_size() != tok.vocab_size() {
+            return Err(ModelError::Format {
+                path,
+                message: format!(
+                    "the model has a vocabulary of {} ids, the directory's tokenizer {}",
+                    model.vocab_size(),
+                    tok.vocab_size()
+                ),
+            });
+        }
+        let (start, eot) = start_and_eot(tok);
+        let ids = model.parts().0;
+        if ids[0] != start || ids[1] != eot {
+            return Err(ModelError::Format {
+                path,
+                message: format!(
+                    "the model's <s> / </s> ids {:?} are not the tokenizer's {:?}",
+                    &ids[..2],
+                    [start, eot]
+                ),
+            });
+        }
+        let describe = describe_backoff(model.counts(), tok);
+        model.set_describe(describe);
+        return Ok(model);
+    }
     let words = as_words(tok);
     let vocab = match &words {
         Some(w) => Vocab::Words(w),

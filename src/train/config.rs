@@ -6,6 +6,7 @@
 
 use super::rnn::RnnSpec;
 use super::TrainError;
+use crate::model::gpt::Activation;
 use crate::model::rnn::{CellKind, InitScheme};
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +92,11 @@ pub struct TrainConfig {
     /// the mean over all B x T tokens. The logged loss is per token either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub loss_sum_over_time: bool,
+    /// The GPT's MLP activation: `gelu_new` (GPT-2's tanh approximation, the default) or
+    /// `gelu` (exact erf, PyTorch's `nn.GELU()` as in nanoGPT); saved as config.json's
+    /// `activation_function`.
+    #[serde(default, skip_serializing_if = "Activation::is_default")]
+    pub activation: Activation,
 }
 
 /// The optimizer of a run.
@@ -185,6 +191,7 @@ impl TrainConfig {
             epochs: None,
             lr_step_decay: None,
             loss_sum_over_time: false,
+            activation: Activation::GeluTanh,
         };
         let lstm = |cell: CellKind, hidden: usize, init: f64| RnnSpec {
             cell,
@@ -370,7 +377,8 @@ impl TrainConfig {
             keep_last,
             seed,
             tokenizer,
-            val_fraction
+            val_fraction,
+            activation
         );
         if let Some(v) = o.lr_decay_steps {
             self.lr_decay_steps = Some(v);
@@ -537,6 +545,7 @@ pub struct ConfigOverrides {
     pub seed: Option<u64>,
     pub tokenizer: Option<String>,
     pub val_fraction: Option<f64>,
+    pub activation: Option<Activation>,
 }
 
 impl ConfigOverrides {

@@ -8,6 +8,7 @@ fn cfg() -> GptConfig {
         block_size: 6,
         vocab_size: 7,
         dropout: 0.0,
+        activation: Default::default(),
     }
 }
 
@@ -69,6 +70,7 @@ fn whole_model_gradient_matches_finite_differences() {
 fn dropout_gradient_matches_finite_differences() {
     let cfg = GptConfig {
         dropout: 0.3,
+        activation: Default::default(),
         ..cfg()
     };
     let mut model: Gpt<f64> = Gpt::init(cfg, 4).unwrap();

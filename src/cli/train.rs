@@ -2,11 +2,11 @@
 //! a GPT or a recurrent model (`rnn` in the config), and the library's training loop.
 
 use anyhow::{bail, Context};
+use arlm::model::gpt::Activation;
 use arlm::train::{
     checkpoint, data, ConfigOverrides, RunOptions, TrainConfig, Trainable, TrainableGpt,
     TrainableRnn, Trainer,
 };
-use arlm::model::gpt::Activation;
 use std::path::{Path, PathBuf};
 
 /// Flags of `arlm train`.

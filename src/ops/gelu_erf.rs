@@ -130,12 +130,7 @@ pub fn bias_gelu_erf_forward<F: Float>(out: &mut [F], inp: &mut [F], bias: &[F],
 
 /// out(N, OC) = GELU(inp + bias) and inp <- GELU'(inp + bias), exact (training; the
 /// backward is [`super::gelu_backward_stored`]).
-pub fn bias_gelu_erf_forward_train<F: Float>(
-    out: &mut [F],
-    inp: &mut [F],
-    bias: &[F],
-    oc: usize,
-) {
+pub fn bias_gelu_erf_forward_train<F: Float>(out: &mut [F], inp: &mut [F], bias: &[F], oc: usize) {
     bias_rows(out, inp, bias, oc, true)
 }
 
@@ -172,10 +167,17 @@ mod tests {
             (-1.0, -0.842_700_792_949_714_9),
         ];
         for (z, want) in known {
-            assert!((erf_f64(z) - want).abs() < 1e-15, "erf({z}) = {}", erf_f64(z));
+            assert!(
+                (erf_f64(z) - want).abs() < 1e-15,
+                "erf({z}) = {}",
+                erf_f64(z)
+            );
         }
         let erfc3 = 1.0 - erf_f64(3.0);
-        assert!((erfc3 / 2.209_049_699_858_544e-5 - 1.0).abs() < 1e-10, "{erfc3}");
+        assert!(
+            (erfc3 / 2.209_049_699_858_544e-5 - 1.0).abs() < 1e-10,
+            "{erfc3}"
+        );
         let (below, above) = (erf_f64(2.5 - 1e-12), erf_f64(2.5));
         assert!((below - above).abs() < 1e-14, "{below} vs {above}");
         assert_eq!(erf_f64(0.0), 0.0);
@@ -226,7 +228,9 @@ mod tests {
     #[test]
     fn train_eval_and_decode_agree_bitwise() {
         let oc = 48;
-        let x: Vec<f32> = (0..oc * 5).map(|i| ((i * 37) % 101) as f32 * 0.09 - 4.5).collect();
+        let x: Vec<f32> = (0..oc * 5)
+            .map(|i| ((i * 37) % 101) as f32 * 0.09 - 4.5)
+            .collect();
         let bias: Vec<f32> = (0..oc).map(|j| j as f32 * 0.01).collect();
         let (mut o1, mut o2) = (vec![0f32; x.len()], vec![0f32; x.len()]);
         let (mut g, mut xb) = (x.clone(), x.clone());

@@ -146,10 +146,17 @@ impl GivenBatches {
             TrainError::Data(format!("{} line {}: {what}", path.display(), line + 1))
         };
         let mut starts = Vec::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let row: Vec<&str> = line.split_whitespace().collect();
             if row.len() != b {
-                return Err(bad(i, format!("{} offsets, the batch size is {b}", row.len())));
+                return Err(bad(
+                    i,
+                    format!("{} offsets, the batch size is {b}", row.len()),
+                ));
             }
             for w in row {
                 let s: usize = w
@@ -158,14 +165,20 @@ impl GivenBatches {
                 if s + t >= len {
                     return Err(bad(
                         i,
-                        format!("offset {s} + {} tokens runs past the {len} training ids", t + 1),
+                        format!(
+                            "offset {s} + {} tokens runs past the {len} training ids",
+                            t + 1
+                        ),
                     ));
                 }
                 starts.push(s);
             }
         }
         if starts.is_empty() {
-            return Err(TrainError::Data(format!("{} has no batches", path.display())));
+            return Err(TrainError::Data(format!(
+                "{} has no batches",
+                path.display()
+            )));
         }
         Ok(GivenBatches { starts, b })
     }

@@ -251,7 +251,16 @@ impl Gpt<f32> {
                 let (xs, mut ys, mut ps, mut xqs) = split_states!(sts, ln -> fch);
                 let q = ql.map(|q| &q.fc);
                 matvec_batch_phase(
-                    team, isa, q, w.fc_w, w.fc_b, &xs, &mut ys, &mut ps, &mut xqs, Some(cfg.activation),
+                    team,
+                    isa,
+                    q,
+                    w.fc_w,
+                    w.fc_b,
+                    &xs,
+                    &mut ys,
+                    &mut ps,
+                    &mut xqs,
+                    Some(cfg.activation),
                 );
             }
             {

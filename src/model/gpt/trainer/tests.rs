@@ -14,9 +14,21 @@ fn cfg() -> GptConfig {
 
 /// Whole-model finite-difference check in f64 on every parameter of a tiny model.
 #[test]
-#[allow(clippy::needless_range_loop)]
 fn whole_model_gradient_matches_finite_differences() {
-    let cfg = cfg();
+    whole_model_fd(cfg());
+}
+
+/// The same with the exact (erf) GELU.
+#[test]
+fn whole_model_gradient_matches_finite_differences_exact_gelu() {
+    whole_model_fd(GptConfig {
+        activation: Activation::GeluExact,
+        ..cfg()
+    });
+}
+
+#[allow(clippy::needless_range_loop)]
+fn whole_model_fd(cfg: GptConfig) {
     let mut model: Gpt<f64> = Gpt::init(cfg, 3).unwrap();
     // Non-trivial LayerNorm params and biases so their gradients are exercised.
     for (i, x) in model.params_mut().iter_mut().enumerate() {
@@ -70,7 +82,6 @@ fn whole_model_gradient_matches_finite_differences() {
 fn dropout_gradient_matches_finite_differences() {
     let cfg = GptConfig {
         dropout: 0.3,
-        activation: Default::default(),
         ..cfg()
     };
     let mut model: Gpt<f64> = Gpt::init(cfg, 4).unwrap();

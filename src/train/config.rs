@@ -572,6 +572,24 @@ mod tests {
         assert!(TrainConfig::preset("nope").is_err());
     }
 
+    /// `activation` comes from TOML by transformers' names, is refused otherwise, and is
+    /// left out of the saved config when it is the default (old checkpoints still resume).
+    #[test]
+    fn activation_from_toml_and_default_not_serialized() {
+        let o = ConfigOverrides::from_toml("activation = \"gelu\"").unwrap();
+        assert_eq!(o.activation, Some(Activation::GeluExact));
+        let mut c = TrainConfig::preset("shakespeare-char-cpu").unwrap();
+        let plain = serde_json::to_value(&c).unwrap();
+        assert!(plain.get("activation").is_none());
+        c.apply(&o);
+        assert_eq!(c.activation, Activation::GeluExact);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["activation"], "gelu");
+        let back: TrainConfig = serde_json::from_value(plain).unwrap();
+        assert_eq!(back.activation, Activation::GeluTanh);
+        assert!(ConfigOverrides::from_toml("activation = \"relu\"").is_err());
+    }
+
     #[test]
     fn schedule_matches_nanogpt_get_lr() {
         // nanoGPT get_lr written out independently, in f64.

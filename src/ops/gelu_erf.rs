@@ -12,7 +12,8 @@
 //! Rust's std has no `erf`. The f32 path uses Abramowitz and Stegun 7.1.26,
 //! `erfc(z) = t (a1 + t (a2 + ... + t a5)) e^{-z^2}` with `t = 1 / (1 + p z)`, whose error
 //! is at most 1.5e-7 absolute for z >= 0: Phi is then within 7.5e-8 of the truth, under one
-//! f32 ulp of 1, and `e^{-x^2/2}` serves both Phi and the derivative
+//! f32 ulp of 1 (with the f32 roundings, GELU is within 2.9e-7 |x| of the f64 formula on a
+dense grid, tested), and `e^{-x^2/2}` serves both Phi and the derivative
 //! `Phi(x) + x e^{-x^2/2} / sqrt(2 pi)`. One branch-free loop that LLVM vectorizes with
 //! [`simd::exp`] (no lookup, no per-range branches as in a libm erf). The f64 path (the
 //! finite-difference checks) uses [`erf_f64`], accurate to ~1e-15, so the derivative
@@ -201,7 +202,9 @@ mod tests {
             worst_b = worst_b.max((g[i] as f64 - dwant).abs());
         }
         eprintln!("gelu erf f32: fwd {worst_f:.2e} (of |x|), bwd {worst_b:.2e}");
-        assert!(worst_f < 2.5e-7, "forward error {worst_f:e}");
+        // 2.9e-7 measured: A&S's 7.5e-8 on Phi plus the f32 roundings of exp and the
+        // polynomial (the tanh kernel's bound is 2.5e-7).
+        assert!(worst_f < 3.5e-7, "forward error {worst_f:e}");
         assert!(worst_b < 5e-7, "derivative error {worst_b:e}");
     }
 

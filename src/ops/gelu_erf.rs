@@ -13,7 +13,7 @@
 //! `erfc(z) = t (a1 + t (a2 + ... + t a5)) e^{-z^2}` with `t = 1 / (1 + p z)`, whose error
 //! is at most 1.5e-7 absolute for z >= 0: Phi is then within 7.5e-8 of the truth, under one
 //! f32 ulp of 1 (with the f32 roundings, GELU is within 2.9e-7 |x| of the f64 formula on a
-dense grid, tested), and `e^{-x^2/2}` serves both Phi and the derivative
+//! dense grid, tested), and `e^{-x^2/2}` serves both Phi and the derivative
 //! `Phi(x) + x e^{-x^2/2} / sqrt(2 pi)`. One branch-free loop that LLVM vectorizes with
 //! [`simd::exp`] (no lookup, no per-range branches as in a libm erf). The f64 path (the
 //! finite-difference checks) uses [`erf_f64`], accurate to ~1e-15, so the derivative

@@ -29,7 +29,7 @@ enum Command {
     /// Fit n-gram models (add-k, Kneser-Ney) and work with ARPA files.
     Ngram(cli::ngram::Args),
     /// Train a GPT by teacher forcing.
-    Train(cli::train::Args),
+    Train(Box<cli::train::Args>),
     /// Evaluate a model on a corpus: NLL, perplexity, bits per byte and per word.
     Eval(cli::eval::Args),
     /// Score texts token by token with the chain rule.
@@ -51,7 +51,7 @@ fn main() {
         Command::Tokenizer(a) => cli::tokenizer::run(a),
         Command::Prepare(a) => cli::prepare::run(a),
         Command::Ngram(a) => cli::ngram::run(a),
-        Command::Train(a) => cli::train::run(a),
+        Command::Train(a) => cli::train::run(*a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Score(a) => cli::score::run(a),
         Command::Generate(a) => cli::generate::run(a),

@@ -12,7 +12,11 @@ fixture, take the same 10 AdamW steps and save its own checkpoint, and checks th
 transformers loads that directory with GPT2LMHeadModel.from_pretrained and gets the same
 logits as PyTorch's trained model.
 
+With --activation gelu, the same with transformers' exact (erf) GELU, into
+tests/fixtures/gpt2-tiny-gelu/.
+
 Usage: PY=/root/.cache/arlm-peers/bin/python; $PY tools/gen_gpt2_fixture.py [--check-arlm]
+       [--activation gelu_new|gelu]
 """
 import argparse
 import os
@@ -32,12 +36,12 @@ LR, BETAS, EPS, WD = 1e-3, (0.9, 0.95), 1e-8, 0.1
 STEPS = 10
 
 
-def build():
+def build(activation):
     torch.manual_seed(1234)
     cfg = GPT2Config(
         vocab_size=65, n_positions=32, n_embd=32, n_layer=2, n_head=4,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        activation_function="gelu_new", bos_token_id=64, eos_token_id=64,
+        activation_function=activation, bos_token_id=64, eos_token_id=64,
     )
     model = GPT2LMHeadModel(cfg).float()
     # Non-trivial LayerNorm parameters and biases so their gradients are exercised.
@@ -52,9 +56,13 @@ def build():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check-arlm", action="store_true")
+    ap.add_argument("--activation", choices=["gelu_new", "gelu"], default="gelu_new")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model = build()
+    model = build(args.activation)
+    global OUT
+    if args.activation == "gelu":
+        OUT = OUT + "-gelu"
     os.makedirs(OUT, exist_ok=True)
     model.save_pretrained(OUT, safe_serialization=True)
     g = torch.Generator().manual_seed(99)
@@ -98,7 +106,7 @@ def main():
 
     if args.check_arlm:
         with tempfile.TemporaryDirectory() as d:
-            env = dict(os.environ, ARLM_SAVE_DIR=d)
+            env = dict(os.environ, ARLM_SAVE_DIR=d, ARLM_FIXTURE=OUT)
             subprocess.run(
                 ["cargo", "test", "-q", "--test", "it", "gpt_parity::save_trained_checkpoint",
                  "--", "--ignored"], cwd=ROOT, env=env, check=True)

@@ -3,6 +3,7 @@
 //! library's training loop.
 
 use anyhow::{bail, Context};
+use arlm::model::gpt::Activation;
 use arlm::train::{
     checkpoint, data, ConfigOverrides, InitModel, ModelSpec, RunOptions, TrainConfig, Trainable,
     Trainer,
@@ -153,6 +154,17 @@ pub struct Args {
     /// Fraction of a raw text held out for validation.
     #[arg(long)]
     val_fraction: Option<f64>,
+    /// MLP activation: gelu_new (GPT-2's tanh approximation) or gelu (exact, nanoGPT's).
+    #[arg(long, value_name = "gelu_new|gelu", value_parser = parse_activation)]
+    activation: Option<Activation>,
+    /// Testing hook: start from the weights of this model directory (config.json +
+    /// model.safetensors of the run's shape) instead of the seeded init.
+    #[arg(long, hide = true, value_name = "DIR")]
+    init_weights: Option<PathBuf>,
+    /// Testing hook: train on these windows instead of sampling them (one line per
+    /// micro-batch, B offsets into the training ids; tools/nanogpt_stepcompare.py).
+    #[arg(long, hide = true, value_name = "FILE")]
+    batch_offsets: Option<PathBuf>,
 }
 
 impl Args {
@@ -201,8 +213,13 @@ impl Args {
             lr_decay_factor: self.lr_decay_factor,
             lr_plateau: self.lr_plateau,
             loss_sum_over_time: self.loss_sum_over_time,
+            activation: self.activation,
         })
     }
+}
+
+fn parse_activation(s: &str) -> Result<Activation, String> {
+    Activation::from_hf_name(s).ok_or_else(|| format!("{s:?} is not gelu_new or gelu"))
 }
 
 /// The first of runs/NAME, runs/NAME-2, ... that holds no checkpoints.
@@ -405,11 +422,27 @@ fn run_trainer<M: Trainable>(
     out: PathBuf,
 ) -> anyhow::Result<()> {
     let is_synthetic = args.data.is_none();
+    if args.resume && (args.init_weights.is_some() || args.batch_offsets.is_some()) {
+        bail!("--init-weights and --batch-offsets start a new run; they do not go with --resume");
+    }
     let mut trainer = if args.resume {
         Trainer::resume(model, config, data, out.clone())?
     } else {
         Trainer::new(model, config, data, Some(out.clone()))?
     };
+    if let Some(dir) = &args.init_weights {
+        trainer
+            .model
+            .load_params(dir)
+            .with_context(|| format!("--init-weights {}", dir.display()))?;
+    }
+    if let Some(path) = &args.batch_offsets {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --batch-offsets {}", path.display()))?;
+        let (b, t) = (trainer.config.batch_size, trainer.config.block_size);
+        let given = data::GivenBatches::parse(&text, path, b, t, trainer.data.train.len())?;
+        trainer.use_given_batches(given)?;
+    }
     for note in &trainer.notes {
         eprintln!("arlm: note: {note}");
     }

@@ -5,7 +5,7 @@
 //! channels, V vocabulary, N = B*T rows. All tensors are row-major slices, and every
 //! kernel writes the shape of each buffer it takes in its doc (`inp(N, C)`).
 //!
-//! One file per layer ([`matmul`], [`layernorm`], [`attention`], [`gelu`],
+//! One file per layer ([`matmul`], [`layernorm`], [`attention`], [`gelu`] and [`gelu_erf`],
 //! [`softmax_ce`], [`embedding`], [`residual`]) holds that layer's dispatcher (the public
 //! function, generic over [`Float`]), its plain `reference` version where the fast one is
 //! not obviously correct, its AVX-512 body (an inner `avx512` module) and its tests. The
@@ -30,6 +30,7 @@ pub mod cpu;
 pub mod embedding;
 pub mod float;
 pub mod gelu;
+pub mod gelu_erf;
 pub mod layernorm;
 pub mod matmul;
 pub mod par;
@@ -53,6 +54,7 @@ pub use gelu::{
     bias_gelu_forward, bias_gelu_forward_train, gelu_backward_inplace, gelu_backward_stored,
     gelu_forward, gelu_inplace, gelu_keeps_derivative,
 };
+pub use gelu_erf::{bias_gelu_erf_forward, bias_gelu_erf_forward_train, gelu_erf_inplace};
 pub use layernorm::{layernorm_backward, layernorm_forward, LN_BLOCKS, LN_EPS};
 pub use matmul::{
     bias_backward, gemm_ceiling_gflops, matmul_backward, matmul_backward_t, matmul_forward,

@@ -7,6 +7,7 @@
 use super::rnn::RnnSpec;
 use super::spec::{GptSpec, ModelSpec};
 use super::TrainError;
+use crate::model::gpt::Activation;
 use crate::model::rnn::{CellKind, InitScheme};
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +84,11 @@ pub struct TrainConfig {
     /// the mean over all B x T tokens. The logged loss is per token either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub loss_sum_over_time: bool,
+    /// The GPT's MLP activation: `gelu_new` (GPT-2's tanh approximation, the default) or
+    /// `gelu` (exact erf, PyTorch's `nn.GELU()` as in nanoGPT); saved as config.json's
+    /// `activation_function`.
+    #[serde(default, skip_serializing_if = "Activation::is_default")]
+    pub activation: Activation,
 }
 
 /// The optimizer of a run.
@@ -178,6 +184,7 @@ impl TrainConfig {
             lr_step_decay: None,
             lr_plateau: None,
             loss_sum_over_time: false,
+            activation: Activation::GeluTanh,
         };
         let lstm = |cell: CellKind, hidden: usize, init: f64| {
             ModelSpec::Rnn(RnnSpec {
@@ -375,7 +382,8 @@ impl TrainConfig {
             tokenizer,
             val_fraction,
             optimizer,
-            loss_sum_over_time
+            loss_sum_over_time,
+            activation
         );
         if let Some(v) = o.lr_decay_steps {
             self.lr_decay_steps = Some(v);
@@ -678,6 +686,7 @@ pub struct ConfigOverrides {
     /// See [`TrainConfig::lr_plateau`] (1: off).
     pub lr_plateau: Option<f32>,
     pub loss_sum_over_time: Option<bool>,
+    pub activation: Option<Activation>,
 }
 
 /// Parses a recurrent init: `torch`, or a range r (`0.1`, `uniform:0.1`).
@@ -716,6 +725,24 @@ mod tests {
             TrainConfig::preset(p).unwrap().validate().unwrap();
         }
         assert!(TrainConfig::preset("nope").is_err());
+    }
+
+    /// `activation` comes from TOML by transformers' names, is refused otherwise, and is
+    /// left out of the saved config when it is the default (old checkpoints still resume).
+    #[test]
+    fn activation_from_toml_and_default_not_serialized() {
+        let o = ConfigOverrides::from_toml("activation = \"gelu\"").unwrap();
+        assert_eq!(o.activation, Some(Activation::GeluExact));
+        let mut c = TrainConfig::preset("shakespeare-char-cpu").unwrap();
+        let plain = serde_json::to_value(&c).unwrap();
+        assert!(plain.get("activation").is_none());
+        c.apply(&o).unwrap();
+        assert_eq!(c.activation, Activation::GeluExact);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["activation"], "gelu");
+        let back: TrainConfig = serde_json::from_value(plain).unwrap();
+        assert_eq!(back.activation, Activation::GeluTanh);
+        assert!(ConfigOverrides::from_toml("activation = \"relu\"").is_err());
     }
 
     #[test]

@@ -122,6 +122,100 @@ impl Tokens {
     }
 }
 
+/// Batches whose window offsets come from outside the run (a testing hook: a peer's
+/// sampler, so both sides train on the same windows): micro-batch k is the B windows
+/// starting at `starts[k * B..(k + 1) * B]`. The file has one line per micro-batch, B
+/// whitespace-separated offsets into the training ids.
+#[derive(Debug, Clone)]
+pub struct GivenBatches {
+    starts: Vec<usize>,
+    b: usize,
+}
+
+impl GivenBatches {
+    /// Parses `text` (read from `path`, named in errors) for batches of `b` windows of
+    /// `t + 1` tokens in a training split of `len` ids.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        b: usize,
+        t: usize,
+        len: usize,
+    ) -> Result<GivenBatches, TrainError> {
+        let bad = |line: usize, what: String| {
+            TrainError::Data(format!("{} line {}: {what}", path.display(), line + 1))
+        };
+        let mut starts = Vec::new();
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let row: Vec<&str> = line.split_whitespace().collect();
+            if row.len() != b {
+                return Err(bad(
+                    i,
+                    format!("{} offsets, the batch size is {b}", row.len()),
+                ));
+            }
+            for w in row {
+                let s: usize = w
+                    .parse()
+                    .map_err(|_| bad(i, format!("{w:?} is not an offset")))?;
+                if s + t >= len {
+                    return Err(bad(
+                        i,
+                        format!(
+                            "offset {s} + {} tokens runs past the {len} training ids",
+                            t + 1
+                        ),
+                    ));
+                }
+                starts.push(s);
+            }
+        }
+        if starts.is_empty() {
+            return Err(TrainError::Data(format!(
+                "{} has no batches",
+                path.display()
+            )));
+        }
+        Ok(GivenBatches { starts, b })
+    }
+
+    /// Number of micro-batches.
+    pub fn len(&self) -> usize {
+        self.starts.len() / self.b
+    }
+
+    /// True when there are none (never, after [`GivenBatches::parse`]).
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Fills `inputs` and `targets` with micro-batch `k`; false when there is no such batch.
+    pub fn fill(
+        &self,
+        k: usize,
+        tokens: &Tokens,
+        t: usize,
+        inputs: &mut [u32],
+        targets: &mut [u32],
+        window: &mut Vec<u32>,
+    ) -> bool {
+        let Some(starts) = self.starts.get(k * self.b..(k + 1) * self.b) else {
+            return false;
+        };
+        window.resize(t + 1, 0);
+        for (i, &start) in starts.iter().enumerate() {
+            tokens.read_into(start, window);
+            inputs[i * t..(i + 1) * t].copy_from_slice(&window[..t]);
+            targets[i * t..(i + 1) * t].copy_from_slice(&window[1..]);
+        }
+        true
+    }
+}
+
 /// Train and validation tokens plus the tokenizer that made them.
 pub struct TrainData {
     /// Training ids.

@@ -36,6 +36,7 @@ impl TrainableGpt {
             block_size: config.block_size,
             vocab_size,
             dropout: config.dropout,
+            activation: config.activation,
         };
         gc.validate()?;
         check_memory(&gc, config)?;
@@ -169,6 +170,16 @@ impl Trainable for TrainableGpt {
                     b.n_embd,
                     b.block_size,
                     b.vocab_size
+                ),
+            });
+        }
+        if a.activation != b.activation {
+            return Err(ModelError::Format {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "the saved model's activation_function is {}, the run's is {}",
+                    a.activation.hf_name(),
+                    b.activation.hf_name()
                 ),
             });
         }

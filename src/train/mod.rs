@@ -167,6 +167,8 @@ pub struct Trainer<M: Trainable> {
     /// Things the caller should tell the user: stale temporary files removed, damaged
     /// checkpoints skipped by a resume.
     pub notes: Vec<String>,
+    /// Batch offsets given from outside instead of the sampler (a testing hook).
+    given: Option<data::GivenBatches>,
 }
 
 impl<M: Trainable> Trainer<M> {
@@ -227,6 +229,7 @@ impl<M: Trainable> Trainer<M> {
             last_val: None,
             last_good: None,
             notes,
+            given: None,
             model,
             config,
             data,
@@ -319,6 +322,7 @@ impl<M: Trainable> Trainer<M> {
             last_val: None,
             last_good: Some(last_good),
             notes,
+            given: None,
             model,
             config,
             data,
@@ -342,6 +346,18 @@ impl<M: Trainable> Trainer<M> {
         } else {
             (lr as f64 * self.lr_scale) as f32
         }
+    }
+
+    /// Trains on these batches instead of sampling windows (a testing hook for
+    /// step-by-step comparisons with a peer; random-window models only).
+    pub fn use_given_batches(&mut self, given: data::GivenBatches) -> Result<(), TrainError> {
+        if self.steps_per_epoch.is_some() {
+            return Err(TrainError::Config(
+                "given batch offsets need a random-window model (not a recurrent one)".into(),
+            ));
+        }
+        self.given = Some(given);
+        Ok(())
     }
 
     /// Optimizer updates done so far.
@@ -373,8 +389,18 @@ impl<M: Trainable> Trainer<M> {
         let lr = self.lr_now();
         self.model.zero_grad();
         let mut loss_sum = 0f64;
-        for _ in 0..accum {
-            if let Some(spe) = self.steps_per_epoch {
+        for micro in 0..accum {
+            if let Some(given) = &self.given {
+                let k = self.step as usize * accum + micro;
+                let (i, tg, w) = (&mut self.inputs, &mut self.targets, &mut self.window);
+                if !given.fill(k, &self.data.train, t, i, tg, w) {
+                    return Err(TrainError::Data(format!(
+                        "the given batch offsets hold {} micro-batches; step {} needs more",
+                        given.len(),
+                        self.step + 1
+                    )));
+                }
+            } else if let Some(spe) = self.steps_per_epoch {
                 // Truncated BPTT: batch k of the epoch continues batch k-1's streams.
                 let k = self.step % spe;
                 if k == 0 {

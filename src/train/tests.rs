@@ -260,3 +260,56 @@ fn resume_refuses_other_config_and_data() {
         .to_string();
     assert!(e.contains("--resume"), "{e}");
 }
+
+/// Given batch offsets replace the sampler: the offsets the sampler would draw (replayed
+/// with its RNG) give the sampler's losses bit for bit, whatever the run's seed; running
+/// past the list stops with an error naming it.
+#[test]
+fn given_batches_replace_the_sampler() {
+    let c = toy_config();
+    let (b, t, steps) = (c.batch_size, c.block_size, 6);
+    let d = toy_data();
+    let mut rng = Rng::new(c.seed);
+    let mut lines = String::new();
+    for _ in 0..steps {
+        let starts: Vec<String> = (0..b)
+            .map(|_| rng.below((d.train.len() - t) as u64).to_string())
+            .collect();
+        rng.next_u64(); // the dropout seed of the micro-batch
+        lines += &(starts.join(" ") + "\n");
+    }
+    let path = Path::new("offsets.txt");
+    let given = data::GivenBatches::parse(&lines, path, b, t, d.train.len()).unwrap();
+    assert_eq!(given.len(), steps);
+    let mut sampled = Trainer::new(Bigram::new(257, 1), c.clone(), toy_data(), None).unwrap();
+    let mut other_seed = c.clone();
+    other_seed.seed += 1;
+    let mut replayed = Trainer::new(Bigram::new(257, 1), other_seed, toy_data(), None).unwrap();
+    replayed.use_given_batches(given).unwrap();
+    for _ in 0..steps {
+        let (a, r) = (
+            sampled.train_step().unwrap(),
+            replayed.train_step().unwrap(),
+        );
+        assert_eq!(a.to_bits(), r.to_bits());
+    }
+    assert_eq!(sampled.model.params(), replayed.model.params());
+    let e = replayed.train_step().unwrap_err().to_string();
+    assert!(e.contains("6 micro-batches") && e.contains("step 7"), "{e}");
+}
+
+#[test]
+fn given_batches_refuse_bad_files() {
+    let p = Path::new("offs.txt");
+    let err = |text: &str| {
+        data::GivenBatches::parse(text, p, 2, 8, 100)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err("1 2 3\n").contains("offs.txt line 1: 3 offsets, the batch size is 2"));
+    assert!(err("1 2\n4 x\n").contains("line 2: \"x\" is not an offset"));
+    assert!(err("1 92\n").contains("offset 92 + 9 tokens runs past the 100 training ids"));
+    assert!(err("\n\n").contains("has no batches"));
+    let ok = data::GivenBatches::parse("0 91\n\n5 6\n", p, 2, 8, 100).unwrap();
+    assert_eq!(ok.len(), 2);
+}

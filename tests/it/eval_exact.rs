@@ -55,6 +55,7 @@ fn tiny_gpt(dir: &Path) {
         block_size: 16,
         vocab_size: 257,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let mut m = Gpt::new(config, 3).unwrap();
     for p in m.params_mut() {

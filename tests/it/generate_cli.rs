@@ -221,6 +221,7 @@ fn gpt_reduced_precision_weights_from_the_cli() {
         block_size: 32,
         vocab_size: 257,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let mut gpt = Gpt::new(cfg, 11).unwrap();
     for p in gpt.params_mut() {

@@ -13,6 +13,7 @@ fn small_gpt(block_size: usize) -> Gpt {
         block_size,
         vocab_size: 61,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let mut m = Gpt::new(cfg, 7).unwrap();
     // Larger weights than the GPT-2 init so the distributions are far from uniform.
@@ -112,6 +113,7 @@ fn cli_generate_on_a_gpt_reports_the_models_logprobs() {
         block_size: 32,
         vocab_size: 257,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let m = Gpt::new(cfg, 3).unwrap();
     m.save(dir.path()).unwrap();

@@ -9,7 +9,7 @@
 //! - gradients: |a - b| <= 1e-5 * max|grad of that tensor| + 1e-7
 //! - AdamW losses over 10 steps: |a - b| <= 1e-5 (and the trained logits 1e-4)
 
-use arlm::model::gpt::{Gpt, GptTrainer};
+use arlm::model::gpt::{Activation, Gpt, GptTrainer};
 use arlm::ops::AdamW;
 use safetensors::tensor::{Dtype, SafeTensors};
 use std::path::PathBuf;
@@ -18,14 +18,19 @@ fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tiny")
 }
 
+/// The same fixture with `activation_function: "gelu"` (exact erf GELU, nanoGPT's).
+fn fixture_dir_exact_gelu() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tiny-gelu")
+}
+
 struct Reference {
     bytes: Vec<u8>,
 }
 
 impl Reference {
-    fn load() -> Reference {
+    fn load(dir: &std::path::Path) -> Reference {
         Reference {
-            bytes: std::fs::read(fixture_dir().join("reference.safetensors")).unwrap(),
+            bytes: std::fs::read(dir.join("reference.safetensors")).unwrap(),
         }
     }
     fn f32s(&self, name: &str) -> Vec<f32> {
@@ -73,9 +78,9 @@ fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str) {
 }
 
 /// Runs the fixture's batch through arlm and takes 10 AdamW steps; returns the model.
-fn run_parity(check: bool) -> Gpt {
-    let mut model = Gpt::load(&fixture_dir()).expect("fixture loads");
-    let r = Reference::load();
+fn run_parity(dir: &std::path::Path, check: bool) -> Gpt {
+    let mut model = Gpt::load(dir).expect("fixture loads");
+    let r = Reference::load(dir);
     let (x, b, t) = r.tokens("inputs");
     let (y, _, _) = r.tokens("targets");
     let v = model.config.vocab_size;
@@ -144,7 +149,22 @@ fn run_parity(check: bool) -> Gpt {
 
 #[test]
 fn matches_pytorch_logits_loss_grads_and_adamw() {
-    run_parity(true);
+    run_parity(&fixture_dir(), true);
+}
+
+/// transformers' `gelu` (exact erf) model: the same checks, and the activation survives
+/// arlm's save (config.json's activation_function).
+#[test]
+fn exact_gelu_matches_pytorch_and_round_trips() {
+    let model = run_parity(&fixture_dir_exact_gelu(), true);
+    assert_eq!(model.config.activation, Activation::GeluExact);
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    assert!(text.contains("\"activation_function\": \"gelu\""), "{text}");
+    let back = Gpt::load(dir.path()).unwrap();
+    assert_eq!(back.config, model.config);
+    assert_eq!(back.params(), model.params());
 }
 
 #[test]
@@ -174,5 +194,11 @@ fn arlm_checkpoint_round_trips_and_refuses_mismatches() {
 #[ignore]
 fn save_trained_checkpoint() {
     let dir = std::env::var("ARLM_SAVE_DIR").expect("set ARLM_SAVE_DIR");
-    run_parity(false).save(std::path::Path::new(&dir)).unwrap();
+    let fixture = match std::env::var("ARLM_FIXTURE") {
+        Ok(d) => PathBuf::from(d),
+        Err(_) => fixture_dir(),
+    };
+    run_parity(&fixture, false)
+        .save(std::path::Path::new(&dir))
+        .unwrap();
 }

@@ -26,6 +26,7 @@ fn gpt_dir(dir: &Path) {
         block_size: 64,
         vocab_size: 257,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let mut m = Gpt::new(cfg, 5).unwrap();
     for x in m.params_mut().iter_mut() {

@@ -85,6 +85,7 @@ fn run_in(args: &Args, tmp: &std::path::Path) -> Result<()> {
                 block_size: args.block,
                 vocab_size: args.vocab,
                 dropout: 0.0,
+                activation: Default::default(),
             };
             let mut m = Gpt::new(config, args.seed)?;
             for p in m.params_mut() {

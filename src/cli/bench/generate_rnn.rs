@@ -31,6 +31,7 @@ pub fn run(args: &Args) -> Result<()> {
         block_size: 1024,
         vocab_size: v,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let gpt = Gpt::new(gc, 1)?;
     let ctx = args.prompt_len + args.new_tokens;

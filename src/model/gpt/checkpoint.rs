@@ -9,7 +9,7 @@
 //! activation, untied head, a different MLP width, missing tensors, wrong shapes) with a
 //! message naming the field or tensor.
 
-use super::{Float, Gpt, GptConfig};
+use super::{Activation, Float, Gpt, GptConfig};
 use crate::atomic::write_atomic;
 use crate::model::ModelError;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -33,7 +33,7 @@ pub fn hf_config(config: &GptConfig, bos_token: u32) -> Value {
         "n_layer": config.n_layer,
         "n_head": config.n_head,
         "n_inner": null,
-        "activation_function": "gelu_new",
+        "activation_function": config.activation.hf_name(),
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout,
@@ -112,16 +112,8 @@ pub fn config_from_json(v: &Value, path: &Path) -> Result<(GptConfig, Option<u32
         block_size: int("n_positions", None)?,
         vocab_size: int("vocab_size", None)?,
         dropout: v.get("resid_pdrop").and_then(Value::as_f64).unwrap_or(0.0) as f32,
+        activation: activation_from_json(v, path)?,
     };
-    let act = v
-        .get("activation_function")
-        .and_then(Value::as_str)
-        .unwrap_or("gelu_new");
-    if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
-        return Err(err(format!(
-            "activation_function {act:?} is not supported (arlm implements GELU tanh: gelu_new)"
-        )));
-    }
     if let Some(inner) = v.get("n_inner").filter(|x| !x.is_null()) {
         if inner.as_u64() != Some(4 * n_embd as u64) {
             return Err(err(format!(
@@ -155,6 +147,22 @@ pub fn config_from_json(v: &Value, path: &Path) -> Result<(GptConfig, Option<u32
         .filter(|&b| (b as usize) < config.vocab_size)
         .map(|b| b as u32);
     Ok((config, bos))
+}
+
+/// The MLP activation named by config.json's `activation_function` (absent: GPT-2's
+/// `gelu_new`), refusing the ones arlm does not implement.
+pub fn activation_from_json(v: &Value, path: &Path) -> Result<Activation, ModelError> {
+    let name = v
+        .get("activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu_new");
+    Activation::from_hf_name(name).ok_or_else(|| ModelError::Format {
+        path: path.to_path_buf(),
+        message: format!(
+            "activation_function {name:?} is not supported (arlm implements GELU: gelu_new, \
+             gelu_pytorch_tanh and gelu)"
+        ),
+    })
 }
 
 /// Loads `dir/config.json` and `dir/model.safetensors`.
@@ -244,6 +252,7 @@ mod tests {
             block_size: 8,
             vocab_size: 11,
             dropout: 0.0,
+            activation: Default::default(),
         }
     }
 

@@ -49,7 +49,7 @@
 
 use super::quant::{self, ActQ8, QMat};
 use super::trainer::{forward, Acts};
-use super::{layer, parts, Gpt, WeightFormat};
+use super::{layer, parts, Activation, Gpt, WeightFormat};
 use crate::model::{check_token, log_softmax_in_place, LanguageModel, ModelError};
 use crate::ops::par::SyncPtr;
 use crate::ops::team::{self, Team};
@@ -123,7 +123,15 @@ fn chunk_rows(rows: usize, cols: usize) -> usize {
     rows.div_ceil(chunks).next_multiple_of(4).max(4)
 }
 
-/// y(OC) = x(IC) @ W + b, then GELU if `gelu`, as one team phase. W is the compact (out,
+/// x <- act(x) (the decode step's MLP activation).
+fn activate(act: Activation, x: &mut [f32]) {
+    match act {
+        Activation::GeluTanh => ops::gelu_inplace(x),
+        Activation::GeluExact => ops::gelu_erf_inplace(x),
+    }
+}
+
+/// y(OC) = x(IC) @ W + b, then the activation `gelu` if given, as one team phase. W is the compact (out,
 /// in) matrix `q` if given, else the f32 Conv1D (in, out) matrix `w` of the parameter
 /// buffer. Compact: chunks of output rows, one dot product per row. f32: the step is
 /// memory-bound (every weight is read once per token), so W is split into
@@ -141,7 +149,7 @@ fn matvec_phase(
     y: &mut [f32],
     part: &mut [f32],
     xq: &mut ActQ8,
-    gelu: bool,
+    gelu: Option<Activation>,
 ) {
     let (ic, oc) = (x.len(), y.len());
     match q {
@@ -160,8 +168,8 @@ fn matvec_phase(
                 for (yj, bj) in yc.iter_mut().zip(&b[r0..]) {
                     *yj += bj;
                 }
-                if gelu {
-                    ops::gelu_inplace(yc);
+                if let Some(act) = gelu {
+                    activate(act, yc);
                 }
             });
         }
@@ -181,8 +189,8 @@ fn matvec_phase(
                     *yj += pj;
                 }
             }
-            if gelu {
-                ops::gelu_inplace(y);
+            if let Some(act) = gelu {
+                activate(act, y);
             }
         }
     }
@@ -380,7 +388,7 @@ impl Gpt<f32> {
                 &mut st.qkv,
                 &mut st.part,
                 &mut st.xq,
-                false,
+                None,
             );
             // Attention, one chunk per head: append this position's key and value to the
             // head's cache, then attend over it.
@@ -419,7 +427,7 @@ impl Gpt<f32> {
                 &mut st.tmp,
                 &mut st.part,
                 &mut st.xq,
-                false,
+                None,
             );
             for j in 0..c {
                 st.x[j] += st.tmp[j];
@@ -436,7 +444,7 @@ impl Gpt<f32> {
                 &mut st.fch,
                 &mut st.part,
                 &mut st.xq,
-                true,
+                Some(cfg.activation),
             );
             let pr = ql.map(|q| &q.proj);
             matvec_phase(
@@ -449,7 +457,7 @@ impl Gpt<f32> {
                 &mut st.tmp,
                 &mut st.part,
                 &mut st.xq,
-                false,
+                None,
             );
             for j in 0..c {
                 st.x[j] += st.tmp[j];
@@ -707,6 +715,7 @@ mod tests {
             block_size: 12,
             vocab_size,
             dropout: 0.0,
+            activation: Default::default(),
         };
         let mut m = Gpt::new(cfg, seed).unwrap();
         for x in m.params_mut().iter_mut() {

@@ -100,6 +100,9 @@ pub struct GptConfig {
     pub vocab_size: usize,
     /// Dropout probability on embeddings and residual branches during training (0 = off).
     pub dropout: f32,
+    /// The MLP's activation (config.json's `activation_function`).
+    #[serde(default, skip_serializing_if = "Activation::is_default")]
+    pub activation: Activation,
 }
 
 impl GptConfig {
@@ -113,6 +116,7 @@ impl GptConfig {
             block_size: 1024,
             vocab_size: 50257,
             dropout: 0.0,
+            activation: Activation::GeluTanh,
         }
     }
 
@@ -264,6 +268,42 @@ pub struct TensorSpec {
     /// Weight decay applies (2-D tensors).
     pub decay: bool,
     pub init: Init,
+}
+
+/// The MLP's activation, by its transformers `activation_function` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Activation {
+    /// GELU, tanh approximation: GPT-2's `gelu_new` (also `gelu_pytorch_tanh`).
+    #[default]
+    #[serde(rename = "gelu_new")]
+    GeluTanh,
+    /// GELU, exact (erf): `gelu`, PyTorch's `nn.GELU()` (nanoGPT's MLP).
+    #[serde(rename = "gelu")]
+    GeluExact,
+}
+
+impl Activation {
+    /// The transformers `activation_function` value.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Activation::GeluTanh => "gelu_new",
+            Activation::GeluExact => "gelu",
+        }
+    }
+
+    /// From a transformers `activation_function` value (`None`: not implemented).
+    pub fn from_hf_name(name: &str) -> Option<Activation> {
+        match name {
+            "gelu_new" | "gelu_pytorch_tanh" => Some(Activation::GeluTanh),
+            "gelu" => Some(Activation::GeluExact),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the default (so configs that never named one stay unchanged).
+    pub fn is_default(&self) -> bool {
+        *self == Activation::default()
+    }
 }
 
 /// A GPT-2 model: configuration plus one contiguous parameter buffer.
@@ -521,6 +561,7 @@ mod tests {
             block_size: 8,
             vocab_size: 11,
             dropout: 0.0,
+            activation: Default::default(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! The same forward code also serves inference with a single layer slot (activations of
 //! layer l overwrite layer l-1's, since nothing will be differentiated).
 
-use super::{layer, parts, Float, Gpt, GptConfig};
+use super::{layer, parts, Activation, Float, Gpt, GptConfig};
 use crate::model::ModelError;
 use crate::ops::{self, LN_BLOCKS};
 use rayon::prelude::*;
@@ -218,11 +218,19 @@ pub(crate) fn forward<F: Float>(
         let fch = &mut a.fch[s * n * 4 * c..(s + 1) * n * 4 * c];
         ops::matmul_forward(fch, ln2, w.fc_w, None, n, c, 4 * c);
         let fch_gelu = &mut a.fch_gelu[s * n * 4 * c..(s + 1) * n * 4 * c];
-        if training {
+        match (cfg.activation, training) {
             // fch keeps GELU'(x) where the CPU allows (gelu_keeps_derivative), else x
-            ops::bias_gelu_forward_train(fch_gelu, fch, w.fc_b, 4 * c);
-        } else {
-            ops::bias_gelu_forward(fch_gelu, fch, w.fc_b, 4 * c);
+            (Activation::GeluTanh, true) => {
+                ops::bias_gelu_forward_train(fch_gelu, fch, w.fc_b, 4 * c)
+            }
+            (Activation::GeluTanh, false) => ops::bias_gelu_forward(fch_gelu, fch, w.fc_b, 4 * c),
+            // fch always keeps GELU'(x)
+            (Activation::GeluExact, true) => {
+                ops::bias_gelu_erf_forward_train(fch_gelu, fch, w.fc_b, 4 * c)
+            }
+            (Activation::GeluExact, false) => {
+                ops::bias_gelu_erf_forward(fch_gelu, fch, w.fc_b, 4 * c)
+            }
         }
         let res3 = &mut a.res3[s * n * c..(s + 1) * n * c];
         if dropout.is_some() {

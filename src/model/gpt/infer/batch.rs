@@ -46,7 +46,7 @@ fn matvec_batch_phase(
     ys: &mut [&mut [f32]],
     parts: &mut [&mut [f32]],
     xqs: &mut [&mut ActQ8],
-    gelu: bool,
+    gelu: Option<Activation>,
 ) {
     let n = xs.len();
     let (ic, oc) = (xs[0].len(), ys[0].len());
@@ -70,8 +70,8 @@ fn matvec_batch_phase(
                     for (yj, bj) in yc.iter_mut().zip(&b[r0..]) {
                         *yj += bj;
                     }
-                    if gelu {
-                        ops::gelu_inplace(yc);
+                    if let Some(act) = gelu {
+                        activate(act, yc);
                     }
                 }
             });
@@ -104,8 +104,8 @@ fn matvec_batch_phase(
                         *yj += pj;
                     }
                 }
-                if gelu {
-                    ops::gelu_inplace(y);
+                if let Some(act) = gelu {
+                    activate(act, y);
                 }
             }
         }
@@ -190,7 +190,7 @@ impl Gpt<f32> {
                 let (xs, mut ys, mut ps, mut xqs) = split_states!(sts, ln -> qkv);
                 let q = ql.map(|q| &q.qkv);
                 matvec_batch_phase(
-                    team, isa, q, w.qkv_w, w.qkv_b, &xs, &mut ys, &mut ps, &mut xqs, false,
+                    team, isa, q, w.qkv_w, w.qkv_b, &xs, &mut ys, &mut ps, &mut xqs, None,
                 );
             }
             // Attention: one chunk per (sequence, head).
@@ -248,7 +248,7 @@ impl Gpt<f32> {
                     &mut ys,
                     &mut ps,
                     &mut xqs,
-                    false,
+                    None,
                 );
             }
             for st in sts.iter_mut() {
@@ -262,14 +262,23 @@ impl Gpt<f32> {
                 let (xs, mut ys, mut ps, mut xqs) = split_states!(sts, ln -> fch);
                 let q = ql.map(|q| &q.fc);
                 matvec_batch_phase(
-                    team, isa, q, w.fc_w, w.fc_b, &xs, &mut ys, &mut ps, &mut xqs, true,
+                    team,
+                    isa,
+                    q,
+                    w.fc_w,
+                    w.fc_b,
+                    &xs,
+                    &mut ys,
+                    &mut ps,
+                    &mut xqs,
+                    Some(cfg.activation),
                 );
             }
             {
                 let (xs, mut ys, mut ps, mut xqs) = split_states!(sts, fch -> tmp);
                 let q = ql.map(|q| &q.proj);
                 matvec_batch_phase(
-                    team, isa, q, w.proj_w, w.proj_b, &xs, &mut ys, &mut ps, &mut xqs, false,
+                    team, isa, q, w.proj_w, w.proj_b, &xs, &mut ys, &mut ps, &mut xqs, None,
                 );
             }
             for st in sts.iter_mut() {

@@ -3,7 +3,7 @@
 //! dinp products read.
 
 use super::{apply_mask, masked_copy, Acts, Scratch};
-use crate::model::gpt::{layer, layer_mut, parts, parts_mut, GptConfig};
+use crate::model::gpt::{layer, layer_mut, parts, parts_mut, Activation, GptConfig};
 use crate::ops::{self, Float};
 use rayon::prelude::*;
 
@@ -109,7 +109,7 @@ pub(super) fn backward<F: Float>(
             (n, 4 * c, c),
             fresh,
         );
-        if ops::gelu_keeps_derivative::<F>(4 * c) {
+        if cfg.activation == Activation::GeluExact || ops::gelu_keeps_derivative::<F>(4 * c) {
             ops::gelu_backward_stored(&mut s.dfch, fch);
         } else {
             ops::gelu_backward_inplace(&mut s.dfch, fch);

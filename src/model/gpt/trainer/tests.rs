@@ -8,14 +8,27 @@ fn cfg() -> GptConfig {
         block_size: 6,
         vocab_size: 7,
         dropout: 0.0,
+        activation: Default::default(),
     }
 }
 
 /// Whole-model finite-difference check in f64 on every parameter of a tiny model.
 #[test]
-#[allow(clippy::needless_range_loop)]
 fn whole_model_gradient_matches_finite_differences() {
-    let cfg = cfg();
+    whole_model_fd(cfg());
+}
+
+/// The same with the exact (erf) GELU.
+#[test]
+fn whole_model_gradient_matches_finite_differences_exact_gelu() {
+    whole_model_fd(GptConfig {
+        activation: Activation::GeluExact,
+        ..cfg()
+    });
+}
+
+#[allow(clippy::needless_range_loop)]
+fn whole_model_fd(cfg: GptConfig) {
     let mut model: Gpt<f64> = Gpt::init(cfg, 3).unwrap();
     // Non-trivial LayerNorm params and biases so their gradients are exercised.
     for (i, x) in model.params_mut().iter_mut().enumerate() {

@@ -95,6 +95,8 @@ pub fn run(args: Args) -> Result<()> {
     };
     let dir = args.plot_dir.clone().unwrap_or_else(|| args.model.clone());
     let title = format!("exposure: {}", args.model.display());
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create --plot-dir {}: {e}", dir.display()))?;
     arlm::eval::exposure_plot::plot(&dir, &report, &title)
         .map_err(|e| anyhow::anyhow!("cannot draw the plot in {}: {e}", dir.display()))?;
     if args.json {

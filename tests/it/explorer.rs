@@ -467,7 +467,7 @@ fn exposure_matches_the_cli_and_needs_the_source() {
         json!({"model": "gpt", "prompts": 6, "prefix": 8, "length": 16, "seed": 3}),
     );
     assert_eq!(st, 200, "{v}");
-    std::fs::create_dir_all(f.dir.join("plots")).unwrap();
+    // The plot folder does not exist yet: exposure creates it.
     let out = arlm_ok(&[
         "exposure",
         "--model",
@@ -484,6 +484,7 @@ fn exposure_matches_the_cli_and_needs_the_source() {
         "--plot-dir",
         s(&f.dir.join("plots")),
     ]);
+    assert!(f.dir.join("plots/exposure.svg").exists());
     let cli: Value = serde_json::from_str(&out).unwrap();
     for run in ["teacher_forced", "sampled", "greedy"] {
         assert_eq!(v[run], cli[run], "{run}");

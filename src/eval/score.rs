@@ -160,9 +160,30 @@ pub fn score_text<M: LanguageModel>(
     };
     let ids = tok.encode(text)?;
     let raw = score_ids(model, &ctx_ids, &ids, spec, top_k)?;
+    let tokens = token_scores(tok, raw);
+    let joint: f64 = tokens.iter().map(|t| t.logprob).sum();
+    let totals = Totals {
+        nll: -joint,
+        tokens: tokens.len() as u64,
+        bytes: text.len() as u64,
+        words: count_words(text),
+    };
+    Ok(TextScore {
+        context: context.map(str::to_string),
+        text: text.to_string(),
+        context_tokens: ctx_ids.len(),
+        tokens,
+        joint_logprob: joint,
+        totals,
+        metrics: totals.metrics(),
+    })
+}
+
+/// Per-token detail from raw id scores: pieces, alternatives and the running sum of
+/// log-probs (the chain rule's partial sums).
+pub fn token_scores(tok: &dyn Tokenizer, raw: Vec<IdScore>) -> Vec<TokenScore> {
     let mut running = 0f64;
-    let tokens: Vec<TokenScore> = raw
-        .into_iter()
+    raw.into_iter()
         .enumerate()
         .map(|(position, r)| {
             running += r.logprob;
@@ -185,23 +206,7 @@ pub fn score_text<M: LanguageModel>(
                     .collect(),
             }
         })
-        .collect();
-    let joint: f64 = tokens.iter().map(|t| t.logprob).sum();
-    let totals = Totals {
-        nll: -joint,
-        tokens: tokens.len() as u64,
-        bytes: text.len() as u64,
-        words: count_words(text),
-    };
-    Ok(TextScore {
-        context: context.map(str::to_string),
-        text: text.to_string(),
-        context_tokens: ctx_ids.len(),
-        tokens,
-        joint_logprob: joint,
-        totals,
-        metrics: totals.metrics(),
-    })
+        .collect()
 }
 
 #[cfg(test)]

@@ -209,32 +209,7 @@ fn from_ids(
     ids: &[u32],
     raw: Vec<crate::eval::score::IdScore>,
 ) -> crate::eval::TextScore {
-    let mut running = 0f64;
-    let tokens: Vec<crate::eval::TokenScore> = raw
-        .into_iter()
-        .enumerate()
-        .map(|(position, r)| {
-            running += r.logprob;
-            crate::eval::TokenScore {
-                position,
-                id: r.id,
-                piece: piece(tok, r.id),
-                logprob: r.logprob,
-                rank: r.rank,
-                entropy: r.entropy,
-                cumulative_logprob: running,
-                top: r
-                    .top
-                    .iter()
-                    .map(|&(id, logprob)| crate::eval::score::Alternative {
-                        id,
-                        piece: piece(tok, id),
-                        logprob,
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
+    let tokens = crate::eval::score::token_scores(tok, raw);
     let bytes: u64 = ids
         .iter()
         .map(|&t| tok.token_bytes(t).map_or(0, |b| b.len() as u64))

@@ -10,7 +10,7 @@
 //! `cargo run --release --example weight_formats -- MODEL_DIR TEXT_FILE [MAX_TOKENS]`
 
 use arlm::model::gpt::WeightFormat;
-use arlm::model::load::{load, AnyModel};
+use arlm::load::{load, AnyModel};
 use arlm::model::LanguageModel;
 
 fn main() -> anyhow::Result<()> {

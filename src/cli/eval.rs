@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use arlm::eval::{evaluate, report, Corpus, DocMode, EvalOptions, EvalReport, WindowSpec};
-use arlm::model::load::load;
+use arlm::load::load;
 use arlm::model::LanguageModel;
 use arlm::tokenizer::Tokenizer;
 use arlm::with_model;

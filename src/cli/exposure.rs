@@ -7,7 +7,7 @@
 use anyhow::{bail, Context, Result};
 use arlm::corpus::synth::SynthSource;
 use arlm::eval::exposure::{self, mean, ExposureOptions, ExposureReport};
-use arlm::model::load::load;
+use arlm::load::load;
 use arlm::model::LanguageModel;
 use arlm::with_model;
 use rand::{Rng, SeedableRng};

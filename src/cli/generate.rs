@@ -180,7 +180,7 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("cannot read the prompt file {}", f.display()))?,
         (None, None) => String::new(),
     };
-    let mut loaded = arlm::model::load::load(&args.model)
+    let mut loaded = arlm::load::load(&args.model)
         .with_context(|| format!("cannot load the model {}", args.model.display()))?;
     loaded.set_weight_format(args.weights)?;
     let tok = &*loaded.tokenizer;

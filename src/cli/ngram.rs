@@ -158,8 +158,10 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
                 tok.vocab_size()
             );
         }
+        let file: &TokenFile = &bin;
         Corpus::Tokens {
-            file: &bin,
+            len: file.len(),
+            get: Box::new(|i| file.get(i)),
             eot: tok.eot_token(),
         }
     } else {
@@ -305,8 +307,8 @@ fn build_binary(a: BuildBinaryArgs) -> anyhow::Result<()> {
 fn ppl(a: PplArgs) -> anyhow::Result<()> {
     use arlm::model::LanguageModel;
     let t_load = Instant::now();
-    let loaded = arlm::model::load::load(&a.model)
-        .with_context(|| format!("loading {}", a.model.display()))?;
+    let loaded =
+        arlm::load::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
     let tok = &loaded.tokenizer;
     let mut total = 0f64;

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use arlm::eval::{report, score_text, TextScore, WindowSpec};
-use arlm::model::load::load;
+use arlm::load::load;
 use arlm::model::LanguageModel;
 use arlm::tokenizer::Tokenizer;
 use arlm::with_model;

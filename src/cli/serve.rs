@@ -88,7 +88,7 @@ pub fn run(args: Args) -> Result<()> {
         if models.iter().any(|(n, _)| n == &name) {
             bail!("--model {spec}: the name {name:?} is given twice");
         }
-        let mut loaded = arlm::model::load::load(&path)
+        let mut loaded = arlm::load::load(&path)
             .with_context(|| format!("--model {spec}: loading {}", path.display()))?;
         loaded
             .set_weight_format(args.weights)

@@ -348,8 +348,8 @@ fn config_source(args: &Args) -> String {
 
 /// Opens an `--init-from` directory (or a checkpoint being resumed) through the model
 /// registry.
-fn open_init(dir: &Path) -> anyhow::Result<arlm::model::load::LoadedModel> {
-    arlm::model::load::load(dir).with_context(|| format!("--init-from {}", dir.display()))
+fn open_init(dir: &Path) -> anyhow::Result<arlm::load::LoadedModel> {
+    arlm::load::load(dir).with_context(|| format!("--init-from {}", dir.display()))
 }
 
 /// Puts the shape of `init`'s model into `config` (refusing another class, or shape
@@ -357,7 +357,7 @@ fn open_init(dir: &Path) -> anyhow::Result<arlm::model::load::LoadedModel> {
 /// makes the model's tokenizer.json the raw-text tokenizer unless one was chosen.
 fn adopt_init(
     config: &mut TrainConfig,
-    init: &arlm::model::load::LoadedModel,
+    init: &arlm::load::LoadedModel,
     explicit: &[&str],
     tokenizer_set: bool,
 ) -> anyhow::Result<()> {
@@ -395,7 +395,7 @@ fn adopt_init(
         );
     }
     config.model = spec;
-    if let arlm::model::load::AnyModel::Gpt(g) = &init.model {
+    if let arlm::load::AnyModel::Gpt(g) = &init.model {
         let context = g.config.block_size;
         if config.block_size > context {
             if explicit.contains(&"block_size") {

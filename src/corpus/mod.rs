@@ -113,7 +113,7 @@ pub fn synth_with_meta(seed: u64, n_bytes: usize) -> Result<(String, SynthMeta),
 
 /// Writes a model directory for the synthetic source (config.json with model_type
 /// "arlm-synth", tokenizer.json of the bytes tokenizer), loadable by
-/// [`crate::model::load::load`].
+/// [`crate::load::load`].
 pub fn save_model_dir(dir: &Path, meta: Option<&SynthMeta>) -> Result<(), CorpusError> {
     let io = |source| CorpusError::Io {
         path: dir.to_path_buf(),

@@ -13,7 +13,7 @@
 //! window like [`super::score_ids`].
 
 use super::{EvalError, WindowSpec};
-use crate::model::load::AnyModel;
+use crate::load::AnyModel;
 use crate::model::LanguageModel;
 use crate::tokenizer::Tokenizer;
 

@@ -14,7 +14,6 @@
 //! continuation's positions are counted.
 
 pub mod gpt;
-pub mod load;
 pub mod ngram;
 pub mod rnn;
 pub mod uniform;

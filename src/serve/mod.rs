@@ -33,7 +33,7 @@ pub mod explorer;
 pub mod metrics;
 pub mod routes;
 
-use crate::model::load::LoadedModel;
+use crate::load::LoadedModel;
 use api::Limits;
 use engine::{EngineOptions, Worker};
 use metrics::Metrics;

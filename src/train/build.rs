@@ -7,7 +7,7 @@ use super::rnn::TrainableRnn;
 use super::spec::ModelSpec;
 use super::trainable::Trainable;
 use super::TrainError;
-use crate::model::load::AnyModel;
+use crate::load::AnyModel;
 use crate::model::ModelError;
 
 /// A trained model to start a run from (`arlm train --init-from DIR`).

@@ -10,7 +10,7 @@
 
 use super::rnn::RnnSpec;
 use super::TrainError;
-use crate::model::load::AnyModel;
+use crate::load::AnyModel;
 use serde::{Deserialize, Serialize};
 
 /// The shape of a GPT to train (the vocabulary comes from the data, the context length

@@ -54,7 +54,7 @@ fn synth_is_seeded_and_reports_its_exact_floor() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("a.meta.json")).unwrap())
             .unwrap();
     let nll = meta["nll_nats"].as_f64().unwrap();
-    let loaded = arlm::model::load::load(&model).unwrap();
+    let loaded = arlm::load::load(&model).unwrap();
     assert_eq!(loaded.tokenizer.kind(), "bytes");
     let mut seq = vec![loaded.tokenizer.eot_token()];
     seq.extend(

@@ -126,7 +126,7 @@ proptest! {
         std::fs::write(d.join("model.safetensors"), damage(&weights, &flips, cut)).unwrap();
         // The byte tokenizer fits the fixture's vocabulary question either way.
         arlm::tokenizer::save(&arlm::tokenizer::bytes::ByteTokenizer, &d.join("tokenizer.json")).unwrap();
-        let _ = arlm::model::load::load(d);
+        let _ = arlm::load::load(d);
     }
 
     #[test]
@@ -170,7 +170,7 @@ proptest! {
         } else {
             std::fs::write(&path, &text).unwrap();
         }
-        if let Ok(loaded) = arlm::model::load::load(&path) {
+        if let Ok(loaded) = arlm::load::load(&path) {
             let ids = loaded.tokenizer.encode("a a b\n").unwrap_or_default();
             let mut seq = vec![arlm::with_model!(&loaded.model, m => arlm::model::LanguageModel::bos_token(m))];
             seq.extend(ids);
@@ -242,7 +242,7 @@ proptest! {
 fn score_jsonl_ends_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("uniform");
-    arlm::model::load::save_uniform(&model, &arlm::tokenizer::bytes::ByteTokenizer).unwrap();
+    arlm::load::save_uniform(&model, &arlm::tokenizer::bytes::ByteTokenizer).unwrap();
     let records = [
         "{\"text\": \"hello\"}",
         "{\"text\": 5}",

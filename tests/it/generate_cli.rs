@@ -7,7 +7,7 @@ use common::{arlm, arlm_ok};
 
 fn uniform_model() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    arlm::model::load::save_uniform(dir.path(), &arlm::tokenizer::bytes::ByteTokenizer).unwrap();
+    arlm::load::save_uniform(dir.path(), &arlm::tokenizer::bytes::ByteTokenizer).unwrap();
     dir
 }
 
@@ -258,9 +258,9 @@ fn gpt_reduced_precision_weights_from_the_cli() {
             .iter()
             .map(|t| t["id"].as_u64().unwrap())
             .collect();
-        let mut loaded = arlm::model::load::load(dir.path()).unwrap();
+        let mut loaded = arlm::load::load(dir.path()).unwrap();
         loaded.set_weight_format(format).unwrap();
-        let arlm::model::load::AnyModel::Gpt(g) = &loaded.model else {
+        let arlm::load::AnyModel::Gpt(g) = &loaded.model else {
             panic!("not a GPT")
         };
         let mut s = Sampler::new(SamplerConfig::greedy(), g.vocab_size()).unwrap();

@@ -3,7 +3,7 @@
 //! `arlm score --perplexity` (document perplexity) against the query loop.
 use crate::common;
 
-use arlm::model::load::{load, AnyModel};
+use arlm::load::{load, AnyModel};
 use arlm::model::ngram::arpa::{self, Vocab};
 use arlm::model::ngram::backoff::BackoffModel;
 use arlm::model::ngram::store;

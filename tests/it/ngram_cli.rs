@@ -1,5 +1,5 @@
 //! End to end: `arlm ngram fit` / `arlm ngram ppl` on a small text, model directories and
-//! ARPA files through `model::load`, and clear errors on bad input.
+//! ARPA files through `load`, and clear errors on bad input.
 // with_model! expands the body for every model class, including ones whose State is ().
 #![allow(clippy::let_unit_value)]
 use crate::common;
@@ -58,8 +58,8 @@ fn fit_kn_and_addk_then_load_and_score() {
     ]);
     assert!(out.contains("discounts"), "{out}");
     // The directory and the ARPA file give the same model.
-    let a = arlm::model::load::load(&kn).unwrap();
-    let b = arlm::model::load::load(&arpa).unwrap();
+    let a = arlm::load::load(&kn).unwrap();
+    let b = arlm::load::load(&arpa).unwrap();
     let text = "w0 w1 w2 w0 w3\nzebra w0 w5\n";
     let ids_a = a.tokenizer.encode(text).unwrap();
     let ids_b = b.tokenizer.encode(text).unwrap();
@@ -104,7 +104,7 @@ fn fit_kn_and_addk_then_load_and_score() {
         "--out",
         ak.to_str().unwrap(),
     ]);
-    let c = arlm::model::load::load(&ak).unwrap();
+    let c = arlm::load::load(&ak).unwrap();
     assert!(c.describe().contains("add-k"));
     let lc = with_model!(&c.model, m => m.score_next(&seq).unwrap());
     assert_eq!(lc.len(), la.len());
@@ -154,6 +154,6 @@ fn bad_input_fails_clearly() {
         "\\data\\\nngram 1=2\n\n\\1-grams:\n-1\ta\n\\end\\\n",
     )
     .unwrap();
-    let e = arlm::model::load::load(&bad_arpa).err().unwrap();
+    let e = arlm::load::load(&bad_arpa).err().unwrap();
     assert!(e.to_string().contains("header says 2"), "{e}");
 }

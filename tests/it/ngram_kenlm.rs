@@ -98,6 +98,7 @@ fn ptb_unk_tokenizer_and_fit(order: usize) -> Option<(WordTokenizer, store::KnFi
         tokenizer: &tok,
     };
     let fit = store::fit_kn(&corpus, &tok, &KnOptions::new(order)).unwrap();
+    drop(corpus);
     Some((tok, fit, dir))
 }
 

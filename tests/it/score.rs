@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use arlm::model::load::save_uniform;
+use arlm::load::save_uniform;
 use arlm::tokenizer::bytes::ByteTokenizer;
 use common::{arlm, arlm_ok};
 

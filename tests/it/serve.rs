@@ -5,8 +5,8 @@
 
 use crate::common;
 
+use arlm::load::{load, LoadedModel};
 use arlm::model::gpt::{Gpt, GptConfig};
-use arlm::model::load::{load, LoadedModel};
 use arlm::serve::{self, AppState, ServeOptions};
 use arlm::tokenizer::bytes::ByteTokenizer;
 use serde_json::{json, Value};

@@ -55,7 +55,7 @@ fn raw_text_uses_chars_and_toml_config_applies() {
         .collect();
     assert_eq!(evals, vec![5, 10]);
     // The run directory is a model directory the rest of arlm loads.
-    let loaded = arlm::model::load::load(&out).unwrap();
+    let loaded = arlm::load::load(&out).unwrap();
     assert!(
         loaded.describe().contains("2L/2H/32"),
         "{}",

@@ -107,7 +107,7 @@ fn gpt_starts_from_a_transformers_checkpoint() {
     assert!(n >= 10, "compared {n} tensors");
     assert!(diff < 1e-6, "weights moved by {diff}");
     // The model's context (32) and shape were taken over from the directory.
-    let loaded = arlm::model::load::load(&out).unwrap();
+    let loaded = arlm::load::load(&out).unwrap();
     assert!(
         loaded.describe().contains("2L/4H/32"),
         "{}",

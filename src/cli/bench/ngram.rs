@@ -201,15 +201,15 @@ fn bench(args: &Args, exe: &Path, tmp: &Path) -> anyhow::Result<()> {
             let (mut total, mut tokens, mut their_total) = (0.0, 0, f64::NAN);
             // Queries run on a model loaded (and its pages touched) once, as a pipeline
             // uses it; each round also times a fresh load on its own.
-            let loaded = arlm::model::load::load(&f.dir)?;
-            let arlm::model::load::AnyModel::Backoff(model) = &loaded.model else {
+            let loaded = arlm::load::load(&f.dir)?;
+            let arlm::load::AnyModel::Backoff(model) = &loaded.model else {
                 bail!("{} is not a backoff model", f.dir.display());
             };
             let words = store::as_words(&*loaded.tokenizer).context("words tokenizer")?;
             model.total_log10(&words.encode(&text)?);
             for _ in 0..args.repeat.max(1) {
                 let t0 = Instant::now();
-                drop(arlm::model::load::load(&f.dir)?);
+                drop(arlm::load::load(&f.dir)?);
                 loads.push(t0.elapsed().as_secs_f64() * 1e3);
                 let t0 = Instant::now();
                 let ids = words.encode(&text)?;

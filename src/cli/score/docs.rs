@@ -11,7 +11,7 @@ use super::Args;
 use anyhow::{bail, Context, Result};
 use arlm::eval::docs::{doc_score, DocScore};
 use arlm::eval::WindowSpec;
-use arlm::model::load::LoadedModel;
+use arlm::load::LoadedModel;
 use arlm::model::LanguageModel;
 use arlm::with_model;
 use rayon::prelude::*;

@@ -17,7 +17,6 @@ use super::arpa::{self, Vocab};
 use super::backoff::BackoffModel;
 use super::kneser_ney::{ArpaGrams, Discounts, KnCounter, KnOptions};
 use super::{for_each_sentence, NgramError};
-use crate::data::bin::TokenFile;
 use crate::model::ModelError;
 use crate::tokenizer::words::WordTokenizer;
 use crate::tokenizer::Tokenizer;
@@ -36,8 +35,13 @@ pub enum Corpus<'a> {
         files: &'a [PathBuf],
         tokenizer: &'a WordTokenizer,
     },
-    /// A `.bin` token file; sentences end at `eot`.
-    Tokens { file: &'a TokenFile, eot: u32 },
+    /// A token stream of `len` ids read by `get` (a `.bin` token file: a closure, so that
+    /// the model layer needs nothing from `data`); sentences end at `eot`.
+    Tokens {
+        len: usize,
+        get: Box<dyn Fn(usize) -> u32 + 'a>,
+        eot: u32,
+    },
 }
 
 impl Corpus<'_> {
@@ -71,9 +75,7 @@ impl Corpus<'_> {
                 }
                 Ok(())
             }
-            Corpus::Tokens { file, eot } => {
-                for_each_sentence((0..file.len()).map(|i| file.get(i)), *eot, f)
-            }
+            Corpus::Tokens { len, get, eot } => for_each_sentence((0..*len).map(get), *eot, f),
         }
     }
 }

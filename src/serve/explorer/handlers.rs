@@ -23,7 +23,7 @@ use crate::eval::exposure::{self, ExposureOptions};
 use crate::eval::score::{piece, score_ids, score_text};
 use crate::eval::{Totals, WindowSpec};
 use crate::generate::{self, beam_search, BeamConfig, GenerateOptions, SamplerConfig, Session};
-use crate::model::load::{AnyModel, LoadedModel};
+use crate::load::{AnyModel, LoadedModel};
 use crate::model::LanguageModel;
 use crate::tokenizer::Tokenizer;
 use axum::body::Bytes;

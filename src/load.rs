@@ -10,9 +10,9 @@
 //! one [`AnyModel`] variant and its arm in `with_model!` (static dispatch on the hot path
 //! needs the concrete type; see docs/ARCHITECTURE.md, "Adding a model class").
 
-use super::gpt::Gpt;
-use super::uniform::Uniform;
-use super::{LanguageModel, ModelError};
+use crate::model::gpt::Gpt;
+use crate::model::uniform::Uniform;
+use crate::model::{LanguageModel, ModelError};
 use crate::tokenizer::{self, Tokenizer};
 use std::path::{Path, PathBuf};
 
@@ -20,14 +20,14 @@ use std::path::{Path, PathBuf};
 pub enum AnyModel {
     Uniform(Uniform),
     /// Kneser-Ney or any ARPA backoff model (`arlm-kneser-ney`, or a bare `.arpa` file).
-    Backoff(super::ngram::backoff::BackoffModel),
+    Backoff(crate::model::ngram::backoff::BackoffModel),
     /// Add-k smoothed n-gram counts (`arlm-add-k`).
-    AddK(super::ngram::addk::AddK),
+    AddK(crate::model::ngram::addk::AddK),
     /// The synthetic corpus's exact source (`arlm corpus synth --model-out`).
     Synth(crate::corpus::synth::SynthSource),
     Gpt(Gpt),
     /// LSTM / GRU / tanh RNN (`arlm-rnn`).
-    Rnn(super::rnn::Rnn),
+    Rnn(crate::model::rnn::Rnn),
 }
 
 /// Runs `$body` with `$m` bound to the concrete model inside an [`AnyModel`], so generic
@@ -36,12 +36,12 @@ pub enum AnyModel {
 macro_rules! with_model {
     ($any:expr, $m:ident => $body:expr) => {
         match $any {
-            $crate::model::load::AnyModel::Uniform($m) => $body,
-            $crate::model::load::AnyModel::Backoff($m) => $body,
-            $crate::model::load::AnyModel::AddK($m) => $body,
-            $crate::model::load::AnyModel::Synth($m) => $body,
-            $crate::model::load::AnyModel::Gpt($m) => $body,
-            $crate::model::load::AnyModel::Rnn($m) => $body,
+            $crate::load::AnyModel::Uniform($m) => $body,
+            $crate::load::AnyModel::Backoff($m) => $body,
+            $crate::load::AnyModel::AddK($m) => $body,
+            $crate::load::AnyModel::Synth($m) => $body,
+            $crate::load::AnyModel::Gpt($m) => $body,
+            $crate::load::AnyModel::Rnn($m) => $body,
         }
     };
 }
@@ -59,9 +59,9 @@ impl LoadedModel {
     /// accepted for every model.
     pub fn set_weight_format(
         &mut self,
-        format: super::gpt::WeightFormat,
+        format: crate::model::gpt::WeightFormat,
     ) -> Result<(), ModelError> {
-        if format == super::gpt::WeightFormat::F32 {
+        if format == crate::model::gpt::WeightFormat::F32 {
             return Ok(());
         }
         match std::mem::replace(&mut self.model, AnyModel::Uniform(Uniform::new(1, 0)?)) {
@@ -105,17 +105,17 @@ pub const CLASSES: &[ModelClass] = &[
         },
     },
     ModelClass {
-        model_type: super::ngram::store::KN_TYPE,
+        model_type: crate::model::ngram::store::KN_TYPE,
         open: |dir, config, tok| {
-            Ok(AnyModel::Backoff(super::ngram::store::load_kn(
+            Ok(AnyModel::Backoff(crate::model::ngram::store::load_kn(
                 dir, config, tok,
             )?))
         },
     },
     ModelClass {
-        model_type: super::ngram::store::ADDK_TYPE,
+        model_type: crate::model::ngram::store::ADDK_TYPE,
         open: |dir, config, tok| {
-            Ok(AnyModel::AddK(super::ngram::store::load_addk(
+            Ok(AnyModel::AddK(crate::model::ngram::store::load_addk(
                 dir, config, tok,
             )?))
         },
@@ -134,9 +134,9 @@ pub const CLASSES: &[ModelClass] = &[
         },
     },
     ModelClass {
-        model_type: super::rnn::checkpoint::MODEL_TYPE,
+        model_type: crate::model::rnn::checkpoint::MODEL_TYPE,
         open: |dir, _, tok| {
-            let mut rnn = super::rnn::checkpoint::load(dir)?;
+            let mut rnn = crate::model::rnn::checkpoint::load(dir)?;
             rnn.bos_token = tok.eot_token();
             Ok(AnyModel::Rnn(rnn))
         },
@@ -178,8 +178,8 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
         });
     }
-    if super::ngram::store::is_arpa_path(path) {
-        let (model, tok) = super::ngram::store::load_arpa(path)?;
+    if crate::model::ngram::store::is_arpa_path(path) {
+        let (model, tok) = crate::model::ngram::store::load_arpa(path)?;
         return Ok(LoadedModel {
             model: AnyModel::Backoff(model),
             tokenizer: Box::new(tok),

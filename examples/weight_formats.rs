@@ -9,8 +9,8 @@
 //!
 //! `cargo run --release --example weight_formats -- MODEL_DIR TEXT_FILE [MAX_TOKENS]`
 
-use arlm::model::gpt::WeightFormat;
 use arlm::load::{load, AnyModel};
+use arlm::model::gpt::WeightFormat;
 use arlm::model::LanguageModel;
 
 fn main() -> anyhow::Result<()> {

@@ -115,7 +115,7 @@ async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
 
 /// Parses a JSON body whatever its Content-Type says (curl's `-d` sends a form type;
 /// llama.cpp's server accepts that too).
-fn parse<T: serde::de::DeserializeOwned>(
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = body?;

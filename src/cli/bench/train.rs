@@ -262,15 +262,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return super::train_rnn::run(rnn, args.steps, args.runs, python(&args));
     }
     let specs = specs(&args.model)?;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "threads: {} (rayon), load average: {}",
-        rayon::current_num_threads(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    super::util::print_threads_and_load();
     let ceiling = kernels::gemm_ceiling_gflops(2048, 3);
     println!("GEMM ceiling (gemm crate, f32 2048^3, best of 3): {ceiling:.1} GFLOP/s");
     let py = python(&args);

@@ -133,15 +133,7 @@ pub fn run(
     runs: usize,
     py: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "threads: {} (rayon), load average: {}",
-        rayon::current_num_threads(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    super::util::print_threads_and_load();
     for s in &specs {
         let steps = steps.unwrap_or(30).max(1);
         println!(

@@ -102,6 +102,19 @@ pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// Prints the rayon thread count and the load average: timings mean little without them.
+pub fn print_threads_and_load() {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "threads: {} (rayon), load average: {}",
+        rayon::current_num_threads(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::median;

@@ -16,6 +16,7 @@
 //! completions API has its batching worker; these are one-off, heavier requests).
 
 use super::super::error::ApiError;
+use super::super::routes::parse;
 use super::super::AppState;
 use super::trace::{StepTrace, Tracing};
 use crate::corpus::synth::SynthSource;
@@ -42,14 +43,6 @@ use tokio_stream::StreamExt;
 /// Explorer requests that may run a model at once.
 pub const SLOTS: usize = 2;
 static RUNNING: Semaphore = Semaphore::const_new(SLOTS);
-
-fn parse<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let bytes = body?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_body(format!("invalid request body: {e}")))
-}
 
 fn loaded(st: &AppState, name: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
     Ok(st.model(name)?.loaded.clone())

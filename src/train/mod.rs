@@ -332,13 +332,18 @@ impl<M: Trainable> Trainer<M> {
     /// one (stateful models), else warmup + cosine ([`TrainConfig::lr_at`]); times the
     /// `lr_plateau` decays so far.
     pub fn lr_now(&self) -> f32 {
+        self.lr_of_step(self.step)
+    }
+
+    /// [`Self::lr_now`] for the update that follows `step` steps.
+    fn lr_of_step(&self, step: u64) -> f32 {
         let lr = match (self.config.lr_step_decay, self.steps_per_epoch) {
             (Some(d), Some(spe)) => {
-                let epoch = self.step / spe;
+                let epoch = step / spe;
                 let k = (epoch + 1).saturating_sub(d.after_epoch);
                 (self.config.lr as f64 * (d.factor as f64).powi(k as i32)) as f32
             }
-            _ => self.config.lr_at(self.step),
+            _ => self.config.lr_at(step),
         };
         if self.lr_scale == 1.0 {
             lr
@@ -771,7 +776,7 @@ impl<M: Trainable> Trainer<M> {
                         self.step,
                         train,
                         val,
-                        self.config.lr_at(self.step.saturating_sub(1)),
+                        self.lr_of_step(self.step.saturating_sub(1)),
                         tps,
                         self.elapsed()
                     ),

@@ -51,6 +51,9 @@ impl RnnSpec {
 pub struct TrainableRnn {
     pub model: Rnn<f32>,
     grads: Vec<f32>,
+    /// `zero_grad` was called and `grads` not yet written: the next step overwrites them
+    /// instead of adding (no memset of the parameters' size; same bits).
+    grads_stale: bool,
     step: SplitStep<f32>,
     eval_ws: Workspace<f32>,
     /// (B * state_size) state carried between training batches, and between eval batches.
@@ -80,6 +83,7 @@ impl TrainableRnn {
         let cfg = model.config;
         TrainableRnn {
             grads: vec![0.0; model.num_params()],
+            grads_stale: false,
             step: SplitStep::new(&cfg, b, t, SPLIT_SHARDS),
             eval_ws: Workspace::new(&cfg, b, t, false),
             state: vec![0.0; b * cfg.state_size()],
@@ -105,13 +109,16 @@ impl Trainable for TrainableRnn {
         self.model.params()
     }
     fn params_and_grads(&mut self) -> (&mut [f32], &[f32]) {
+        if std::mem::take(&mut self.grads_stale) {
+            self.grads.fill(0.0);
+        }
         (self.model.params_mut(), &self.grads)
     }
     fn decay_mask(&self) -> Vec<bool> {
         self.model.decay_mask()
     }
     fn zero_grad(&mut self) {
-        self.grads.fill(0.0);
+        self.grads_stale = true;
     }
     fn forward_backward(
         &mut self,
@@ -128,6 +135,7 @@ impl Trainable for TrainableRnn {
             targets,
             &mut self.state,
             Some((cfg.dropout, seed)),
+            std::mem::take(&mut self.grads_stale),
         )?;
         finite(l)
     }

@@ -3,7 +3,7 @@
 //!
 //! The B sequences of a truncated-BPTT batch never interact until their gradients are
 //! summed, so a shard of rows `b0..b0 + bs` runs the whole step ([`forward`], then
-//! [`loss_backward`]) on its own workspace, with single-threaded GEMMs
+//! [`loss_backward_with`]) on its own workspace, with single-threaded GEMMs
 //! ([`crate::ops::with_serial_gemm`]) when there are no more threads than shards; the
 //! shards' gradients are then added in shard order. A shard draws the dropout masks and
 //! scales its loss as the whole batch does ([`Workspace::shard`]), so the step equals the
@@ -17,10 +17,13 @@
 //!   forward products of a layer 1.7x slower than one thread (3.4 vs 2.0 ms) and the
 //!   backward ones 3.6x slower (5.3 vs 1.5 ms), each step paying a fork-join. Split, each
 //!   thread runs its half of the batch with no synchronisation until the gradient merge.
-//! - **Cost**: one more gradient buffer per extra shard (the parameters' size), zeroed
-//!   by its own shard and merged in parallel chunks.
+//! - **Cost**: one more gradient buffer per extra shard (the parameters' size), merged in
+//!   parallel chunks. A shard's buffer is never zeroed: its backward overwrites it
+//!   ([`loss_backward_with`]), and so does shard 0's into the caller's buffer when the
+//!   caller says its contents are stale (`overwrite`): a memset of the parameters' size
+//!   fewer per buffer and step.
 
-use super::bptt::{forward, loss_backward, Workspace};
+use super::bptt::{forward, loss_backward_with, Workspace};
 use super::{Float, RnnConfig};
 use crate::model::ModelError;
 use crate::ops::{self, team, SyncPtr};
@@ -82,7 +85,8 @@ impl<F: Float> SplitStep<F> {
 
     /// One training step on `inputs`, `targets` (B, T) from the carried `state` (B *
     /// state_size, [`forward`]'s layout), which becomes the state after the last step:
-    /// ADDS the gradient of the batch's mean loss into `grads` and returns that mean.
+    /// ADDS the gradient of the batch's mean loss into `grads` (or with `overwrite` writes
+    /// it over whatever `grads` holds) and returns that mean.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_backward(
         &mut self,
@@ -93,6 +97,7 @@ impl<F: Float> SplitStep<F> {
         targets: &[u32],
         state: &mut [F],
         dropout: Option<(f32, u64)>,
+        overwrite: bool,
     ) -> Result<f64, ModelError> {
         let (b, t, h) = (self.b, self.t, cfg.hidden);
         assert_eq!(inputs.len(), b * t, "inputs are (B, T)");
@@ -119,14 +124,12 @@ impl<F: Float> SplitStep<F> {
             team.run(ns, &|i| {
                 let sh = unsafe { &mut *shards_p.ptr().add(i) };
                 let g = unsafe { std::slice::from_raw_parts_mut(gbufs[i].get(), np) };
-                if i > 0 {
-                    g.fill(F::ZERO);
-                }
                 let rows = sh.b0 * t..(sh.b0 + sh.ws.b) * t;
                 let mut step = || -> Result<f64, ModelError> {
                     let x = &inputs[rows.clone()];
                     forward(cfg, params, &mut sh.ws, x, &sh.state, dropout)?;
-                    loss_backward(cfg, params, g, &mut sh.ws, &targets[rows.clone()])
+                    let y = &targets[rows.clone()];
+                    loss_backward_with(cfg, params, g, &mut sh.ws, y, overwrite || i > 0)
                 };
                 sh.result = if serial {
                     ops::with_serial_gemm(step)
@@ -219,8 +222,20 @@ mod tests {
                         let mut st = state0.clone();
                         let p = model.params();
                         let loss = step
-                            .forward_backward(&cfg, p, &mut g, &x, &y, &mut st, drop)
+                            .forward_backward(&cfg, p, &mut g, &x, &y, &mut st, drop, false)
                             .unwrap();
+                        // Overwriting a buffer of garbage gives the same bits as adding
+                        // into zeros.
+                        let mut junk = vec![f64::NAN; cfg.num_params()];
+                        let mut st2 = state0.clone();
+                        let mut again = SplitStep::new(&cfg, b, t, shards);
+                        again
+                            .forward_backward(&cfg, p, &mut junk, &x, &y, &mut st2, drop, true)
+                            .unwrap();
+                        assert!(
+                            junk.iter().zip(&g).all(|(a, c)| a.to_bits() == c.to_bits()),
+                            "overwrite differs from add-into-zeros"
+                        );
                         (loss, g, st)
                     })
                 };
@@ -259,7 +274,7 @@ mod tests {
         x[10] = 99;
         let mut g = vec![0.0; cfg.num_params()];
         let mut st = vec![0.0; 4 * cfg.state_size()];
-        let r = step.forward_backward(&cfg, model.params(), &mut g, &x, &x, &mut st, None);
+        let r = step.forward_backward(&cfg, model.params(), &mut g, &x, &x, &mut st, None, false);
         assert!(r.is_err());
     }
 }

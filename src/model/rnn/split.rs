@@ -119,8 +119,7 @@ impl<F: Float> SplitStep<F> {
         gbufs.extend(self.grads.iter_mut().map(|g| SyncPtr(g.as_mut_ptr())));
         team::with_team(ns > 1, |team| {
             // SAFETY: chunk i of the first phase touches only shard i and gradient buffer
-            // i; the merge's chunk ci only elements [ci * CH, ..) of every buffer, after
-            // the first phase has completed.
+            // i.
             team.run(ns, &|i| {
                 let sh = unsafe { &mut *shards_p.ptr().add(i) };
                 let g = unsafe { std::slice::from_raw_parts_mut(gbufs[i].get(), np) };
@@ -137,17 +136,8 @@ impl<F: Float> SplitStep<F> {
                     step()
                 };
             });
-            const CH: usize = 1 << 14;
-            team.run(np.div_ceil(CH), &|ci| {
-                let r0 = ci * CH;
-                let len = CH.min(np - r0);
-                let dst = unsafe { std::slice::from_raw_parts_mut(gbufs[0].get().add(r0), len) };
-                for gb in &gbufs[1..] {
-                    let src =
-                        unsafe { std::slice::from_raw_parts(gb.get().add(r0) as *const F, len) };
-                    ops::add_in_place(dst, src);
-                }
-            });
+            // SAFETY: the buffers are `np` long and the first phase is over.
+            unsafe { team::add_into_first(team, &gbufs, np) };
         });
         let mut sum = 0f64;
         for sh in &mut self.shards {

@@ -397,12 +397,8 @@ fn set_targets<F>(ws: &mut Workspace<F>, targets: &[u32]) {
 
 /// Mean cross-entropy of the last [`forward`] against `targets` (B, T), and its backward:
 /// ADDS the gradient into `grads` (same layout as `params`) and leaves the gradient of
-/// the carried-in state in `ws.dstate`.
-///
-/// Long (~170 lines) on purpose: it mirrors [`forward`] step by step in reverse (decoder,
-/// then each layer's backward through time, its weight gradients and the gradient into
-/// the layer below, then the embedding scatter), reading one set of workspace buffers;
-/// kept as one function so the pair can be read side by side against PyTorch's order.
+/// the carried-in state in `ws.dstate`. The mean is over this workspace's rows; the
+/// gradient is scaled by the whole batch's row count ([`Workspace::shard`]).
 pub fn loss_backward<F: Float>(
     cfg: &RnnConfig,
     params: &[F],
@@ -418,6 +414,11 @@ pub fn loss_backward<F: Float>(
 /// instead of adding, the biases and the untied embedding are zeroed first. This saves
 /// zeroing the whole buffer before a step (a memset of the parameters' size, ~80 MB at
 /// the medium PTB shape) for a shard's own buffer and for a freshly zeroed one.
+///
+/// Long (~190 lines) on purpose: it mirrors [`forward`] step by step in reverse (decoder,
+/// then each layer's backward through time, its weight gradients and the gradient into
+/// the layer below, then the embedding scatter), reading one set of workspace buffers;
+/// kept as one function so the pair can be read side by side against PyTorch's order.
 pub fn loss_backward_with<F: Float>(
     cfg: &RnnConfig,
     params: &[F],

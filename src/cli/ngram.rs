@@ -97,6 +97,58 @@ struct FitArgs {
     /// --discount_fallback uses "0.5 1 1.5").
     #[arg(long, value_name = "\"D1 D2 D3\"")]
     discount_fallback: Option<String>,
+    /// Memory for Kneser-Ney estimation's n-gram sorts (like lmplz -S): bytes, or with a
+    /// K/M/G/T suffix (powers of 1024: 64K, 512M, 1G). n-gram streams that do not fit are
+    /// sorted on disk. Default: a quarter of the memory available (MemAvailable), at
+    /// most 4G (1G where it is unknown). The vocabulary-sized arrays and, while writing
+    /// model.bin, one order's hash table come on top (see docs/parts/ngram.md).
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    memory: Option<usize>,
+    /// Directory for the temporary sorted runs (default: inside --out; a RAM-backed /tmp
+    /// would defeat --memory). Removed when the fit ends, successful or not.
+    #[arg(long)]
+    temp_dir: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Parses a `--memory` size: bytes, or a number with a K, M, G or T suffix (powers of
+/// 1024; an optional trailing "B" or "iB").
+fn parse_memory(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{s:?}: unknown unit {c:?} (use K, M, G or T)")),
+            };
+            (&t[..t.len() - 1], shift)
+        }
+        _ => (t, 0),
+    };
+    let bad = || format!("{s:?}: expected a size like 1G, 512M, 64K or a number of bytes");
+    let value: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(bad());
+    }
+    let bytes = value * (1u64 << shift) as f64;
+    if bytes >= usize::MAX as f64 {
+        return Err(format!("{s:?}: too large"));
+    }
+    Ok(bytes as usize)
+}
+
+/// The default `--memory`: a quarter of MemAvailable, at most 4 GiB (1 GiB if unknown).
+fn default_memory() -> usize {
+    arlm::memory::available_bytes().map_or(1 << 30, |b| (b / 4).min(4 << 30)) as usize
 }
 
 #[derive(clap::Args)]
@@ -209,32 +261,54 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
                     .map(parse_fallback)
                     .transpose()?,
             };
-            let fit = store::fit_kn(&corpus, &*tok, &opts)?;
-            let est = t0.elapsed().as_secs_f64();
-            println!(
-                "tokens {}  vocabulary {} ({} tokenizer)",
-                fit.tokens,
-                tok.vocab_size(),
-                tok.kind()
-            );
-            for (i, (o, d)) in fit.grams.orders.iter().zip(&fit.discounts).enumerate() {
-                println!(
-                    "order {}: {:>9} n-grams  discounts D1 {} D2 {} D3+ {}",
-                    i + 1,
-                    o.keys.len(),
-                    d[0],
-                    d[1],
-                    d[2]
-                );
-            }
-            store::save_kn(&a.out, &fit, &*tok, &opts, !a.no_arpa)?;
+            let plan = arlm::model::ngram::streamed::Plan {
+                budget: a.memory.unwrap_or_else(default_memory),
+                temp_parent: a.temp_dir.clone().unwrap_or_else(|| a.out.clone()),
+                progress: !a.quiet,
+            };
+            let mut est = 0.0;
+            let fit = store::fit_kn_streamed(
+                &corpus,
+                &*tok,
+                &opts,
+                &plan,
+                &a.out,
+                !a.no_arpa,
+                a.arpa.as_deref(),
+                &mut |fit| {
+                    est = t0.elapsed().as_secs_f64();
+                    println!(
+                        "tokens {}  vocabulary {} ({} tokenizer)",
+                        fit.tokens,
+                        tok.vocab_size(),
+                        tok.kind()
+                    );
+                    for (i, (c, d)) in fit.counts.iter().zip(&fit.discounts).enumerate() {
+                        println!(
+                            "order {}: {:>9} n-grams  discounts D1 {} D2 {} D3+ {}",
+                            i + 1,
+                            c,
+                            d[0],
+                            d[1],
+                            d[2]
+                        );
+                    }
+                },
+            )
+            .with_context(|| {
+                format!(
+                    "estimating with --memory {}",
+                    arlm::memory::human(plan.budget as u128)
+                )
+            })?;
+            drop(fit);
             if let Some(p) = &a.arpa {
-                arlm::model::ngram::arpa::write(p, &fit.grams, &*store::arpa_names(&*tok))?;
                 println!("wrote {}", p.display());
             }
             println!(
-                "estimated in {est:.2} s; peak memory {:.0} MB; wrote {} ({:.2} s total)",
+                "estimated in {est:.2} s; peak memory {:.0} MB (--memory {}); wrote {} ({:.2} s total)",
                 peak_rss_mb(),
+                arlm::memory::human(plan.budget as u128),
                 a.out.display(),
                 t0.elapsed().as_secs_f64()
             );

@@ -51,10 +51,10 @@ fn extend(h: u64, w: u32) -> u64 {
 /// context (KenLM's convention). The query state drops such n-grams, so the next query
 /// does not probe for extensions that cannot exist. A zero backoff of an n-gram that is
 /// some longer n-gram's context is +0.0.
-const NO_EXTENSION: u32 = 0x8000_0000;
+pub(super) const NO_EXTENSION: u32 = 0x8000_0000;
 
 /// A zero backoff marked as not extending (until a longer n-gram shows it does).
-fn mark_zero(backoff: f32) -> f32 {
+pub(super) fn mark_zero(backoff: f32) -> f32 {
     if backoff == 0.0 {
         -0.0
     } else {
@@ -136,12 +136,26 @@ pub(super) struct Table {
 }
 
 impl Table {
-    fn with_len(len: usize) -> (Vec<Entry>, usize) {
-        let size = ((len as f64 / 0.6) as usize + 2).next_power_of_two();
+    /// Slots of the table for `len` n-grams (a power of two, load factor <= 0.6).
+    pub(super) fn slots_for(len: usize) -> usize {
+        ((len as f64 / 0.6) as usize + 2).next_power_of_two()
+    }
+
+    /// An empty table for `len` n-grams and its mask.
+    pub(super) fn with_len(len: usize) -> (Vec<Entry>, usize) {
+        let size = Table::slots_for(len);
         (vec![Entry::default(); size], size - 1)
     }
 
-    fn insert(entries: &mut [Entry], mask: usize, key: u64, prob: f32, backoff: f32) -> bool {
+    /// Inserts by linear probing; false when `key` is already there. The slots depend on
+    /// the insertion order: every writer inserts in ascending packed-key order.
+    pub(super) fn insert(
+        entries: &mut [Entry],
+        mask: usize,
+        key: u64,
+        prob: f32,
+        backoff: f32,
+    ) -> bool {
         let mut i = (key >> 7) as usize & mask;
         loop {
             let e = &mut entries[i];
@@ -262,32 +276,11 @@ impl BackoffModel {
         let n_ids = vocab_size.max(start as usize + 1);
         let p = grams.packer;
         let uni = &grams.orders[0];
-        // Absent ids are None until they get `unk`'s entry: no in-band sentinel value
-        // that a number read from a file could collide with.
-        let mut present: Vec<Option<(f32, f32)>> = vec![None; n_ids];
-        for (i, &k) in uni.keys.iter().enumerate() {
-            let id = k as usize;
-            if id >= n_ids {
-                return Err(NgramError::Invalid(format!(
-                    "unigram id {id} is outside the vocabulary of {n_ids}"
-                )));
-            }
-            present[id] = Some((uni.probs[i], uni.backoffs[i]));
-        }
-        let unk_entry = match present.get(unk as usize) {
-            Some(Some(e)) => (e.0, 0.0),
-            _ => (-100.0, 0.0),
-        };
-        let mut unigrams: Vec<Unigram> = present
-            .into_iter()
-            .map(|e| {
-                let (prob, backoff) = e.unwrap_or(unk_entry);
-                Unigram {
-                    prob,
-                    backoff: mark_zero(backoff),
-                }
-            })
-            .collect();
+        let mut unigrams = unigram_slots(
+            n_ids,
+            unk,
+            (0..uni.keys.len()).map(|i| (uni.keys[i], uni.probs[i], uni.backoffs[i])),
+        )?;
         let mut owned: Vec<(Vec<Entry>, usize)> = Vec::with_capacity(order.saturating_sub(1));
         for (m, og) in grams.orders.iter().enumerate().skip(1) {
             let n = m + 1;
@@ -535,8 +528,44 @@ impl BackoffModel {
     }
 }
 
+/// The dense unigram array over `n_ids` ids from (id, log10 p, log10 backoff) triples:
+/// ids absent from them get `unk`'s probability (or KenLM's -100 when `unk` is absent
+/// too), and every zero backoff is marked as not extending (see [`NO_EXTENSION`]).
+pub(super) fn unigram_slots(
+    n_ids: usize,
+    unk: u32,
+    grams: impl Iterator<Item = (u128, f32, f32)>,
+) -> Result<Vec<Unigram>, NgramError> {
+    // Absent ids are None until they get `unk`'s entry: no in-band sentinel value that a
+    // number read from a file could collide with.
+    let mut present: Vec<Option<(f32, f32)>> = vec![None; n_ids];
+    for (k, prob, backoff) in grams {
+        let id = k as usize;
+        if k >= n_ids as u128 {
+            return Err(NgramError::Invalid(format!(
+                "unigram id {id} is outside the vocabulary of {n_ids}"
+            )));
+        }
+        present[id] = Some((prob, backoff));
+    }
+    let unk_entry = match present.get(unk as usize) {
+        Some(Some(e)) => (e.0, 0.0),
+        _ => (-100.0, 0.0),
+    };
+    Ok(present
+        .into_iter()
+        .map(|e| {
+            let (prob, backoff) = e.unwrap_or(unk_entry);
+            Unigram {
+                prob,
+                backoff: mark_zero(backoff),
+            }
+        })
+        .collect())
+}
+
 /// The table key of the n-gram `ids` (in text order).
-fn hash_gram(ids: &[u32]) -> u64 {
+pub(super) fn hash_gram(ids: &[u32]) -> u64 {
     let (&last, rest) = ids.split_last().expect("n-grams are not empty");
     rest.iter().rev().fold(hash1(last), |h, &w| extend(h, w))
 }

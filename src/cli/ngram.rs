@@ -146,6 +146,17 @@ fn parse_memory(s: &str) -> Result<usize, String> {
     Ok(bytes as usize)
 }
 
+/// A size as `--memory` takes it ("200M", "1.5G", "64K", "100").
+fn binary_size(bytes: usize) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        let v = bytes as f64 / (1u64 << shift) as f64;
+        if v >= 1.0 {
+            return format!("{}{unit}", (v * 10.0).round() / 10.0);
+        }
+    }
+    bytes.to_string()
+}
+
 /// The default `--memory`: a quarter of MemAvailable, at most 4 GiB (1 GiB if unknown).
 fn default_memory() -> usize {
     arlm::memory::available_bytes().map_or(1 << 30, |b| (b / 4).min(4 << 30)) as usize
@@ -295,20 +306,21 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
                     }
                 },
             )
-            .with_context(|| {
-                format!(
-                    "estimating with --memory {}",
-                    arlm::memory::human(plan.budget as u128)
-                )
-            })?;
-            drop(fit);
+            .with_context(|| format!("estimating with --memory {}", binary_size(plan.budget)))?;
+            if fit.runs_spilled > 0 {
+                println!(
+                    "sorted on disk: {} runs (in {})",
+                    fit.runs_spilled,
+                    plan.temp_parent.display()
+                );
+            }
             if let Some(p) = &a.arpa {
                 println!("wrote {}", p.display());
             }
             println!(
                 "estimated in {est:.2} s; peak memory {:.0} MB (--memory {}); wrote {} ({:.2} s total)",
                 peak_rss_mb(),
-                arlm::memory::human(plan.budget as u128),
+                binary_size(plan.budget),
                 a.out.display(),
                 t0.elapsed().as_secs_f64()
             );
@@ -413,4 +425,26 @@ fn ppl(a: PplArgs) -> anyhow::Result<()> {
         tokens as f64 / secs
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_in_powers_of_1024() {
+        assert_eq!(parse_memory("64K"), Ok(64 << 10));
+        assert_eq!(parse_memory("512M"), Ok(512 << 20));
+        assert_eq!(parse_memory("1G"), Ok(1 << 30));
+        assert_eq!(parse_memory("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_memory("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_memory("100MB"), Ok(100 << 20));
+        assert_eq!(parse_memory("123456"), Ok(123456));
+        for bad in ["", "G", "-1G", "0", "1Q", "lots", "nanG", "1e30T"] {
+            assert!(parse_memory(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(binary_size(200 << 20), "200M");
+        assert_eq!(binary_size(3 << 29), "1.5G");
+        assert_eq!(binary_size(100), "100");
+    }
 }

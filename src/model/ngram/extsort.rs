@@ -252,15 +252,21 @@ impl<'s, R: Record> Sorter<'s, R> {
         let cap = budget / std::mem::size_of::<R>();
         if cap < MIN_SORT_RECORDS {
             return Err(NgramError::Memory(format!(
-                "the {what} sort gets {budget} bytes, too few for {MIN_SORT_RECORDS} records \
-                 of {} bytes",
+                "--memory is too small: the {what} sort gets {budget} bytes, too few for \
+                 {MIN_SORT_RECORDS} records of {} bytes",
                 std::mem::size_of::<R>()
             )));
         }
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(cap).map_err(|_| {
+            NgramError::Memory(format!(
+                "--memory: the {what} sort cannot reserve {budget} bytes of address space"
+            ))
+        })?;
         Ok(Sorter {
             scratch,
             what,
-            buf: Vec::with_capacity(cap),
+            buf,
             cap,
             budget,
             runs: Vec::new(),

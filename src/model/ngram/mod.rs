@@ -81,7 +81,8 @@ pub enum NgramError {
     },
     #[error("the training corpus is empty")]
     EmptyCorpus,
-    #[error("--memory is too small: {0}")]
+    /// A `--memory` budget that cannot work (the message names the flag).
+    #[error("{0}")]
     Memory(String),
     #[error("{0}")]
     Invalid(String),

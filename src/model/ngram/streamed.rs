@@ -190,16 +190,17 @@ impl Streamed {
         self.scratch.path()
     }
 
-    /// Calls `f` on each n-gram of order `m` in key order.
+    /// Calls `f` on each n-gram of order `m` in key order (`stage` names the progress bar).
     pub fn for_each(
         &self,
+        stage: &str,
         m: usize,
         f: &mut dyn FnMut(Final) -> Result<(), NgramError>,
     ) -> Result<(), NgramError> {
         let file = &self.orders[m - 1];
         let bar = stage_bar(
             self.plan.progress,
-            &format!("reading {m}-grams"),
+            &format!("{stage} {m}-grams"),
             file.bytes(),
         );
         let mut r = file.reader(1 << 20)?;
@@ -219,7 +220,7 @@ impl Streamed {
             self.packer,
             &self.counts(),
             name,
-            &mut |m, line| self.for_each(m, &mut |g| line(g.key, g.prob, g.backoff)),
+            &mut |m, line| self.for_each("ARPA", m, &mut |g| line(g.key, g.prob, g.backoff)),
         )
     }
 
@@ -238,7 +239,7 @@ impl Streamed {
         let n_ids = vocab_size.max(start as usize + 1);
         let mut unigrams_in = Vec::with_capacity(counts[0]);
         let mut extending = Vec::new();
-        self.for_each(1, &mut |g| {
+        self.for_each("model.bin", 1, &mut |g| {
             unigrams_in.push((g.key, g.prob, g.backoff));
             if g.extends {
                 extending.push(g.key as usize);
@@ -264,7 +265,7 @@ impl Streamed {
         binary::write_with(path, &shape, &unigrams, &mut |m, put| {
             let (mut entries, mask) = Table::with_len(counts[m - 1]);
             let mut ids = vec![0u32; m];
-            self.for_each(m, &mut |g| {
+            self.for_each("model.bin", m, &mut |g| {
                 let mut k = g.key;
                 for slot in ids.iter_mut().rev() {
                     *slot = (k & ((1u128 << p.bits) - 1)) as u32;
@@ -331,11 +332,16 @@ pub fn estimate(
     }
     if plan.budget < MIN_BUDGET {
         return Err(NgramError::Memory(format!(
-            "{} bytes given, at least {} KiB are needed",
+            "--memory is too small: {} bytes given, at least {} KiB are needed",
             plan.budget,
             MIN_BUDGET >> 10
         )));
     }
+    crate::memory::check_fits(
+        format!("--memory {}", crate::memory::human(plan.budget as u128)),
+        plan.budget as u128,
+    )
+    .map_err(|e| NgramError::Memory(e.to_string()))?;
     let packer = Packer::new(n_ids, n)?;
     let scratch = Scratch::new(&plan.temp_parent)?;
     let cx = Cx {
@@ -437,7 +443,7 @@ impl Cx<'_> {
         let top = budget.saturating_sub(lower * (n - 1));
         if top < least {
             return Err(NgramError::Memory(format!(
-                "counting {n}-grams needs at least {} KiB",
+                "--memory is too small: counting {n}-grams needs at least {} KiB",
                 (least * n).div_ceil(1024)
             )));
         }

@@ -45,6 +45,9 @@ pub enum Corpus<'a> {
     },
 }
 
+/// Receives a sentence and the input bytes it took.
+pub type SizedSink<'a> = dyn FnMut(&[u32], u64) -> Result<(), NgramError> + 'a;
+
 impl Corpus<'_> {
     /// Streams the corpus sentence by sentence (each ends with the end-of-text id).
     pub fn for_each_sentence(
@@ -56,10 +59,7 @@ impl Corpus<'_> {
 
     /// Like [`Corpus::for_each_sentence`], with the input bytes each sentence took (its
     /// line with the newline, or 4 bytes per id of a token file), for progress bars.
-    pub fn for_each_sentence_sized(
-        &self,
-        f: &mut dyn FnMut(&[u32], u64) -> Result<(), NgramError>,
-    ) -> Result<(), NgramError> {
+    pub fn for_each_sentence_sized(&self, f: &mut SizedSink) -> Result<(), NgramError> {
         match self {
             Corpus::Text { files, tokenizer } => {
                 let mut ids = Vec::with_capacity(256);

@@ -547,7 +547,6 @@ impl Cx<'_> {
                     (Some(_), None) => unreachable!("handled by the guard above"),
                 }
             }
-            drop(emit);
             if m == 1 {
                 for g in self.vocabulary(unigrams, always) {
                     tally(&mut stats[0], g, 1, p, true);

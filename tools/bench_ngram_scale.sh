@@ -28,7 +28,7 @@ timed() {
   awk -F': ' '/Elapsed \(wall clock\)/ {
       n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; wall = s }
     /Maximum resident set size/ { rss = $2 / 1024 }
-    END { printf "%.2f %.0f", wall, rss }' "$WORK/time.log"
+    END { printf "%.2f %.0f\n", wall, rss }' "$WORK/time.log"
 }
 
 ppl_of() { # model test

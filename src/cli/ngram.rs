@@ -243,16 +243,26 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
                 })?
             }
             None => {
-                let texts = a
-                    .input
-                    .iter()
-                    .map(|p| {
-                        std::fs::read_to_string(p)
-                            .with_context(|| format!("reading {}", p.display()))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-                WordTokenizer::train(&refs, a.vocab_size, a.min_count)?
+                // Line by line: the vocabulary's memory, not the corpus's.
+                use std::io::BufRead;
+                let mut counter = arlm::tokenizer::words::WordCounter::default();
+                let mut line = String::new();
+                for p in &a.input {
+                    let file = std::fs::File::open(p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+                    loop {
+                        line.clear();
+                        let n = r
+                            .read_line(&mut line)
+                            .with_context(|| format!("reading {}", p.display()))?;
+                        if n == 0 {
+                            break;
+                        }
+                        counter.add(&line);
+                    }
+                }
+                counter.finish(a.vocab_size, a.min_count)?
             }
         };
         tok = Box::new(words.clone());

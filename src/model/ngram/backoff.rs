@@ -141,6 +141,12 @@ impl Table {
         ((len as f64 / 0.6) as usize + 2).next_power_of_two()
     }
 
+    /// The slot where the probe for `key` starts.
+    #[inline]
+    pub(super) fn home(key: u64, mask: usize) -> usize {
+        (key >> 7) as usize & mask
+    }
+
     /// An empty table for `len` n-grams and its mask.
     pub(super) fn with_len(len: usize) -> (Vec<Entry>, usize) {
         let size = Table::slots_for(len);
@@ -286,19 +292,38 @@ impl BackoffModel {
             let n = m + 1;
             let (mut entries, mask) = Table::with_len(og.keys.len());
             let mut ids = vec![0u32; n];
-            for (i, &k) in og.keys.iter().enumerate() {
+            let unpack = |k: u128, ids: &mut [u32]| {
                 let mut kk = k;
                 for slot in ids.iter_mut().rev() {
                     *slot = (kk & ((1u128 << p.bits) - 1)) as u32;
                     kk >>= p.bits;
                 }
-                let h = hash_gram(&ids);
+            };
+            // Inserted in (home slot, hash) order, the order a streaming writer can
+            // reproduce (see `insertion_order`).
+            let mut order: Vec<(u64, u32)> = og
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| {
+                    unpack(k, &mut ids);
+                    (hash_gram(&ids), i as u32)
+                })
+                .collect();
+            order.sort_unstable_by_key(|&(h, _)| insertion_order(h, mask));
+            for &(h, i) in &order {
+                let i = i as usize;
                 let b = mark_zero(og.backoffs[i]);
                 if !Table::insert(&mut entries, mask, h, og.probs[i], b) {
+                    unpack(og.keys[i], &mut ids);
                     return Err(NgramError::Invalid(format!(
                         "duplicate {n}-gram (or a 64-bit hash collision) at ids {ids:?}"
                     )));
                 }
+            }
+            drop(order);
+            for &k in &og.keys {
+                unpack(k, &mut ids);
                 // This n-gram's context extends: its zero backoff becomes +0.
                 let context = &ids[..n - 1];
                 let slot = if n == 2 {
@@ -526,6 +551,15 @@ impl BackoffModel {
             };
         }
     }
+}
+
+/// The order in which a table's n-grams are inserted: by home slot, then by hash. Under
+/// linear probing this makes the layout a function of the set of hashes that a writer
+/// can produce streaming, from the hashes sorted on this key: each n-gram lands on
+/// max(home, previous + 1), and those that run past the end wrap to the first free slots
+/// from 0 ([`super::streamed`]). (Probe lengths do not depend on the insertion order.)
+pub(super) fn insertion_order(hash: u64, mask: usize) -> u128 {
+    ((Table::home(hash, mask) as u128) << 64) | hash as u128
 }
 
 /// The dense unigram array over `n_ids` ids from (id, log10 p, log10 backoff) triples:

@@ -99,8 +99,8 @@ pub(super) struct Shape<'a> {
 pub(super) type PutTable<'a> = dyn FnMut(&[Entry]) -> Result<(), NgramError> + 'a;
 
 /// Writes a binary model to `path` atomically: the header from `shape`, the unigrams,
-/// then each order m >= 2 as `table(m, put)` hands it to `put` (one table at a time, so
-/// a streaming writer needs only one in memory).
+/// then each order m >= 2 as `table(m, put)` hands it to `put`, whole or in consecutive
+/// pieces (so a streaming writer needs none of it in memory at once).
 pub(super) fn write_with(
     path: &Path,
     shape: &Shape,
@@ -167,11 +167,12 @@ pub(super) fn write_with(
         for m in 2..=order {
             pad_to(&mut out, &mut written, offsets[m - 1]).map_err(io)?;
             let want = shape.table_slots[m - 2];
+            let mut got = 0usize;
             let mut put = |slots: &[Entry]| -> Result<(), NgramError> {
-                if slots.len() != want {
+                got += slots.len();
+                if got > want {
                     return Err(NgramError::Invalid(format!(
-                        "order {m}: a table of {} slots, the header says {want}",
-                        slots.len()
+                        "order {m}: more than the {want} slots the header says"
                     )));
                 }
                 let mut buf = Vec::with_capacity(16 << 12);
@@ -187,6 +188,11 @@ pub(super) fn write_with(
                 Ok(())
             };
             table(m, &mut put)?;
+            if got != want {
+                return Err(NgramError::Invalid(format!(
+                    "order {m}: a table of {got} slots, the header says {want}"
+                )));
+            }
             written += want * std::mem::size_of::<Entry>();
         }
         pad_to(&mut out, &mut written, file_len).map_err(io)?;

@@ -19,9 +19,9 @@
 //!    of order m-1, joined with order m-1's probabilities into its final stream). The
 //!    n-grams are then sorted by their (m-1)-word suffix and merge-joined with order
 //!    m-1's key-sorted probabilities (the lower-order term), and sorted back by key.
-//! 5. **Write.** ARPA streams each order's final file; `model.bin` builds one order's hash
-//!    table at a time, inserting in key order as [`super::backoff::BackoffModel::new`]
-//!    does, so the slots land where the in-memory build puts them.
+//! 5. **Write.** ARPA streams each order's final file; `model.bin`'s hash tables are laid
+//!    out slot by slot from the n-grams sorted by [`insertion_order`], the order in which
+//!    [`super::backoff::BackoffModel::new`] inserts them, so the bytes are the same.
 //!
 //! The arithmetic is the in-memory path's, operation for operation (same f64 sums and
 //! f32 roundings), which is what makes the outputs identical; the integration tests
@@ -29,12 +29,11 @@
 //!
 //! # Memory
 //! The budget bounds every sort buffer and merge: counting shares it among the orders'
-//! sorters (the highest order gets most), adjusting gives it to one sorter, and
-//! interpolating to two (half each, the suffix sort and the key sort). Outside it: the
-//! vocabulary-sized arrays (the tokenizer, the unigrams, one context's followers), the
-//! 1 MB I/O buffers of a few open files, and, while writing `model.bin`, one order's hash
-//! table (16 bytes a slot, at most 1/0.6 slots per n-gram rounded up to a power of two):
-//! 64 MiB for each of WikiText-2's three largest 5-gram orders, built one after another.
+//! sorters (the highest order gets most), adjusting gives it to one sorter,
+//! interpolating to two (half each, the suffix sort and the key sort), and writing
+//! `model.bin` to the sort of one table's slots. Outside it: the vocabulary-sized arrays
+//! (the tokenizer, the unigrams, one context's followers) and the 1 MB I/O buffers of a
+//! few open files.
 
 use super::backoff::{hash_gram, insertion_order, unigram_slots, Entry, Table, NO_EXTENSION};
 use super::binary::{self, PutTable, Shape};

@@ -29,6 +29,7 @@ pub mod backoff;
 pub mod binary;
 pub mod extsort;
 pub mod kneser_ney;
+mod layout;
 pub mod store;
 pub mod streamed;
 

@@ -33,6 +33,7 @@ pub mod gelu;
 pub mod gelu_erf;
 pub mod layernorm;
 pub mod matmul;
+pub mod norm;
 pub mod par;
 pub mod residual;
 pub mod sgd;

@@ -16,6 +16,9 @@
 //! a step cannot deadlock, and since each chunk's arithmetic depends only on its index,
 //! the results are bit-identical for any number of threads (tested in `infer`).
 
+use crate::ops::float::Float;
+use crate::ops::par::SyncPtr;
+use crate::ops::residual::add_in_place;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// Spins of an idle helper (each a `spin_loop` hint, ~40-140 cycles) before it starts
@@ -153,6 +156,28 @@ fn backoff(spins: &mut u32) {
     } else {
         std::thread::yield_now();
     }
+}
+
+/// The merge phase of a batch-split training step: adds buffers `bufs[1..]` into
+/// `bufs[0]` (each `len` long), in parallel chunks on `team`; every element sums in buffer
+/// order, so the bits do not depend on the threads.
+///
+/// # Safety
+/// Each pointer must be valid for `len` elements, and no other thread may touch the
+/// buffers while this runs.
+pub(crate) unsafe fn add_into_first<F: Float>(team: &Team, bufs: &[SyncPtr<F>], len: usize) {
+    const CH: usize = 1 << 14;
+    team.run(len.div_ceil(CH), &|ci| {
+        let r0 = ci * CH;
+        let n = CH.min(len - r0);
+        // SAFETY: chunk ci covers elements [r0, r0 + n) of each buffer, disjoint across
+        // chunks; the caller vouches for the pointers.
+        let dst = unsafe { std::slice::from_raw_parts_mut(bufs[0].get().add(r0), n) };
+        for b in &bufs[1..] {
+            let src = unsafe { std::slice::from_raw_parts(b.get().add(r0) as *const F, n) };
+            add_in_place(dst, src);
+        }
+    });
 }
 
 /// Runs `f` with a team of all the current rayon pool's threads (the caller plus

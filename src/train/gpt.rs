@@ -36,7 +36,7 @@ impl TrainableGpt {
             block_size: config.block_size,
             vocab_size,
             dropout: config.dropout,
-            activation: config.activation,
+            activation: spec.activation,
         };
         gc.validate()?;
         check_memory(&gc, config)?;

@@ -47,7 +47,6 @@ use crate::ops::AdamW;
 use checkpoint::TrainState;
 use data::Rng;
 use metrics::Record;
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -333,13 +332,18 @@ impl<M: Trainable> Trainer<M> {
     /// one (stateful models), else warmup + cosine ([`TrainConfig::lr_at`]); times the
     /// `lr_plateau` decays so far.
     pub fn lr_now(&self) -> f32 {
+        self.lr_of_step(self.step)
+    }
+
+    /// [`Self::lr_now`] for the update that follows `step` steps.
+    fn lr_of_step(&self, step: u64) -> f32 {
         let lr = match (self.config.lr_step_decay, self.steps_per_epoch) {
             (Some(d), Some(spe)) => {
-                let epoch = self.step / spe;
+                let epoch = step / spe;
                 let k = (epoch + 1).saturating_sub(d.after_epoch);
                 (self.config.lr as f64 * (d.factor as f64).powi(k as i32)) as f32
             }
-            _ => self.config.lr_at(self.step),
+            _ => self.config.lr_at(step),
         };
         if self.lr_scale == 1.0 {
             lr
@@ -445,13 +449,7 @@ impl<M: Trainable> Trainer<M> {
             });
         }
         let (params, grads) = self.model.params_and_grads();
-        // Deterministic parallel sum: fixed chunks, partial sums added in order.
-        let sq: f64 = grads
-            .par_chunks(1 << 16)
-            .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
-            .collect::<Vec<f64>>()
-            .iter()
-            .sum();
+        let sq = crate::ops::norm::sum_of_squares(grads);
         // The gradient of the loss summed over T (Zaremba's scale) is T times the mean's.
         let time_sum = if c.loss_sum_over_time { t as f64 } else { 1.0 };
         let norm = sq.sqrt() / accum as f64 * time_sum;
@@ -473,13 +471,7 @@ impl<M: Trainable> Trainer<M> {
                 self.opt
                     .step_scaled(params, grads, scale as f32, &self.decay, lr)
             }
-            config::Optimizer::Sgd => {
-                let k = lr * scale as f32;
-                params
-                    .par_chunks_mut(1 << 16)
-                    .zip(grads.par_chunks(1 << 16))
-                    .for_each(|(p, g)| p.iter_mut().zip(g).for_each(|(p, &g)| *p -= k * g));
-            }
+            config::Optimizer::Sgd => crate::ops::sgd::descend(params, grads, lr * scale as f32),
         }
         self.step += 1;
         self.tokens_seen += self.config.tokens_per_step() as u64;
@@ -784,7 +776,7 @@ impl<M: Trainable> Trainer<M> {
                         self.step,
                         train,
                         val,
-                        self.config.lr_at(self.step.saturating_sub(1)),
+                        self.lr_of_step(self.step.saturating_sub(1)),
                         tps,
                         self.elapsed()
                     ),

@@ -7,7 +7,8 @@
 //! at the start of each epoch and saved in checkpoints so `--resume` is bit-exact.
 
 use super::trainable::Trainable;
-use crate::model::rnn::bptt::{forward, loss, loss_backward, Workspace};
+use crate::model::rnn::bptt::{forward, loss, Workspace};
+use crate::model::rnn::split::{SplitStep, SPLIT_SHARDS};
 use crate::model::rnn::{checkpoint, CellKind, InitScheme, Rnn, RnnConfig};
 use crate::model::ModelError;
 use serde::{Deserialize, Serialize};
@@ -50,7 +51,10 @@ impl RnnSpec {
 pub struct TrainableRnn {
     pub model: Rnn<f32>,
     grads: Vec<f32>,
-    ws: Workspace<f32>,
+    /// `zero_grad` was called and `grads` not yet written: the next step overwrites them
+    /// instead of adding (no memset of the parameters' size; same bits).
+    grads_stale: bool,
+    step: SplitStep<f32>,
     eval_ws: Workspace<f32>,
     /// (B * state_size) state carried between training batches, and between eval batches.
     state: Vec<f32>,
@@ -79,7 +83,8 @@ impl TrainableRnn {
         let cfg = model.config;
         TrainableRnn {
             grads: vec![0.0; model.num_params()],
-            ws: Workspace::new(&cfg, b, t, true),
+            grads_stale: false,
+            step: SplitStep::new(&cfg, b, t, SPLIT_SHARDS),
             eval_ws: Workspace::new(&cfg, b, t, false),
             state: vec![0.0; b * cfg.state_size()],
             eval_state: vec![0.0; b * cfg.state_size()],
@@ -104,13 +109,16 @@ impl Trainable for TrainableRnn {
         self.model.params()
     }
     fn params_and_grads(&mut self) -> (&mut [f32], &[f32]) {
+        if std::mem::take(&mut self.grads_stale) {
+            self.grads.fill(0.0);
+        }
         (self.model.params_mut(), &self.grads)
     }
     fn decay_mask(&self) -> Vec<bool> {
         self.model.decay_mask()
     }
     fn zero_grad(&mut self) {
-        self.grads.fill(0.0);
+        self.grads_stale = true;
     }
     fn forward_backward(
         &mut self,
@@ -119,23 +127,16 @@ impl Trainable for TrainableRnn {
         seed: u64,
     ) -> Result<f32, ModelError> {
         let cfg = self.model.config;
-        let dropout = Some((cfg.dropout, seed));
-        forward(
-            &cfg,
-            self.model.params(),
-            &mut self.ws,
-            inputs,
-            &self.state,
-            dropout,
-        )?;
-        let l = loss_backward(
+        let l = self.step.forward_backward(
             &cfg,
             self.model.params(),
             &mut self.grads,
-            &mut self.ws,
+            inputs,
             targets,
+            &mut self.state,
+            Some((cfg.dropout, seed)),
+            std::mem::take(&mut self.grads_stale),
         )?;
-        self.ws.final_state(&cfg, &mut self.state);
         finite(l)
     }
     fn forward_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<f32, ModelError> {

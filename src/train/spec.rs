@@ -11,6 +11,7 @@
 use super::rnn::RnnSpec;
 use super::TrainError;
 use crate::load::AnyModel;
+use crate::model::gpt::Activation;
 use serde::{Deserialize, Serialize};
 
 /// The shape of a GPT to train (the vocabulary comes from the data, the context length
@@ -29,6 +30,11 @@ pub struct GptSpec {
     /// as a GPT-2) but are held at zero, which is the same function as having none.
     #[serde(default = "default_bias")]
     pub bias: bool,
+    /// The MLP activation: `gelu_new` (GPT-2's tanh approximation, the default) or `gelu`
+    /// (exact erf, PyTorch's `nn.GELU()` as in nanoGPT); saved as config.json's
+    /// `activation_function`.
+    #[serde(default, skip_serializing_if = "Activation::is_default")]
+    pub activation: Activation,
 }
 
 fn default_bias() -> bool {
@@ -120,6 +126,7 @@ impl ModelSpec {
                     n_head: c.n_head,
                     n_embd: c.n_embd,
                     bias,
+                    activation: c.activation,
                 }))
             }
             AnyModel::Rnn(r) => {
@@ -150,12 +157,15 @@ impl ModelSpec {
         let b = serde_json::to_value(other).unwrap_or_default();
         let mut out = Vec::new();
         if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
-            for (k, va) in a {
+            // Both sides' keys: a field at its default is left out of the JSON.
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
                 if k == "init" {
                     continue;
                 }
+                let va = a.get(k).cloned().unwrap_or_default();
                 let vb = b.get(k).cloned().unwrap_or_default();
-                if *va != vb {
+                if va != vb {
                     out.push(format!("{k}: {va} -> {vb}"));
                 }
             }
@@ -166,30 +176,34 @@ impl ModelSpec {
 
 /// Rewrites a `train_state.json` config object of the flat form (the GPT's `n_layer`,
 /// `n_head`, `n_embd`, `bias` at the top level, and an optional `rnn` object) into the
-/// `model` form, so checkpoints of either form resume.
+/// `model` form, and moves a top-level `activation` into a GPT's `model`, so checkpoints
+/// of every earlier form resume.
 pub(crate) fn upgrade_flat_config(config: &mut serde_json::Value) {
     let Some(obj) = config.as_object_mut() else {
         return;
     };
-    if obj.contains_key("model") {
-        return;
+    let activation = obj.remove("activation");
+    if !obj.contains_key("model") {
+        let gpt: Vec<(String, serde_json::Value)> = ["n_layer", "n_head", "n_embd", "bias"]
+            .iter()
+            .filter_map(|k| obj.remove(*k).map(|v| (k.to_string(), v)))
+            .collect();
+        let model = match obj.remove("rnn") {
+            Some(serde_json::Value::Object(mut r)) => {
+                r.insert("class".into(), "rnn".into());
+                serde_json::Value::Object(r)
+            }
+            _ => {
+                let mut g: serde_json::Map<String, serde_json::Value> = gpt.into_iter().collect();
+                g.insert("class".into(), "gpt".into());
+                serde_json::Value::Object(g)
+            }
+        };
+        obj.insert("model".into(), model);
     }
-    let gpt: Vec<(String, serde_json::Value)> = ["n_layer", "n_head", "n_embd", "bias"]
-        .iter()
-        .filter_map(|k| obj.remove(*k).map(|v| (k.to_string(), v)))
-        .collect();
-    let model = match obj.remove("rnn") {
-        Some(serde_json::Value::Object(mut r)) => {
-            r.insert("class".into(), "rnn".into());
-            serde_json::Value::Object(r)
-        }
-        _ => {
-            let mut g: serde_json::Map<String, serde_json::Value> = gpt.into_iter().collect();
-            g.insert("class".into(), "gpt".into());
-            serde_json::Value::Object(g)
-        }
-    };
-    obj.insert("model".into(), model);
+    if let (Some(act), Some(serde_json::Value::Object(m))) = (activation, obj.get_mut("model")) {
+        m.insert("activation".into(), act);
+    }
 }
 
 #[cfg(test)]
@@ -209,15 +223,30 @@ mod tests {
         let mut v = flat.clone();
         upgrade_flat_config(&mut v);
         let spec: ModelSpec = serde_json::from_value(v["model"].clone()).unwrap();
-        assert_eq!(
-            spec,
-            ModelSpec::Gpt(GptSpec {
-                n_layer: 2,
-                n_head: 2,
-                n_embd: 32,
-                bias: false
-            })
-        );
+        let want = GptSpec {
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 32,
+            bias: false,
+            activation: Activation::GeluTanh,
+        };
+        assert_eq!(spec, ModelSpec::Gpt(want.clone()));
+        // A top-level `activation` (flat form, or beside `model`) moves into the GPT's spec.
+        for mut v in [
+            serde_json::json!({"n_layer": 2, "n_head": 2, "n_embd": 32, "bias": false,
+                "activation": "gelu"}),
+            serde_json::json!({"model": {"class": "gpt", "n_layer": 2, "n_head": 2,
+                "n_embd": 32, "bias": false}, "activation": "gelu"}),
+        ] {
+            upgrade_flat_config(&mut v);
+            assert!(v.get("activation").is_none());
+            let spec: ModelSpec = serde_json::from_value(v["model"].clone()).unwrap();
+            let exact = GptSpec {
+                activation: Activation::GeluExact,
+                ..want.clone()
+            };
+            assert_eq!(spec, ModelSpec::Gpt(exact));
+        }
         let mut v = serde_json::json!({"n_layer": 4, "n_head": 4, "n_embd": 128, "bias": false,
             "rnn": {"cell": "gru", "n_layer": 2, "hidden": 200, "embd": null,
                     "tied": false, "init": {"uniform": 0.1}}});

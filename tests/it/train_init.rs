@@ -165,6 +165,20 @@ fn gpt_starts_from_a_transformers_checkpoint() {
         .concat(),
     );
     assert!(e.contains("gpt") && e.contains("lstm"), "{e}");
+    // The activation is part of the GPT's shape: another one than the model's is refused.
+    let e = fail(
+        &[
+            &common_args[..],
+            &[
+                "--activation",
+                "gelu",
+                "--out",
+                &dir.path().join("x5").display().to_string(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(e.contains("activation") && e.contains("conflicts"), "{e}");
     let e = fail(
         &[
             &common_args[..],

@@ -85,11 +85,9 @@ fn bench_arlm(s: &RnnBench, steps: usize) -> anyhow::Result<(f64, f64)> {
         let loss = model.forward_backward(&x, &y, step as u64)?;
         // As the training loop: global norm of the time-summed gradient, clip 5, SGD lr 1.
         let (params, grads) = model.params_and_grads();
-        let sq: f64 = grads.iter().map(|&g| (g as f64) * (g as f64)).sum();
-        let norm = sq.sqrt() * s.t as f64;
+        let norm = arlm::ops::norm::sum_of_squares(grads).sqrt() * s.t as f64;
         let scale = s.t as f64 * if norm > 5.0 { 5.0 / norm } else { 1.0 };
-        let k = scale as f32;
-        params.iter_mut().zip(grads).for_each(|(p, &g)| *p -= k * g);
+        arlm::ops::sgd::descend(params, grads, scale as f32);
         let dt = t0.elapsed().as_secs_f64();
         anyhow::ensure!(loss.is_finite(), "loss {loss}");
         if step > 0 {

@@ -754,17 +754,8 @@ impl<F: Float> GptTrainer<F> {
                     )
                 });
             });
-            const CH: usize = 1 << 14;
-            team.run(np.div_ceil(CH), &|ci| {
-                let r0 = ci * CH;
-                let len = CH.min(np - r0);
-                let dst = unsafe { std::slice::from_raw_parts_mut(gbufs[0].get().add(r0), len) };
-                for gb in &gbufs[1..] {
-                    let src =
-                        unsafe { std::slice::from_raw_parts(gb.get().add(r0) as *const F, len) };
-                    ops::add_in_place(dst, src);
-                }
-            });
+            // SAFETY: every buffer is `np` long; the backward phase is over.
+            unsafe { crate::ops::team::add_into_first(team, &gbufs, np) };
             Ok(loss)
         })?;
         self.dropped = dropped;

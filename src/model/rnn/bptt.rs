@@ -46,6 +46,11 @@ struct LayerActs<F> {
 pub struct Workspace<F> {
     pub b: usize,
     pub t: usize,
+    /// Where these B rows sit in a batch of `b_total` rows split into shards
+    /// ([`super::split`]): the first row's index `b0`. The dropout masks and the loss scale
+    /// are those of the whole batch, so a shard computes its part of the unsplit step.
+    b0: usize,
+    b_total: usize,
     train: bool,
     /// (T*B) time-major input and target ids.
     tokens: Vec<u32>,
@@ -61,6 +66,9 @@ pub struct Workspace<F> {
     losses: Vec<F>,
     /// (B, G*H) the step's hidden pre-activations.
     hg: Vec<F>,
+    /// (H, G*H) the current layer's W_hh^T, row-major (only when T > 1: see
+    /// [`forward`]).
+    whh_t: Vec<F>,
     /// Backward scratch: (T*B, H) gradient of the current layer's output, (T*B, E) of the
     /// embedding rows, (B, H) x 3 running dh, dc, and the cell's direct dh_prev.
     dtop: Vec<F>,
@@ -106,6 +114,8 @@ impl<F: Float> Workspace<F> {
         Workspace {
             b,
             t,
+            b0: 0,
+            b_total: b,
             train,
             tokens: vec![0; n],
             targets: vec![0; n],
@@ -116,6 +126,7 @@ impl<F: Float> Workspace<F> {
             logits: z(n * cfg.vocab_size),
             losses: z(n),
             hg: z(b * gw),
+            whh_t: z(if t > 1 { h * gw } else { 0 }),
             dtop: z(if train { n * h } else { 0 }),
             demb: z(if train { n * cfg.embd } else { 0 }),
             dh: z(b * h),
@@ -123,6 +134,20 @@ impl<F: Float> Workspace<F> {
             dhp: z(b * h),
             dstate: z(if train { b * cfg.state_size() } else { 0 }),
             dropped: false,
+        }
+    }
+
+    /// A training workspace for rows `b0..b0 + b` of a (`b_total`, `t`) batch.
+    pub fn shard(cfg: &RnnConfig, b0: usize, b: usize, b_total: usize, t: usize) -> Workspace<F> {
+        assert!(
+            b0 + b <= b_total,
+            "shard rows {b0}..{} beyond B = {b_total}",
+            b0 + b
+        );
+        Workspace {
+            b0,
+            b_total,
+            ..Workspace::new(cfg, b, t, true)
         }
     }
 
@@ -151,11 +176,28 @@ impl<F: Float> Workspace<F> {
     }
 }
 
-/// Fills `mask` with 0 (probability p) or 1/(1-p) from (seed, site, index) by SplitMix64.
-fn fill_mask<F: Float>(mask: &mut [F], p: f32, seed: u64, site: u64) {
+/// Fills the (T*B, `width`) time-major `mask` with 0 (probability p) or 1/(1-p) from
+/// (seed, site, index) by SplitMix64, where index is the element's place in the whole
+/// batch's (T*B_total, width) mask: a shard draws the same mask values as the unsplit step.
+fn fill_mask<F: Float>(
+    mask: &mut [F],
+    width: usize,
+    p: f32,
+    (seed, site): (u64, u64),
+    ws_rows: (usize, usize, usize),
+) {
+    let (b, b0, b_total) = ws_rows;
+    for (r, row) in mask.chunks_exact_mut(width).enumerate() {
+        let global = (r / b) * b_total + b0 + r % b;
+        fill_mask_row(row, global * width, p, seed, site);
+    }
+}
+
+fn fill_mask_row<F: Float>(row: &mut [F], first: usize, p: f32, seed: u64, site: u64) {
     let keep = F::from_f64(1.0 / (1.0 - p as f64));
     let thresh = (p as f64 * (1u64 << 53) as f64) as u64;
-    for (i, m) in mask.iter_mut().enumerate() {
+    for (j, m) in row.iter_mut().enumerate() {
+        let i = first + j;
         let mut z = seed
             .wrapping_add(site.wrapping_mul(0xD1B5_4A32_D192_ED03))
             .wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -215,6 +257,7 @@ pub fn forward<F: Float>(
     );
     let dropout = dropout.filter(|&(p, _)| p > 0.0 && ws.train && cfg.dropout > 0.0);
     ws.dropped = dropout.is_some();
+    let rows = (b, ws.b0, ws.b_total);
     // Embedding, time-major.
     for bi in 0..b {
         for ti in 0..t {
@@ -226,7 +269,7 @@ pub fn forward<F: Float>(
         }
     }
     if let Some((p, seed)) = dropout {
-        fill_mask(&mut ws.layers[0].mask, p, seed, 0);
+        fill_mask(&mut ws.layers[0].mask, e, p, (seed, 0), rows);
         mul_in_place(&mut ws.emb, &ws.layers[0].mask);
     }
     let mut so = 0;
@@ -239,7 +282,7 @@ pub fn forward<F: Float>(
         let x: &[F] = if l == 0 {
             &ws.emb
         } else if let Some((p, seed)) = dropout {
-            fill_mask(&mut la.mask, p, seed, l as u64);
+            fill_mask(&mut la.mask, input, p, (seed, l as u64), rows);
             la.dropped.copy_from_slice(&below[l - 1].h[bh..]);
             mul_in_place(&mut la.dropped, &la.mask);
             &la.dropped
@@ -273,13 +316,21 @@ pub fn forward<F: Float>(
         }
         let aw = act_width(cfg.kind, h);
         let w_hh = &params[o.w_hh..][..gw * h];
+        // h_prev @ W_hh^T reads W_hh (G*H, H) down its columns; `gemm` repacks such a view
+        // at every step, so for T > 1 a row-major copy of W_hh^T pays for itself.
+        let (w, w_rs, w_cs) = if ws.whh_t.is_empty() {
+            (w_hh, 1, h)
+        } else {
+            crate::ops::transpose(&mut ws.whh_t, w_hh, gw, h);
+            (&ws.whh_t[..], gw, 1)
+        };
         for ti in 0..t {
             if gru {
                 fill_rows(&mut ws.hg, b_hh, None);
             }
             let (hp, hn) = la.h.split_at_mut((ti + 1) * bh);
             let h_prev = &hp[ti * bh..];
-            gemm_strided(b, gw, h, &mut ws.hg, gw, gru, h_prev, h, 1, w_hh, 1, h);
+            gemm_strided(b, gw, h, &mut ws.hg, gw, gru, h_prev, h, 1, w, w_rs, w_cs);
             let (c_prev, c_out): (&[F], &mut [F]) = if cfg.kind.has_cell() {
                 let (cp, cn) = la.c.split_at_mut((ti + 1) * bh);
                 (&cp[ti * bh..], &mut cn[..bh])
@@ -300,7 +351,7 @@ pub fn forward<F: Float>(
         }
     }
     if let Some((p, seed)) = dropout {
-        fill_mask(&mut ws.dec_mask, p, seed, cfg.n_layer as u64);
+        fill_mask(&mut ws.dec_mask, h, p, (seed, cfg.n_layer as u64), rows);
         ws.dec_in
             .copy_from_slice(&ws.layers[cfg.n_layer - 1].h[bh..]);
         mul_in_place(&mut ws.dec_in, &ws.dec_mask);
@@ -346,12 +397,8 @@ fn set_targets<F>(ws: &mut Workspace<F>, targets: &[u32]) {
 
 /// Mean cross-entropy of the last [`forward`] against `targets` (B, T), and its backward:
 /// ADDS the gradient into `grads` (same layout as `params`) and leaves the gradient of
-/// the carried-in state in `ws.dstate`.
-///
-/// Long (~170 lines) on purpose: it mirrors [`forward`] step by step in reverse (decoder,
-/// then each layer's backward through time, its weight gradients and the gradient into
-/// the layer below, then the embedding scatter), reading one set of workspace buffers;
-/// kept as one function so the pair can be read side by side against PyTorch's order.
+/// the carried-in state in `ws.dstate`. The mean is over this workspace's rows; the
+/// gradient is scaled by the whole batch's row count ([`Workspace::shard`]).
 pub fn loss_backward<F: Float>(
     cfg: &RnnConfig,
     params: &[F],
@@ -359,14 +406,37 @@ pub fn loss_backward<F: Float>(
     ws: &mut Workspace<F>,
     targets: &[u32],
 ) -> Result<f64, ModelError> {
+    loss_backward_with(cfg, params, grads, ws, targets, false)
+}
+
+/// [`loss_backward`], or with `overwrite` the same gradient WRITTEN over whatever `grads`
+/// holds (bit-identical to adding into zeros): every weight matrix's product overwrites
+/// instead of adding, the biases and the untied embedding are zeroed first. This saves
+/// zeroing the whole buffer before a step (a memset of the parameters' size, ~80 MB at
+/// the medium PTB shape) for a shard's own buffer and for a freshly zeroed one.
+///
+/// Long (~190 lines) on purpose: it mirrors [`forward`] step by step in reverse (decoder,
+/// then each layer's backward through time, its weight gradients and the gradient into
+/// the layer below, then the embedding scatter), reading one set of workspace buffers;
+/// kept as one function so the pair can be read side by side against PyTorch's order.
+pub fn loss_backward_with<F: Float>(
+    cfg: &RnnConfig,
+    params: &[F],
+    grads: &mut [F],
+    ws: &mut Workspace<F>,
+    targets: &[u32],
+    overwrite: bool,
+) -> Result<f64, ModelError> {
     assert!(ws.train, "loss_backward needs a training workspace");
+    let acc = !overwrite;
     let (b, t, h, e, v) = (ws.b, ws.t, cfg.hidden, cfg.embd, cfg.vocab_size);
     let (n, gw, bh) = (b * t, cfg.gate_width(), b * h);
     for &y in targets {
         crate::model::check_token(y, v)?;
     }
     set_targets(ws, targets);
-    let scale = F::from_f64(1.0 / n as f64);
+    // The whole batch's mean: a shard's gradients add up to the unsplit step's.
+    let scale = F::from_f64(1.0 / (ws.b_total * t) as f64);
     let mean = softmax_ce_forward_backward(&mut ws.logits, &mut ws.losses, &ws.targets, v, scale);
     // Decoder: dtop(N, H) = dlogits @ dec_w; d dec_w(V, H) += dlogits^T @ top; d dec_b.
     let (dw, db) = cfg.decoder();
@@ -390,7 +460,19 @@ pub fn loss_backward<F: Float>(
     } else {
         &ws.layers[cfg.n_layer - 1].h[bh..]
     };
-    gemm_strided(v, h, n, &mut grads[dw..], h, true, dl, 1, v, top, h, 1);
+    gemm_strided(v, h, n, &mut grads[dw..], h, acc, dl, 1, v, top, h, 1);
+    if overwrite {
+        grads[db..db + v].fill(F::ZERO);
+        if !cfg.tied {
+            // The embedding's rows are only scattered into (below).
+            grads[..v * e].fill(F::ZERO);
+        }
+        for l in 0..cfg.n_layer {
+            let o = cfg.layer(l);
+            grads[o.b_ih..o.b_ih + gw].fill(F::ZERO);
+            grads[o.b_hh..o.b_hh + gw].fill(F::ZERO);
+        }
+    }
     col_sums(&mut grads[db..db + v], dl);
     if ws.dropped {
         mul_in_place(&mut ws.dtop, &ws.dec_mask);
@@ -465,7 +547,7 @@ pub fn loss_backward<F: Float>(
             n,
             &mut grads[o.w_hh..],
             h,
-            true,
+            acc,
             dhg_all,
             1,
             gw,
@@ -488,7 +570,7 @@ pub fn loss_backward<F: Float>(
             n,
             &mut grads[o.w_ih..],
             input,
-            true,
+            acc,
             &la.dxg,
             1,
             gw,

@@ -16,8 +16,9 @@
 //! The backward returns the gradients of the pre-activations: `dxg` for the input side
 //! and, for the GRU only, `dhg` for the hidden side (they differ in the n block: d hn =
 //! dn_pre ⊙ r). For the LSTM and the tanh RNN the two are the same and only `dxg` is
-//! written. These loops are plain on purpose: they are the reference the finite-difference
-//! tests check, and the step's time is in the GEMMs around them.
+//! written. These loops are plain arithmetic (no intrinsics): the same code is the f64
+//! reference the finite-difference tests check and, compiled for AVX-512 at run time, the
+//! f32 training kernel.
 
 use super::{CellKind, Float};
 
@@ -30,13 +31,25 @@ pub fn act_width(kind: CellKind, h: usize) -> usize {
     }
 }
 
+/// Gate block k (of `hs` units) of a row.
 #[inline(always)]
-fn sigmoid<F: Float>(x: F) -> F {
-    F::ONE / (F::ONE + (-x).exp())
+fn blk<F>(row: &[F], k: usize, hs: usize) -> &[F] {
+    &row[k * hs..][..hs]
+}
+
+/// The first `N` gate blocks of a row, mutable.
+#[inline(always)]
+fn blks_mut<const N: usize, F>(row: &mut [F], hs: usize) -> [&mut [F]; N] {
+    let mut it = row.chunks_exact_mut(hs);
+    std::array::from_fn(|_| it.next().expect("row holds N blocks"))
 }
 
 /// One step forward for B = `h_out.len() / hs` rows. `xg`, `hg`: (B, G*hs); `h_prev`,
 /// `c_prev`, `h_out`, `c_out`: (B, hs) (`c_*` empty unless LSTM); `act`: (B, act_width).
+///
+/// Runs under [`crate::ops::cpu::avx512`], and each row's gate blocks are sliced to `hs`
+/// before the loop, so the f32 loops (with [`Float::sigmoid`] and [`Float::tanh_vec`])
+/// compile to 16-wide vectors.
 #[allow(clippy::too_many_arguments)]
 pub fn step_forward<F: Float>(
     kind: CellKind,
@@ -52,60 +65,78 @@ pub fn step_forward<F: Float>(
     let b = h_out.len() / hs;
     let gw = kind.gates() * hs;
     let aw = act_width(kind, hs);
-    for r in 0..b {
-        let xg = &xg[r * gw..][..gw];
-        let hg = &hg[r * gw..][..gw];
-        let h = &mut h_out[r * hs..][..hs];
-        match kind {
-            CellKind::Lstm => {
-                let a = &mut act[r * aw..][..aw];
-                let cp = &c_prev[r * hs..][..hs];
-                let c = &mut c_out[r * hs..][..hs];
-                for j in 0..hs {
-                    let i = sigmoid(xg[j] + hg[j]);
-                    let f = sigmoid(xg[hs + j] + hg[hs + j]);
-                    let g = (xg[2 * hs + j] + hg[2 * hs + j]).tanh();
-                    let o = sigmoid(xg[3 * hs + j] + hg[3 * hs + j]);
-                    let cj = f * cp[j] + i * g;
-                    let tc = cj.tanh();
-                    c[j] = cj;
-                    h[j] = o * tc;
-                    a[j] = i;
-                    a[hs + j] = f;
-                    a[2 * hs + j] = g;
-                    a[3 * hs + j] = o;
-                    a[4 * hs + j] = tc;
+    crate::ops::cpu::avx512(
+        #[inline(always)]
+        || {
+            for r in 0..b {
+                let xg = &xg[r * gw..][..gw];
+                let hg = &hg[r * gw..][..gw];
+                let h = &mut h_out[r * hs..][..hs];
+                match kind {
+                    CellKind::Lstm => {
+                        let (xi, xf, xc, xo) = (
+                            blk(xg, 0, hs),
+                            blk(xg, 1, hs),
+                            blk(xg, 2, hs),
+                            blk(xg, 3, hs),
+                        );
+                        let (hi, hf, hc, ho) = (
+                            blk(hg, 0, hs),
+                            blk(hg, 1, hs),
+                            blk(hg, 2, hs),
+                            blk(hg, 3, hs),
+                        );
+                        let [ai, af, ag, ao, atc] = blks_mut::<5, F>(&mut act[r * aw..][..aw], hs);
+                        let cp = &c_prev[r * hs..][..hs];
+                        let c = &mut c_out[r * hs..][..hs];
+                        for j in 0..hs {
+                            let i = F::sigmoid(xi[j] + hi[j]);
+                            let f = F::sigmoid(xf[j] + hf[j]);
+                            let g = (xc[j] + hc[j]).tanh_vec();
+                            let o = F::sigmoid(xo[j] + ho[j]);
+                            let cj = f * cp[j] + i * g;
+                            let tc = cj.tanh_vec();
+                            c[j] = cj;
+                            h[j] = o * tc;
+                            ai[j] = i;
+                            af[j] = f;
+                            ag[j] = g;
+                            ao[j] = o;
+                            atc[j] = tc;
+                        }
+                    }
+                    CellKind::Gru => {
+                        let (xr, xz, xn) = (blk(xg, 0, hs), blk(xg, 1, hs), blk(xg, 2, hs));
+                        let (hr, hz, hn) = (blk(hg, 0, hs), blk(hg, 1, hs), blk(hg, 2, hs));
+                        let [ar, az, an, ahn] = blks_mut::<4, F>(&mut act[r * aw..][..aw], hs);
+                        let hp = &h_prev[r * hs..][..hs];
+                        for j in 0..hs {
+                            let rr = F::sigmoid(xr[j] + hr[j]);
+                            let z = F::sigmoid(xz[j] + hz[j]);
+                            let n = (xn[j] + rr * hn[j]).tanh_vec();
+                            h[j] = (F::ONE - z) * n + z * hp[j];
+                            ar[j] = rr;
+                            az[j] = z;
+                            an[j] = n;
+                            ahn[j] = hn[j];
+                        }
+                    }
+                    CellKind::Rnn => {
+                        for j in 0..hs {
+                            h[j] = (xg[j] + hg[j]).tanh_vec();
+                        }
+                    }
                 }
             }
-            CellKind::Gru => {
-                let a = &mut act[r * aw..][..aw];
-                let hp = &h_prev[r * hs..][..hs];
-                for j in 0..hs {
-                    let rr = sigmoid(xg[j] + hg[j]);
-                    let z = sigmoid(xg[hs + j] + hg[hs + j]);
-                    let hn = hg[2 * hs + j];
-                    let n = (xg[2 * hs + j] + rr * hn).tanh();
-                    h[j] = (F::ONE - z) * n + z * hp[j];
-                    a[j] = rr;
-                    a[hs + j] = z;
-                    a[2 * hs + j] = n;
-                    a[3 * hs + j] = hn;
-                }
-            }
-            CellKind::Rnn => {
-                for j in 0..hs {
-                    h[j] = (xg[j] + hg[j]).tanh();
-                }
-            }
-        }
-    }
+        },
+    )
 }
 
 /// Backward of [`step_forward`]. In: `dh` (B, hs) the total gradient of h_out, `dc` (LSTM)
 /// the gradient of c_out from the next step. Out (all OVERWRITTEN): `dxg` (B, G*hs), `dhg`
 /// (GRU only; empty otherwise), `dc` becomes the gradient of c_prev (LSTM), `dh_prev`
 /// (B, hs) the part of the gradient of h_prev that does not go through W_hh (GRU: z ⊙ dh;
-/// zero otherwise).
+/// zero otherwise). Vectorized as [`step_forward`] is.
 #[allow(clippy::too_many_arguments)]
 pub fn step_backward<F: Float>(
     kind: CellKind,
@@ -123,56 +154,70 @@ pub fn step_backward<F: Float>(
     let b = dh.len() / hs;
     let gw = kind.gates() * hs;
     let aw = act_width(kind, hs);
-    for r in 0..b {
-        let dhr = &dh[r * hs..][..hs];
-        let dx = &mut dxg[r * gw..][..gw];
-        let dhp = &mut dh_prev[r * hs..][..hs];
-        match kind {
-            CellKind::Lstm => {
-                let a = &act[r * aw..][..aw];
-                let cp = &c_prev[r * hs..][..hs];
-                let dcr = &mut dc[r * hs..][..hs];
-                for j in 0..hs {
-                    let (i, f, g, o, tc) =
-                        (a[j], a[hs + j], a[2 * hs + j], a[3 * hs + j], a[4 * hs + j]);
-                    let d_o = dhr[j] * tc;
-                    let dcj = dcr[j] + dhr[j] * o * (F::ONE - tc * tc);
-                    dx[j] = dcj * g * i * (F::ONE - i);
-                    dx[hs + j] = dcj * cp[j] * f * (F::ONE - f);
-                    dx[2 * hs + j] = dcj * i * (F::ONE - g * g);
-                    dx[3 * hs + j] = d_o * o * (F::ONE - o);
-                    dcr[j] = dcj * f;
-                    dhp[j] = F::ZERO;
+    crate::ops::cpu::avx512(
+        #[inline(always)]
+        || {
+            for r in 0..b {
+                let dhr = &dh[r * hs..][..hs];
+                let dx = &mut dxg[r * gw..][..gw];
+                let dhp = &mut dh_prev[r * hs..][..hs];
+                match kind {
+                    CellKind::Lstm => {
+                        let a = &act[r * aw..][..aw];
+                        let (ai, af, ag, ao, atc) = (
+                            blk(a, 0, hs),
+                            blk(a, 1, hs),
+                            blk(a, 2, hs),
+                            blk(a, 3, hs),
+                            blk(a, 4, hs),
+                        );
+                        let [di, df, dg, d_o] = blks_mut::<4, F>(dx, hs);
+                        let cp = &c_prev[r * hs..][..hs];
+                        let dcr = &mut dc[r * hs..][..hs];
+                        for j in 0..hs {
+                            let (i, f, g, o, tc) = (ai[j], af[j], ag[j], ao[j], atc[j]);
+                            let dcj = dcr[j] + dhr[j] * o * (F::ONE - tc * tc);
+                            di[j] = dcj * g * i * (F::ONE - i);
+                            df[j] = dcj * cp[j] * f * (F::ONE - f);
+                            dg[j] = dcj * i * (F::ONE - g * g);
+                            d_o[j] = dhr[j] * tc * o * (F::ONE - o);
+                            dcr[j] = dcj * f;
+                            dhp[j] = F::ZERO;
+                        }
+                    }
+                    CellKind::Gru => {
+                        let a = &act[r * aw..][..aw];
+                        let (ar, az, an, ahn) =
+                            (blk(a, 0, hs), blk(a, 1, hs), blk(a, 2, hs), blk(a, 3, hs));
+                        let hp = &h_prev[r * hs..][..hs];
+                        let [dxr, dxz, dxn] = blks_mut::<3, F>(dx, hs);
+                        let [dhr_, dhz, dhn] = blks_mut::<3, F>(&mut dhg[r * gw..][..gw], hs);
+                        for j in 0..hs {
+                            let (rr, z, n, hn) = (ar[j], az[j], an[j], ahn[j]);
+                            let d = dhr[j];
+                            let dn_pre = d * (F::ONE - z) * (F::ONE - n * n);
+                            let dz_pre = d * (hp[j] - n) * z * (F::ONE - z);
+                            let dr_pre = dn_pre * hn * rr * (F::ONE - rr);
+                            dxr[j] = dr_pre;
+                            dxz[j] = dz_pre;
+                            dxn[j] = dn_pre;
+                            dhr_[j] = dr_pre;
+                            dhz[j] = dz_pre;
+                            dhn[j] = dn_pre * rr;
+                            dhp[j] = d * z;
+                        }
+                    }
+                    CellKind::Rnn => {
+                        let h = &h_out[r * hs..][..hs];
+                        for j in 0..hs {
+                            dx[j] = dhr[j] * (F::ONE - h[j] * h[j]);
+                            dhp[j] = F::ZERO;
+                        }
+                    }
                 }
             }
-            CellKind::Gru => {
-                let a = &act[r * aw..][..aw];
-                let hp = &h_prev[r * hs..][..hs];
-                let dhh = &mut dhg[r * gw..][..gw];
-                for j in 0..hs {
-                    let (rr, z, n, hn) = (a[j], a[hs + j], a[2 * hs + j], a[3 * hs + j]);
-                    let d = dhr[j];
-                    let dn_pre = d * (F::ONE - z) * (F::ONE - n * n);
-                    let dz_pre = d * (hp[j] - n) * z * (F::ONE - z);
-                    let dr_pre = dn_pre * hn * rr * (F::ONE - rr);
-                    dx[j] = dr_pre;
-                    dx[hs + j] = dz_pre;
-                    dx[2 * hs + j] = dn_pre;
-                    dhh[j] = dr_pre;
-                    dhh[hs + j] = dz_pre;
-                    dhh[2 * hs + j] = dn_pre * rr;
-                    dhp[j] = d * z;
-                }
-            }
-            CellKind::Rnn => {
-                let h = &h_out[r * hs..][..hs];
-                for j in 0..hs {
-                    dx[j] = dhr[j] * (F::ONE - h[j] * h[j]);
-                    dhp[j] = F::ZERO;
-                }
-            }
-        }
-    }
+        },
+    )
 }
 
 #[cfg(test)]

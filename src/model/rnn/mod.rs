@@ -18,6 +18,7 @@
 //! - `cell.rs`: one time step of each cell, forward and backward, on (B, ·) rows.
 //! - `bptt.rs`: the (B, T) workspace, the sequence forward (input projections as one
 //!   GEMM per layer, only h @ W_hh^T sequential) and backward through time.
+//! - `split.rs`: the training step with the batch cut into shards, one thread each.
 //! - `infer.rs`: [`LanguageModel`](crate::model::LanguageModel) for [`Rnn`].
 //! - `checkpoint.rs`: `config.json` + `model.safetensors` with PyTorch names.
 //!
@@ -30,6 +31,7 @@ pub mod bptt;
 pub mod cell;
 pub mod checkpoint;
 pub mod infer;
+pub mod split;
 
 // The shared numeric layer.
 pub(crate) use crate::ops::matmul::gemm_strided;

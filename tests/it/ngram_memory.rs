@@ -179,6 +179,7 @@ fn cli_memory_flag_spills_and_refuses_too_little() {
         ("lots", "--memory"),
         ("0", "--memory"),
         ("5X", "unknown unit"),
+        ("1000T", "more than this machine has available"),
     ] {
         let out = dir.path().join(format!("bad-{bad}"));
         let o = fit(&out, bad);

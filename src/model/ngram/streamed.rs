@@ -355,11 +355,8 @@ pub fn estimate(
             MIN_BUDGET >> 10
         )));
     }
-    crate::memory::check_fits(
-        format!("--memory {}", crate::memory::human(plan.budget as u128)),
-        plan.budget as u128,
-    )
-    .map_err(|e| NgramError::Memory(e.to_string()))?;
+    crate::memory::check_fits("--memory", plan.budget as u128)
+        .map_err(|e| NgramError::Memory(e.to_string()))?;
     let packer = Packer::new(n_ids, n)?;
     let scratch = Scratch::new(&plan.temp_parent)?;
     let cx = Cx {

@@ -97,6 +97,69 @@ struct FitArgs {
     /// --discount_fallback uses "0.5 1 1.5").
     #[arg(long, value_name = "\"D1 D2 D3\"")]
     discount_fallback: Option<String>,
+    /// Memory for Kneser-Ney estimation's n-gram sorts (like lmplz -S): bytes, or with a
+    /// K/M/G/T suffix (powers of 1024: 64K, 512M, 1G). n-gram streams that do not fit are
+    /// sorted on disk. Default: a quarter of the memory available (MemAvailable), at
+    /// most 4G (1G where it is unknown). The vocabulary-sized arrays and, while writing
+    /// model.bin, one order's hash table come on top (see docs/parts/ngram.md).
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    memory: Option<usize>,
+    /// Directory for the temporary sorted runs (default: inside --out; a RAM-backed /tmp
+    /// would defeat --memory). Removed when the fit ends, successful or not.
+    #[arg(long)]
+    temp_dir: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Parses a `--memory` size: bytes, or a number with a K, M, G or T suffix (powers of
+/// 1024; an optional trailing "B" or "iB").
+fn parse_memory(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{s:?}: unknown unit {c:?} (use K, M, G or T)")),
+            };
+            (&t[..t.len() - 1], shift)
+        }
+        _ => (t, 0),
+    };
+    let bad = || format!("{s:?}: expected a size like 1G, 512M, 64K or a number of bytes");
+    let value: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(bad());
+    }
+    let bytes = value * (1u64 << shift) as f64;
+    if bytes >= usize::MAX as f64 {
+        return Err(format!("{s:?}: too large"));
+    }
+    Ok(bytes as usize)
+}
+
+/// A size as `--memory` takes it ("200M", "1.5G", "64K", "100").
+fn binary_size(bytes: usize) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        let v = bytes as f64 / (1u64 << shift) as f64;
+        if v >= 1.0 {
+            return format!("{}{unit}", (v * 10.0).round() / 10.0);
+        }
+    }
+    bytes.to_string()
+}
+
+/// The default `--memory`: a quarter of MemAvailable, at most 4 GiB (1 GiB if unknown).
+fn default_memory() -> usize {
+    arlm::memory::available_bytes().map_or(1 << 30, |b| (b / 4).min(4 << 30)) as usize
 }
 
 #[derive(clap::Args)]
@@ -180,16 +243,26 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
                 })?
             }
             None => {
-                let texts = a
-                    .input
-                    .iter()
-                    .map(|p| {
-                        std::fs::read_to_string(p)
-                            .with_context(|| format!("reading {}", p.display()))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-                WordTokenizer::train(&refs, a.vocab_size, a.min_count)?
+                // Line by line: the vocabulary's memory, not the corpus's.
+                use std::io::BufRead;
+                let mut counter = arlm::tokenizer::words::WordCounter::default();
+                let mut line = String::new();
+                for p in &a.input {
+                    let file = std::fs::File::open(p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+                    loop {
+                        line.clear();
+                        let n = r
+                            .read_line(&mut line)
+                            .with_context(|| format!("reading {}", p.display()))?;
+                        if n == 0 {
+                            break;
+                        }
+                        counter.add(&line);
+                    }
+                }
+                counter.finish(a.vocab_size, a.min_count)?
             }
         };
         tok = Box::new(words.clone());
@@ -209,32 +282,55 @@ fn fit(a: FitArgs) -> anyhow::Result<()> {
                     .map(parse_fallback)
                     .transpose()?,
             };
-            let fit = store::fit_kn(&corpus, &*tok, &opts)?;
-            let est = t0.elapsed().as_secs_f64();
-            println!(
-                "tokens {}  vocabulary {} ({} tokenizer)",
-                fit.tokens,
-                tok.vocab_size(),
-                tok.kind()
-            );
-            for (i, (o, d)) in fit.grams.orders.iter().zip(&fit.discounts).enumerate() {
+            let plan = arlm::model::ngram::streamed::Plan {
+                budget: a.memory.unwrap_or_else(default_memory),
+                temp_parent: a.temp_dir.clone().unwrap_or_else(|| a.out.clone()),
+                progress: !a.quiet,
+            };
+            let mut est = 0.0;
+            let fit = store::fit_kn_streamed(
+                &corpus,
+                &*tok,
+                &opts,
+                &plan,
+                &a.out,
+                !a.no_arpa,
+                a.arpa.as_deref(),
+                &mut |fit| {
+                    est = t0.elapsed().as_secs_f64();
+                    println!(
+                        "tokens {}  vocabulary {} ({} tokenizer)",
+                        fit.tokens,
+                        tok.vocab_size(),
+                        tok.kind()
+                    );
+                    for (i, (c, d)) in fit.counts.iter().zip(&fit.discounts).enumerate() {
+                        println!(
+                            "order {}: {:>9} n-grams  discounts D1 {} D2 {} D3+ {}",
+                            i + 1,
+                            c,
+                            d[0],
+                            d[1],
+                            d[2]
+                        );
+                    }
+                },
+            )
+            .with_context(|| format!("estimating with --memory {}", binary_size(plan.budget)))?;
+            if fit.runs_spilled > 0 {
                 println!(
-                    "order {}: {:>9} n-grams  discounts D1 {} D2 {} D3+ {}",
-                    i + 1,
-                    o.keys.len(),
-                    d[0],
-                    d[1],
-                    d[2]
+                    "sorted on disk: {} runs (in {})",
+                    fit.runs_spilled,
+                    plan.temp_parent.display()
                 );
             }
-            store::save_kn(&a.out, &fit, &*tok, &opts, !a.no_arpa)?;
             if let Some(p) = &a.arpa {
-                arlm::model::ngram::arpa::write(p, &fit.grams, &*store::arpa_names(&*tok))?;
                 println!("wrote {}", p.display());
             }
             println!(
-                "estimated in {est:.2} s; peak memory {:.0} MB; wrote {} ({:.2} s total)",
+                "estimated in {est:.2} s; peak memory {:.0} MB (--memory {}); wrote {} ({:.2} s total)",
                 peak_rss_mb(),
+                binary_size(plan.budget),
                 a.out.display(),
                 t0.elapsed().as_secs_f64()
             );
@@ -339,4 +435,26 @@ fn ppl(a: PplArgs) -> anyhow::Result<()> {
         tokens as f64 / secs
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_in_powers_of_1024() {
+        assert_eq!(parse_memory("64K"), Ok(64 << 10));
+        assert_eq!(parse_memory("512M"), Ok(512 << 20));
+        assert_eq!(parse_memory("1G"), Ok(1 << 30));
+        assert_eq!(parse_memory("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_memory("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_memory("100MB"), Ok(100 << 20));
+        assert_eq!(parse_memory("123456"), Ok(123456));
+        for bad in ["", "G", "-1G", "0", "1Q", "lots", "nanG", "1e30T"] {
+            assert!(parse_memory(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(binary_size(200 << 20), "200M");
+        assert_eq!(binary_size(3 << 29), "1.5G");
+        assert_eq!(binary_size(100), "100");
+    }
 }

@@ -60,35 +60,11 @@ impl WordTokenizer {
                 )));
             }
         }
-        // (count, first appearance) per word, in first-appearance order.
-        let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
-        let mut order: Vec<(&str, u64)> = Vec::new();
+        let mut counter = WordCounter::default();
         for text in texts {
-            for w in text.split_whitespace() {
-                if SPECIALS.contains(&w) {
-                    continue;
-                }
-                match seen.get(w) {
-                    Some(&i) => order[i].1 += 1,
-                    None => {
-                        seen.insert(w, order.len());
-                        order.push((w, 1));
-                    }
-                }
-            }
+            counter.add(text);
         }
-        let mut keep: Vec<usize> = (0..order.len())
-            .filter(|&i| order[i].1 >= min_count as u64)
-            .collect();
-        if let Some(m) = max_vocab {
-            let room = m - SPECIALS.len();
-            if keep.len() > room {
-                keep.sort_by_key(|&i| (std::cmp::Reverse(order[i].1), i));
-                keep.truncate(room);
-                keep.sort_unstable();
-            }
-        }
-        Ok(Self::from_words(keep.into_iter().map(|i| order[i].0)))
+        counter.finish(max_vocab, min_count)
     }
 
     /// A tokenizer whose non-special words are `words` (ids 3, 4, ... in this order);
@@ -251,6 +227,64 @@ impl Tokenizer for WordTokenizer {
             "decoder": null,
             "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
         })
+    }
+}
+
+/// Word counts for training a words vocabulary from text given piece by piece (a file
+/// line by line, so the text need not be in memory at once): words in first-appearance
+/// order with their counts. [`WordTokenizer::train`] is this over whole texts.
+#[derive(Default)]
+pub struct WordCounter {
+    seen: FxHashMap<String, usize>,
+    order: Vec<(String, u64)>,
+}
+
+impl WordCounter {
+    /// Counts the words of `text` (split on whitespace; specials are skipped).
+    pub fn add(&mut self, text: &str) {
+        for w in text.split_whitespace() {
+            if SPECIALS.contains(&w) {
+                continue;
+            }
+            match self.seen.get(w) {
+                Some(&i) => self.order[i].1 += 1,
+                None => {
+                    self.seen.insert(w.to_string(), self.order.len());
+                    self.order.push((w.to_string(), 1));
+                }
+            }
+        }
+    }
+
+    /// The vocabulary: words seen at least `min_count` times, the `max_vocab - 3` most
+    /// frequent when capped (ties to the first seen), in first-appearance order.
+    pub fn finish(
+        self,
+        max_vocab: Option<usize>,
+        min_count: usize,
+    ) -> Result<WordTokenizer, TokenizerError> {
+        if let Some(m) = max_vocab {
+            if m < SPECIALS.len() {
+                return Err(TokenizerError::Invalid(format!(
+                    "a words vocabulary needs at least 3 ids (<unk>, <s>, </s>), got {m}"
+                )));
+            }
+        }
+        let order = self.order;
+        let mut keep: Vec<usize> = (0..order.len())
+            .filter(|&i| order[i].1 >= min_count as u64)
+            .collect();
+        if let Some(m) = max_vocab {
+            let room = m - SPECIALS.len();
+            if keep.len() > room {
+                keep.sort_by_key(|&i| (std::cmp::Reverse(order[i].1), i));
+                keep.truncate(room);
+                keep.sort_unstable();
+            }
+        }
+        Ok(WordTokenizer::from_words(
+            keep.into_iter().map(|i| order[i].0.as_str()),
+        ))
     }
 }
 

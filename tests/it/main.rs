@@ -17,6 +17,7 @@ mod gpt_parity;
 mod ngram_binary;
 mod ngram_cli;
 mod ngram_kenlm;
+mod ngram_memory;
 mod reliability;
 mod rnn_parity;
 mod score;

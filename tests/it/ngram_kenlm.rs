@@ -146,3 +146,57 @@ fn own_trigram_matches_kenlm_discounts_and_perplexity() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn streamed_trigram_within_one_mebibyte_matches_kenlm_and_the_in_memory_fit() {
+    let Some(test) = common::shared_data("ptb/ptb.test.txt") else {
+        return;
+    };
+    let Some(train) = common::shared_data("ptb/ptb.train.txt") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("train.UNK.txt");
+    let text = unk_text(&train);
+    std::fs::write(&path, &text).unwrap();
+    let tok = WordTokenizer::train(&[&text], None, 1).unwrap();
+    let files = [path];
+    let corpus = Corpus::Text {
+        files: &files,
+        tokenizer: &tok,
+    };
+    let opts = KnOptions::new(3);
+    let out = dir.path().join("streamed");
+    let plan = arlm::model::ngram::streamed::Plan {
+        budget: 1 << 20,
+        temp_parent: dir.path().to_path_buf(),
+        progress: false,
+    };
+    let fit =
+        store::fit_kn_streamed(&corpus, &tok, &opts, &plan, &out, true, None, &mut |_| {}).unwrap();
+    assert!(fit.runs_spilled > 10, "{} runs", fit.runs_spilled);
+    assert_eq!(fit.counts, vec![10002, 264990, 586558]);
+    // Discounts lmplz printed (README), to 4 significant digits.
+    let kenlm = [
+        [0.25656, 0.82888, 1.26492],
+        [0.727802, 1.09876, 1.4713],
+        [0.84696, 1.22512, 1.38578],
+    ];
+    for (got, want) in fit.discounts.iter().zip(&kenlm) {
+        for (g, w) in got.iter().zip(want) {
+            assert!(((g - w) / w).abs() < 5e-5, "discount {g} vs {w}");
+        }
+    }
+    let model = arlm::load::load(&out).unwrap();
+    let arlm::load::AnyModel::Backoff(m) = &model.model else {
+        panic!("not a backoff model");
+    };
+    let (total, tokens) = store::text_log10(m, &tok, &unk_text(&test));
+    let p = ppl(total, tokens);
+    assert!((p - 148.2815).abs() / 148.2815 < 0.002, "ppl {p}");
+    // The same bytes as the in-memory fit.
+    let mem = store::fit_kn(&corpus, &tok, &opts).unwrap();
+    let mem_arpa = dir.path().join("mem.arpa");
+    arlm::model::ngram::arpa::write(&mem_arpa, &mem.grams, &*store::arpa_names(&tok)).unwrap();
+    assert!(std::fs::read(mem_arpa).unwrap() == std::fs::read(out.join("model.arpa")).unwrap());
+}

@@ -318,6 +318,37 @@ pub fn write(
     grams: &ArpaGrams,
     name: &dyn Fn(u32) -> String,
 ) -> Result<(), NgramError> {
+    let counts: Vec<usize> = grams.orders.iter().map(|o| o.keys.len()).collect();
+    write_orders(
+        path,
+        grams.n_ids,
+        grams.packer,
+        &counts,
+        name,
+        &mut |m, line| {
+            let og = &grams.orders[m - 1];
+            for (j, &k) in og.keys.iter().enumerate() {
+                line(k, og.probs[j], og.backoffs[j])?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Receives one n-gram: packed key, log10 p, log10 backoff.
+pub type GramSink<'a> = dyn FnMut(u128, f32, f32) -> Result<(), NgramError> + 'a;
+
+/// Writes an ARPA file (gzip when `path` ends in `.gz`) whose order m has `counts[m - 1]`
+/// n-grams, which `order(m, sink)` hands to `sink` in ascending key order: the n-grams
+/// may come from memory or be streamed from disk, with the same bytes out.
+pub fn write_orders(
+    path: &Path,
+    n_ids: usize,
+    packer: Packer,
+    counts: &[usize],
+    name: &dyn Fn(u32) -> String,
+    order: &mut dyn FnMut(usize, &mut GramSink) -> Result<(), NgramError>,
+) -> Result<(), NgramError> {
     let io = |source| NgramError::Io {
         path: path.to_path_buf(),
         source,
@@ -325,60 +356,93 @@ pub fn write(
     let mut file = crate::atomic::AtomicFile::create(path).map_err(io)?;
     {
         let buf = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+        let lines = Lines {
+            path,
+            n_ids,
+            packer,
+            counts,
+            name,
+        };
         if path.extension().is_some_and(|e| e == "gz") {
             let mut gz = flate2::write::GzEncoder::new(buf, flate2::Compression::fast());
-            write_to(&mut gz, grams, name).map_err(io)?;
+            lines.write_to(&mut gz, order)?;
             gz.finish().map_err(io)?.flush().map_err(io)?;
         } else {
             let mut buf = buf;
-            write_to(&mut buf, grams, name).map_err(io)?;
+            lines.write_to(&mut buf, order)?;
             buf.flush().map_err(io)?;
         }
     }
     file.commit().map_err(io)
 }
 
-fn write_to(
-    out: &mut dyn Write,
-    grams: &ArpaGrams,
-    name: &dyn Fn(u32) -> String,
-) -> std::io::Result<()> {
-    let order = grams.order();
-    let names: Vec<String> = (0..grams.n_ids as u32).map(name).collect();
-    writeln!(out, "\\data\\")?;
-    for (i, og) in grams.orders.iter().enumerate() {
-        writeln!(out, "ngram {}={}", i + 1, og.keys.len())?;
-    }
-    let p = grams.packer;
-    let mask = (1u128 << p.bits) - 1;
-    // Lines are formatted into one buffer handed to `out` a megabyte at a time: one
-    // dynamic call per megabyte instead of several per line.
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    for (i, og) in grams.orders.iter().enumerate() {
-        let n = i + 1;
-        writeln!(out, "\n\\{n}-grams:")?;
-        for (j, &k) in og.keys.iter().enumerate() {
-            write!(buf, "{}\t", og.probs[j])?;
-            for w in (0..n).rev() {
-                let id = ((k >> (w as u32 * p.bits)) & mask) as usize;
-                buf.extend_from_slice(names[id].as_bytes());
-                if w > 0 {
-                    buf.push(b' ');
-                }
-            }
-            if n < order {
-                write!(buf, "\t{}", og.backoffs[j])?;
-            }
-            buf.push(b'\n');
-            if buf.len() >= (1 << 20) - 4096 {
-                out.write_all(&buf)?;
-                buf.clear();
-            }
+/// What an ARPA file's lines are made from.
+struct Lines<'a> {
+    path: &'a Path,
+    n_ids: usize,
+    packer: Packer,
+    counts: &'a [usize],
+    name: &'a dyn Fn(u32) -> String,
+}
+
+impl Lines<'_> {
+    fn write_to(
+        &self,
+        out: &mut dyn Write,
+        order_grams: &mut dyn FnMut(usize, &mut GramSink) -> Result<(), NgramError>,
+    ) -> Result<(), NgramError> {
+        let io = |source| NgramError::Io {
+            path: self.path.to_path_buf(),
+            source,
+        };
+        let order = self.counts.len();
+        let names: Vec<String> = (0..self.n_ids as u32).map(self.name).collect();
+        writeln!(out, "\\data\\").map_err(io)?;
+        for (i, c) in self.counts.iter().enumerate() {
+            writeln!(out, "ngram {}={}", i + 1, c).map_err(io)?;
         }
-        out.write_all(&buf)?;
-        buf.clear();
+        let p = self.packer;
+        let mask = (1u128 << p.bits) - 1;
+        // Lines are formatted into one buffer handed to `out` a megabyte at a time: one
+        // dynamic call per megabyte instead of several per line.
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        for n in 1..=order {
+            writeln!(out, "\n\\{n}-grams:").map_err(io)?;
+            let mut written = 0usize;
+            order_grams(n, &mut |k, prob, backoff| {
+                write!(buf, "{prob}\t").map_err(io)?;
+                for w in (0..n).rev() {
+                    let id = ((k >> (w as u32 * p.bits)) & mask) as usize;
+                    let word = names.get(id).ok_or_else(|| {
+                        NgramError::Invalid(format!("id {id} is outside the vocabulary"))
+                    })?;
+                    buf.extend_from_slice(word.as_bytes());
+                    if w > 0 {
+                        buf.push(b' ');
+                    }
+                }
+                if n < order {
+                    write!(buf, "\t{backoff}").map_err(io)?;
+                }
+                buf.push(b'\n');
+                if buf.len() >= (1 << 20) - 4096 {
+                    out.write_all(&buf).map_err(io)?;
+                    buf.clear();
+                }
+                written += 1;
+                Ok(())
+            })?;
+            if written != self.counts[n - 1] {
+                return Err(NgramError::Invalid(format!(
+                    "order {n}: {written} n-grams written, the header says {}",
+                    self.counts[n - 1]
+                )));
+            }
+            out.write_all(&buf).map_err(io)?;
+            buf.clear();
+        }
+        writeln!(out, "\n\\end\\").map_err(io)
     }
-    writeln!(out, "\n\\end\\")
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@
 //! query for an absent n-gram is misread as present with probability about
 //! entries / 2^64 per probe. The hash of (x_1 .. x_n) is built from x_n backwards, so the
 //! lookups for w, (c1 w), (c2 c1 w), ... extend one hash incrementally. The arrays are
-//! built in memory ([`BackoffModel::new`]) or borrowed from a mapped `model.bin`
+//! filled in (home slot, hash) order ([`insertion_order`], which lets a writer lay a table
+//! out from a sorted stream), built in memory ([`BackoffModel::new`]) or borrowed from a
+//! mapped `model.bin`
 //! ([`super::binary`]), which stores them byte for byte; changing the hash or the slot
 //! layout changes that file format (bump `binary::VERSION`).
 //!
@@ -51,10 +53,10 @@ fn extend(h: u64, w: u32) -> u64 {
 /// context (KenLM's convention). The query state drops such n-grams, so the next query
 /// does not probe for extensions that cannot exist. A zero backoff of an n-gram that is
 /// some longer n-gram's context is +0.0.
-const NO_EXTENSION: u32 = 0x8000_0000;
+pub(super) const NO_EXTENSION: u32 = 0x8000_0000;
 
 /// A zero backoff marked as not extending (until a longer n-gram shows it does).
-fn mark_zero(backoff: f32) -> f32 {
+pub(super) fn mark_zero(backoff: f32) -> f32 {
     if backoff == 0.0 {
         -0.0
     } else {
@@ -136,12 +138,32 @@ pub(super) struct Table {
 }
 
 impl Table {
-    fn with_len(len: usize) -> (Vec<Entry>, usize) {
-        let size = ((len as f64 / 0.6) as usize + 2).next_power_of_two();
+    /// Slots of the table for `len` n-grams (a power of two, load factor <= 0.6).
+    pub(super) fn slots_for(len: usize) -> usize {
+        ((len as f64 / 0.6) as usize + 2).next_power_of_two()
+    }
+
+    /// The slot where the probe for `key` starts.
+    #[inline]
+    pub(super) fn home(key: u64, mask: usize) -> usize {
+        (key >> 7) as usize & mask
+    }
+
+    /// An empty table for `len` n-grams and its mask.
+    pub(super) fn with_len(len: usize) -> (Vec<Entry>, usize) {
+        let size = Table::slots_for(len);
         (vec![Entry::default(); size], size - 1)
     }
 
-    fn insert(entries: &mut [Entry], mask: usize, key: u64, prob: f32, backoff: f32) -> bool {
+    /// Inserts by linear probing; false when `key` is already there. The slots depend on
+    /// the insertion order: every writer inserts in ascending packed-key order.
+    pub(super) fn insert(
+        entries: &mut [Entry],
+        mask: usize,
+        key: u64,
+        prob: f32,
+        backoff: f32,
+    ) -> bool {
         let mut i = (key >> 7) as usize & mask;
         loop {
             let e = &mut entries[i];
@@ -262,50 +284,48 @@ impl BackoffModel {
         let n_ids = vocab_size.max(start as usize + 1);
         let p = grams.packer;
         let uni = &grams.orders[0];
-        // Absent ids are None until they get `unk`'s entry: no in-band sentinel value
-        // that a number read from a file could collide with.
-        let mut present: Vec<Option<(f32, f32)>> = vec![None; n_ids];
-        for (i, &k) in uni.keys.iter().enumerate() {
-            let id = k as usize;
-            if id >= n_ids {
-                return Err(NgramError::Invalid(format!(
-                    "unigram id {id} is outside the vocabulary of {n_ids}"
-                )));
-            }
-            present[id] = Some((uni.probs[i], uni.backoffs[i]));
-        }
-        let unk_entry = match present.get(unk as usize) {
-            Some(Some(e)) => (e.0, 0.0),
-            _ => (-100.0, 0.0),
-        };
-        let mut unigrams: Vec<Unigram> = present
-            .into_iter()
-            .map(|e| {
-                let (prob, backoff) = e.unwrap_or(unk_entry);
-                Unigram {
-                    prob,
-                    backoff: mark_zero(backoff),
-                }
-            })
-            .collect();
+        let mut unigrams = unigram_slots(
+            n_ids,
+            unk,
+            (0..uni.keys.len()).map(|i| (uni.keys[i], uni.probs[i], uni.backoffs[i])),
+        )?;
         let mut owned: Vec<(Vec<Entry>, usize)> = Vec::with_capacity(order.saturating_sub(1));
         for (m, og) in grams.orders.iter().enumerate().skip(1) {
             let n = m + 1;
             let (mut entries, mask) = Table::with_len(og.keys.len());
             let mut ids = vec![0u32; n];
-            for (i, &k) in og.keys.iter().enumerate() {
+            let unpack = |k: u128, ids: &mut [u32]| {
                 let mut kk = k;
                 for slot in ids.iter_mut().rev() {
                     *slot = (kk & ((1u128 << p.bits) - 1)) as u32;
                     kk >>= p.bits;
                 }
-                let h = hash_gram(&ids);
+            };
+            // Inserted in (home slot, hash) order, the order a streaming writer can
+            // reproduce (see `insertion_order`).
+            let mut order: Vec<(u64, u32)> = og
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| {
+                    unpack(k, &mut ids);
+                    (hash_gram(&ids), i as u32)
+                })
+                .collect();
+            order.sort_unstable_by_key(|&(h, _)| insertion_order(h, mask));
+            for &(h, i) in &order {
+                let i = i as usize;
                 let b = mark_zero(og.backoffs[i]);
                 if !Table::insert(&mut entries, mask, h, og.probs[i], b) {
+                    unpack(og.keys[i], &mut ids);
                     return Err(NgramError::Invalid(format!(
                         "duplicate {n}-gram (or a 64-bit hash collision) at ids {ids:?}"
                     )));
                 }
+            }
+            drop(order);
+            for &k in &og.keys {
+                unpack(k, &mut ids);
                 // This n-gram's context extends: its zero backoff becomes +0.
                 let context = &ids[..n - 1];
                 let slot = if n == 2 {
@@ -535,8 +555,53 @@ impl BackoffModel {
     }
 }
 
+/// The order in which a table's n-grams are inserted: by home slot, then by hash. Under
+/// linear probing this makes the layout a function of the set of hashes that a writer
+/// can produce streaming, from the hashes sorted on this key: each n-gram lands on
+/// max(home, previous + 1), and those that run past the end wrap to the first free slots
+/// from 0 ([`super::streamed`]). (Probe lengths do not depend on the insertion order.)
+pub(super) fn insertion_order(hash: u64, mask: usize) -> u128 {
+    ((Table::home(hash, mask) as u128) << 64) | hash as u128
+}
+
+/// The dense unigram array over `n_ids` ids from (id, log10 p, log10 backoff) triples:
+/// ids absent from them get `unk`'s probability (or KenLM's -100 when `unk` is absent
+/// too), and every zero backoff is marked as not extending (see [`NO_EXTENSION`]).
+pub(super) fn unigram_slots(
+    n_ids: usize,
+    unk: u32,
+    grams: impl Iterator<Item = (u128, f32, f32)>,
+) -> Result<Vec<Unigram>, NgramError> {
+    // Absent ids are None until they get `unk`'s entry: no in-band sentinel value that a
+    // number read from a file could collide with.
+    let mut present: Vec<Option<(f32, f32)>> = vec![None; n_ids];
+    for (k, prob, backoff) in grams {
+        let id = k as usize;
+        if k >= n_ids as u128 {
+            return Err(NgramError::Invalid(format!(
+                "unigram id {id} is outside the vocabulary of {n_ids}"
+            )));
+        }
+        present[id] = Some((prob, backoff));
+    }
+    let unk_entry = match present.get(unk as usize) {
+        Some(Some(e)) => (e.0, 0.0),
+        _ => (-100.0, 0.0),
+    };
+    Ok(present
+        .into_iter()
+        .map(|e| {
+            let (prob, backoff) = e.unwrap_or(unk_entry);
+            Unigram {
+                prob,
+                backoff: mark_zero(backoff),
+            }
+        })
+        .collect())
+}
+
 /// The table key of the n-gram `ids` (in text order).
-fn hash_gram(ids: &[u32]) -> u64 {
+pub(super) fn hash_gram(ids: &[u32]) -> u64 {
     let (&last, rest) = ids.split_last().expect("n-grams are not empty");
     rest.iter().rev().fold(hash1(last), |h, &w| extend(h, w))
 }

@@ -71,20 +71,55 @@ fn align_up(x: usize) -> usize {
 
 /// Writes `model` to `path` atomically (a temp file renamed into place).
 pub fn write(path: &Path, model: &BackoffModel) -> Result<(), NgramError> {
+    let (ids, unigrams, tables) = model.parts();
+    let table_slots: Vec<usize> = tables.iter().map(|(s, _)| s.len()).collect();
+    let shape = Shape {
+        order: model.order(),
+        vocab_size: model.vocab_size(),
+        ids,
+        counts: model.counts(),
+        table_slots: &table_slots,
+    };
+    write_with(path, &shape, unigrams, &mut |m, put| put(tables[m - 2].0))
+}
+
+/// What the header of a binary model says.
+pub(super) struct Shape<'a> {
+    pub(super) order: usize,
+    pub(super) vocab_size: usize,
+    /// (start, end-of-text, unk).
+    pub(super) ids: [u32; 3],
+    /// n-grams per order.
+    pub(super) counts: &'a [usize],
+    /// Slots of each table of order 2..=n.
+    pub(super) table_slots: &'a [usize],
+}
+
+/// Hands one order's table to the file writer.
+pub(super) type PutTable<'a> = dyn FnMut(&[Entry]) -> Result<(), NgramError> + 'a;
+
+/// Writes a binary model to `path` atomically: the header from `shape`, the unigrams,
+/// then each order m >= 2 as `table(m, put)` hands it to `put`, whole or in consecutive
+/// pieces (so a streaming writer needs none of it in memory at once).
+pub(super) fn write_with(
+    path: &Path,
+    shape: &Shape,
+    unigrams: &[Unigram],
+    table: &mut dyn FnMut(usize, &mut PutTable) -> Result<(), NgramError>,
+) -> Result<(), NgramError> {
     let io = |source| NgramError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let (ids, unigrams, tables) = model.parts();
-    let order = model.order();
+    let order = shape.order;
     // Section offsets.
     let mut offsets = Vec::with_capacity(order);
     let mut at = align_up(HEADER + ORDER_ENTRY * order);
     offsets.push(at);
     at = align_up(at + std::mem::size_of_val(unigrams));
-    for (slots, _) in &tables {
+    for &slots in shape.table_slots {
         offsets.push(at);
-        at = align_up(at + std::mem::size_of_val(*slots));
+        at = align_up(at + slots * std::mem::size_of::<Entry>());
     }
     let file_len = at;
 
@@ -92,9 +127,9 @@ pub fn write(path: &Path, model: &BackoffModel) -> Result<(), NgramError> {
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&VERSION.to_le_bytes());
     head.extend_from_slice(&(order as u32).to_le_bytes());
-    head.extend_from_slice(&(model.vocab_size() as u64).to_le_bytes());
+    head.extend_from_slice(&(shape.vocab_size as u64).to_le_bytes());
     head.extend_from_slice(&(unigrams.len() as u64).to_le_bytes());
-    for id in ids {
+    for id in shape.ids {
         head.extend_from_slice(&id.to_le_bytes());
     }
     head.extend_from_slice(&HASH_ID.to_le_bytes());
@@ -104,11 +139,11 @@ pub fn write(path: &Path, model: &BackoffModel) -> Result<(), NgramError> {
         if m == 0 {
             unigrams.len()
         } else {
-            tables[m - 1].0.len()
+            shape.table_slots[m - 1]
         }
     };
     for (m, &off) in offsets.iter().enumerate() {
-        for v in [model.counts()[m], slots_of(m), off, 0] {
+        for v in [shape.counts[m], slots_of(m), off, 0] {
             head.extend_from_slice(&(v as u64).to_le_bytes());
         }
     }
@@ -129,19 +164,36 @@ pub fn write(path: &Path, model: &BackoffModel) -> Result<(), NgramError> {
             out.write_all(&u.backoff.to_le_bytes()).map_err(io)?;
         }
         written += std::mem::size_of_val(unigrams);
-        for (m, (slots, _)) in tables.iter().enumerate() {
-            pad_to(&mut out, &mut written, offsets[m + 1]).map_err(io)?;
-            let mut buf = Vec::with_capacity(16 << 12);
-            for chunk in slots.chunks(1 << 12) {
-                buf.clear();
-                for e in chunk {
-                    buf.extend_from_slice(&e.key.to_le_bytes());
-                    buf.extend_from_slice(&e.prob.to_le_bytes());
-                    buf.extend_from_slice(&e.backoff.to_le_bytes());
+        for m in 2..=order {
+            pad_to(&mut out, &mut written, offsets[m - 1]).map_err(io)?;
+            let want = shape.table_slots[m - 2];
+            let mut got = 0usize;
+            let mut put = |slots: &[Entry]| -> Result<(), NgramError> {
+                got += slots.len();
+                if got > want {
+                    return Err(NgramError::Invalid(format!(
+                        "order {m}: more than the {want} slots the header says"
+                    )));
                 }
-                out.write_all(&buf).map_err(io)?;
+                let mut buf = Vec::with_capacity(16 << 12);
+                for chunk in slots.chunks(1 << 12) {
+                    buf.clear();
+                    for e in chunk {
+                        buf.extend_from_slice(&e.key.to_le_bytes());
+                        buf.extend_from_slice(&e.prob.to_le_bytes());
+                        buf.extend_from_slice(&e.backoff.to_le_bytes());
+                    }
+                    out.write_all(&buf).map_err(io)?;
+                }
+                Ok(())
+            };
+            table(m, &mut put)?;
+            if got != want {
+                return Err(NgramError::Invalid(format!(
+                    "order {m}: a table of {got} slots, the header says {want}"
+                )));
             }
-            written += std::mem::size_of_val(*slots);
+            written += want * std::mem::size_of::<Entry>();
         }
         pad_to(&mut out, &mut written, file_len).map_err(io)?;
         out.flush().map_err(io)?;

@@ -8,6 +8,8 @@
 //!   backoff, hashed n-grams), and its [`crate::model::LanguageModel`] implementation.
 //! - [`binary`]: the binary model file (`model.bin`), the query tables as they lie in
 //!   memory, mapped at load (milliseconds at any size).
+//! - [`streamed`]: the same estimation within a memory budget (`--memory`), its n-gram
+//!   streams sorted on disk by [`extsort`] when they do not fit, writing the same bytes.
 //! - [`store`]: model directories (`config.json`, `tokenizer.json`, `model.bin` and
 //!   `model.arpa`, or `counts.bin`) and the `--data` / `--input` corpus readers used by
 //!   `arlm ngram fit`.
@@ -25,8 +27,11 @@ pub mod addk;
 pub mod arpa;
 pub mod backoff;
 pub mod binary;
+pub mod extsort;
 pub mod kneser_ney;
+mod layout;
 pub mod store;
+pub mod streamed;
 
 use std::path::PathBuf;
 
@@ -77,6 +82,9 @@ pub enum NgramError {
     },
     #[error("the training corpus is empty")]
     EmptyCorpus,
+    /// A `--memory` budget that cannot work (the message names the flag).
+    #[error("{0}")]
+    Memory(String),
     #[error("{0}")]
     Invalid(String),
 }

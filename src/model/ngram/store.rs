@@ -16,6 +16,7 @@ use super::addk::{AddK, AddKCounter};
 use super::arpa::{self, Vocab};
 use super::backoff::BackoffModel;
 use super::kneser_ney::{ArpaGrams, Discounts, KnCounter, KnOptions};
+use super::streamed::{self, Plan};
 use super::{for_each_sentence, NgramError};
 use crate::model::ModelError;
 use crate::tokenizer::words::WordTokenizer;
@@ -44,12 +45,21 @@ pub enum Corpus<'a> {
     },
 }
 
+/// Receives a sentence and the input bytes it took.
+pub type SizedSink<'a> = dyn FnMut(&[u32], u64) -> Result<(), NgramError> + 'a;
+
 impl Corpus<'_> {
     /// Streams the corpus sentence by sentence (each ends with the end-of-text id).
     pub fn for_each_sentence(
         &self,
         mut f: impl FnMut(&[u32]) -> Result<(), NgramError>,
     ) -> Result<(), NgramError> {
+        self.for_each_sentence_sized(&mut |s, _| f(s))
+    }
+
+    /// Like [`Corpus::for_each_sentence`], with the input bytes each sentence took (its
+    /// line with the newline, or 4 bytes per id of a token file), for progress bars.
+    pub fn for_each_sentence_sized(&self, f: &mut SizedSink) -> Result<(), NgramError> {
         match self {
             Corpus::Text { files, tokenizer } => {
                 let mut ids = Vec::with_capacity(256);
@@ -65,17 +75,31 @@ impl Corpus<'_> {
                     );
                     loop {
                         line.clear();
-                        if r.read_line(&mut line).map_err(io)? == 0 {
+                        let bytes = r.read_line(&mut line).map_err(io)?;
+                        if bytes == 0 {
                             break;
                         }
                         ids.clear();
                         tokenizer.encode_line_into(line.trim_end_matches('\n'), &mut ids);
-                        f(&ids)?;
+                        f(&ids, bytes as u64)?;
                     }
                 }
                 Ok(())
             }
-            Corpus::Tokens { len, get, eot } => for_each_sentence((0..*len).map(get), *eot, f),
+            Corpus::Tokens { len, get, eot } => {
+                for_each_sentence((0..*len).map(get), *eot, |s| f(s, 4 * s.len() as u64))
+            }
+        }
+    }
+
+    /// Total input bytes, as [`Corpus::for_each_sentence_sized`] counts them.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Corpus::Text { files, .. } => files
+                .iter()
+                .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+                .sum(),
+            Corpus::Tokens { len, .. } => 4 * *len as u64,
         }
     }
 }
@@ -233,20 +257,108 @@ pub fn save_kn(
         // A model.arpa left by an earlier fit into this directory would not match.
         remove_if_present(&dir.join(KN_ARPA))?;
     }
+    let counts: Vec<usize> = fit.grams.orders.iter().map(|o| o.keys.len()).collect();
+    let config = kn_config(opts, tok, &fit.discounts, &counts, fit.tokens, with_arpa);
+    write_dir_files(dir, tok, config)
+}
+
+/// config.json of a fitted Kneser-Ney model directory.
+fn kn_config(
+    opts: &KnOptions,
+    tok: &dyn Tokenizer,
+    discounts: &[Discounts],
+    counts: &[usize],
+    tokens: u64,
+    with_arpa: bool,
+) -> serde_json::Value {
     let mut config = serde_json::json!({
         "model_type": KN_TYPE,
         "order": opts.order,
         "vocab_size": tok.vocab_size(),
         "file": KN_BINARY,
         "kenlm_quirk": opts.kenlm_quirk,
-        "discounts": fit.discounts,
-        "ngrams": fit.grams.orders.iter().map(|o| o.keys.len()).collect::<Vec<_>>(),
-        "tokens": fit.tokens,
+        "discounts": discounts,
+        "ngrams": counts,
+        "tokens": tokens,
     });
     if with_arpa {
         config["arpa"] = KN_ARPA.into();
     }
-    write_dir_files(dir, tok, config)
+    config
+}
+
+/// What [`fit_kn_streamed`] estimated.
+pub struct StreamedFit {
+    /// n-grams per order.
+    pub counts: Vec<usize>,
+    /// (D1, D2, D3+) per order.
+    pub discounts: Vec<Discounts>,
+    /// Tokens counted (words and end-of-sentence ids).
+    pub tokens: u64,
+    /// Sorted runs written to disk (0: every sort fit in the budget).
+    pub runs_spilled: usize,
+}
+
+/// Estimates interpolated modified Kneser-Ney on `corpus` within `plan`'s memory budget
+/// ([`super::streamed`]) and writes the model directory `dir` (plus the ARPA file
+/// `extra_arpa` when given): the same bytes as [`fit_kn`] followed by [`save_kn`].
+/// `on_estimated` runs between estimation and writing (to report the counts early).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_kn_streamed(
+    corpus: &Corpus,
+    tok: &dyn Tokenizer,
+    opts: &KnOptions,
+    plan: &Plan,
+    dir: &Path,
+    with_arpa: bool,
+    extra_arpa: Option<&Path>,
+    on_estimated: &mut dyn FnMut(&StreamedFit),
+) -> Result<StreamedFit, NgramError> {
+    let (start, eot) = start_and_eot(tok);
+    let v = tok.vocab_size();
+    let n_ids = v.max(start as usize + 1);
+    let always: Vec<u32> = (0..v as u32).collect();
+    let est = streamed::estimate(
+        &mut |f| corpus.for_each_sentence_sized(f),
+        corpus.bytes(),
+        n_ids,
+        start,
+        &always,
+        opts,
+        plan,
+    )?;
+    let fit = StreamedFit {
+        counts: est.counts(),
+        discounts: est.discounts.clone(),
+        tokens: est.tokens,
+        runs_spilled: est.runs_spilled(),
+    };
+    on_estimated(&fit);
+    std::fs::create_dir_all(dir).map_err(|source| NgramError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    est.write_binary(&dir.join(KN_BINARY), v, start, eot, 0)?;
+    let names = arpa_names(tok);
+    if with_arpa {
+        est.write_arpa(&dir.join(KN_ARPA), &*names)?;
+    } else {
+        remove_if_present(&dir.join(KN_ARPA))?;
+    }
+    if let Some(p) = extra_arpa {
+        est.write_arpa(p, &*names)?;
+    }
+    drop(est);
+    let config = kn_config(
+        opts,
+        tok,
+        &fit.discounts,
+        &fit.counts,
+        fit.tokens,
+        with_arpa,
+    );
+    write_dir_files(dir, tok, config)?;
+    Ok(fit)
 }
 
 fn remove_if_present(path: &Path) -> Result<(), NgramError> {

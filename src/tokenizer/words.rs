@@ -53,13 +53,6 @@ impl WordTokenizer {
         max_vocab: Option<usize>,
         min_count: usize,
     ) -> Result<WordTokenizer, TokenizerError> {
-        if let Some(m) = max_vocab {
-            if m < SPECIALS.len() {
-                return Err(TokenizerError::Invalid(format!(
-                    "a words vocabulary needs at least 3 ids (<unk>, <s>, </s>), got {m}"
-                )));
-            }
-        }
         let mut counter = WordCounter::default();
         for text in texts {
             counter.add(text);

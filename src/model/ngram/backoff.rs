@@ -13,7 +13,7 @@
 //! query for an absent n-gram is misread as present with probability about
 //! entries / 2^64 per probe. The hash of (x_1 .. x_n) is built from x_n backwards, so the
 //! lookups for w, (c1 w), (c2 c1 w), ... extend one hash incrementally. The arrays are
-//! filled in (home slot, hash) order ([`insertion_order`], which lets a writer lay a table
+//! filled in (home slot, hash) order (`insertion_order`, which lets a writer lay a table
 //! out from a sorted stream), built in memory ([`BackoffModel::new`]) or borrowed from a
 //! mapped `model.bin`
 //! ([`super::binary`]), which stores them byte for byte; changing the hash or the slot

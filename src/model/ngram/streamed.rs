@@ -20,7 +20,7 @@
 //!    n-grams are then sorted by their (m-1)-word suffix and merge-joined with order
 //!    m-1's key-sorted probabilities (the lower-order term), and sorted back by key.
 //! 5. **Write.** ARPA streams each order's final file; `model.bin`'s hash tables are laid
-//!    out slot by slot from the n-grams sorted by [`insertion_order`], the order in which
+//!    out slot by slot from the n-grams sorted by `backoff::insertion_order`, the order in which
 //!    [`super::backoff::BackoffModel::new`] inserts them, so the bytes are the same.
 //!
 //! The arithmetic is the in-memory path's, operation for operation (same f64 sums and

@@ -21,8 +21,8 @@ pub struct Args {
     /// Default: runs/PRESET (or runs/PRESET-2, -3, ... if taken).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Starting configuration: tiny, default, shakespeare-char-cpu, baby-shakespeare,
-    /// gpt2-124m, tiny-lstm, ptb-lstm-small, ptb-gru-small, ptb-lstm-medium.
+    /// Starting configuration: tiny, default, shakespeare-char-cpu, shakespeare-char-fast,
+    /// baby-shakespeare, gpt2-124m, tiny-lstm, ptb-lstm-small, ptb-gru-small, ptb-lstm-medium.
     #[arg(long)]
     preset: Option<String>,
     /// Start from the weights of this model directory (an arlm run or model, or a GPT-2

@@ -440,12 +440,44 @@ impl<R: Record> Merged<R> {
     }
 }
 
-/// An n-gram's packed key with a count: what counting and adjusting sort and fold.
-/// Keys are split in two u64 so a record is 24 bytes in memory, not 32.
+/// A u128 sort key kept as two u64, so a record with a 4-byte payload is 24 bytes in
+/// memory, not 32 (a u128 field would align the record to 16); encoded as 16 bytes,
+/// little-endian.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Counted {
+pub struct SplitKey {
     hi: u64,
     lo: u64,
+}
+
+impl SplitKey {
+    #[inline]
+    pub fn new(key: u128) -> SplitKey {
+        SplitKey {
+            hi: (key >> 64) as u64,
+            lo: key as u64,
+        }
+    }
+
+    #[inline]
+    pub fn get(self) -> u128 {
+        ((self.hi as u128) << 64) | self.lo as u128
+    }
+
+    /// Writes the key into `out[..16]`.
+    pub fn encode(self, out: &mut [u8]) {
+        out[..16].copy_from_slice(&self.get().to_le_bytes());
+    }
+
+    /// Reads a key from `b[..16]`.
+    pub fn decode(b: &[u8]) -> SplitKey {
+        SplitKey::new(u128::from_le_bytes(b[..16].try_into().expect("16 bytes")))
+    }
+}
+
+/// An n-gram's packed key with a count: what counting and adjusting sort and fold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    key: SplitKey,
     /// Occurrences (raw counts) or distinct extensions (continuation counts).
     pub count: u32,
 }
@@ -455,8 +487,7 @@ impl Counted {
     #[inline]
     pub fn new(key: u128, count: u32) -> Counted {
         Counted {
-            hi: (key >> 64) as u64,
-            lo: key as u64,
+            key: SplitKey::new(key),
             count,
         }
     }
@@ -466,16 +497,17 @@ impl Record for Counted {
     const BYTES: usize = 20;
     #[inline]
     fn key(&self) -> u128 {
-        ((self.hi as u128) << 64) | self.lo as u128
+        self.key.get()
     }
     fn encode(&self, out: &mut [u8]) {
-        out[..16].copy_from_slice(&self.key().to_le_bytes());
+        self.key.encode(out);
         out[16..20].copy_from_slice(&self.count.to_le_bytes());
     }
     fn decode(b: &[u8]) -> Self {
-        let key = u128::from_le_bytes(b[..16].try_into().expect("16 bytes"));
-        let count = u32::from_le_bytes(b[16..20].try_into().expect("4 bytes"));
-        Counted::new(key, count)
+        Counted {
+            key: SplitKey::decode(b),
+            count: u32::from_le_bytes(b[16..20].try_into().expect("4 bytes")),
+        }
     }
     #[inline]
     fn absorb(&mut self, other: &Self) -> bool {

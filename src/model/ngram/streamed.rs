@@ -37,7 +37,9 @@
 
 use super::backoff::{hash_gram, insertion_order, unigram_slots, Table, NO_EXTENSION};
 use super::binary::{self, PutTable, Shape};
-use super::extsort::{Counted, Merged, Record, RecordFile, RecordReader, Scratch, Sorter};
+use super::extsort::{
+    Counted, Merged, Record, RecordFile, RecordReader, Scratch, Sorter, SplitKey,
+};
 use super::kneser_ney::{discount, Discounts, KnOptions};
 use super::layout::{emit_slots, split_wrapped, Slotted};
 use super::{NgramError, Packer, MAX_ORDER};
@@ -95,16 +97,14 @@ impl Record for Suffixed {
 /// A key with a log10 value: an n-gram's probability, or a context's gamma.
 #[derive(Clone, Copy)]
 struct Logged {
-    hi: u64,
-    lo: u64,
+    key: SplitKey,
     log10: f32,
 }
 
 impl Logged {
     fn new(key: u128, log10: f32) -> Logged {
         Logged {
-            hi: (key >> 64) as u64,
-            lo: key as u64,
+            key: SplitKey::new(key),
             log10,
         }
     }
@@ -114,15 +114,17 @@ impl Record for Logged {
     const BYTES: usize = 20;
     #[inline]
     fn key(&self) -> u128 {
-        ((self.hi as u128) << 64) | self.lo as u128
+        self.key.get()
     }
     fn encode(&self, out: &mut [u8]) {
-        out[..16].copy_from_slice(&self.key().to_le_bytes());
+        self.key.encode(out);
         out[16..20].copy_from_slice(&self.log10.to_le_bytes());
     }
     fn decode(b: &[u8]) -> Self {
-        let key = u128::from_le_bytes(b[..16].try_into().expect("16 bytes"));
-        Logged::new(key, f32::from_le_bytes(b[16..20].try_into().expect("4")))
+        Logged {
+            key: SplitKey::decode(b),
+            log10: f32::from_le_bytes(b[16..20].try_into().expect("4 bytes")),
+        }
     }
 }
 

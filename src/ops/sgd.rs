@@ -29,15 +29,6 @@ pub struct Sgd {
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 14;
 
-/// Plain SGD (no momentum, no decay), the update of Zaremba et al.'s recurrent recipes:
-/// p <- p - k * g, with k = lr times the gradient's scale (clipping, accumulation).
-pub fn descend(params: &mut [f32], grads: &[f32], k: f32) {
-    params
-        .par_chunks_mut(CHUNK)
-        .zip(grads.par_chunks(CHUNK))
-        .for_each(|(p, g)| p.iter_mut().zip(g).for_each(|(p, &g)| *p -= k * g));
-}
-
 impl Sgd {
     /// A fresh optimizer for `n_params` parameters.
     pub fn new(n_params: usize, momentum: f32, weight_decay: f32) -> Sgd {

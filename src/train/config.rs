@@ -93,7 +93,8 @@ pub enum Optimizer {
     /// AdamW ([`crate::ops::AdamW`]), decay on matrices only.
     #[default]
     AdamW,
-    /// p -= lr * g.
+    /// Plain SGD, p -= lr * (g + wd * p) ([`crate::ops::Sgd`] without momentum), decay
+    /// on matrices only.
     Sgd,
 }
 

@@ -13,7 +13,8 @@
 //! 3. mean loss; a NaN/inf loss or gradient norm stops the run with
 //!    [`TrainError::NonFinite`] before the weights are touched;
 //! 4. gradients scaled by 1/`grad_accum` and clipped to `grad_clip` global norm;
-//! 5. AdamW ([`crate::ops::adamw`]), weight decay on matrices only ([`Trainable::decay_mask`]).
+//! 5. AdamW ([`crate::ops::adamw`]) or momentum-free SGD ([`crate::ops::Sgd`]), weight
+//!    decay on matrices only ([`Trainable::decay_mask`]).
 //!
 //! # Determinism and resume
 //! All randomness comes from one SplitMix64 state ([`data::Rng`]) seeded by `seed`; it
@@ -471,7 +472,9 @@ impl<M: Trainable> Trainer<M> {
                 self.opt
                     .step_scaled(params, grads, scale as f32, &self.decay, lr)
             }
-            config::Optimizer::Sgd => crate::ops::sgd::descend(params, grads, lr * scale as f32),
+            // Momentum-free: no state to keep between steps or in checkpoints.
+            config::Optimizer::Sgd => crate::ops::Sgd::new(params.len(), 0.0, c.weight_decay)
+                .step_scaled(params, grads, scale as f32, &self.decay, lr),
         }
         self.step += 1;
         self.tokens_seen += self.config.tokens_per_step() as u64;

@@ -73,6 +73,9 @@ fn bench_arlm(s: &RnnBench, steps: usize) -> anyhow::Result<(f64, f64)> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let n = s.b * s.t;
     let mut times = Vec::new();
+    // The training loop's update: momentum-free SGD, lr 1, no weight decay.
+    let mut sgd = arlm::ops::Sgd::new(model.num_params(), 0.0, 0.0);
+    let no_decay = vec![false; model.num_params()];
     for step in 0..steps + 1 {
         let x: Vec<u32> = (0..n)
             .map(|_| rng.random_range(0..s.vocab as u32))
@@ -87,7 +90,7 @@ fn bench_arlm(s: &RnnBench, steps: usize) -> anyhow::Result<(f64, f64)> {
         let (params, grads) = model.params_and_grads();
         let norm = arlm::ops::norm::sum_of_squares(grads).sqrt() * s.t as f64;
         let scale = s.t as f64 * if norm > 5.0 { 5.0 / norm } else { 1.0 };
-        arlm::ops::sgd::descend(params, grads, scale as f32);
+        sgd.step_scaled(params, grads, scale as f32, &no_decay, 1.0);
         let dt = t0.elapsed().as_secs_f64();
         anyhow::ensure!(loss.is_finite(), "loss {loss}");
         if step > 0 {

@@ -66,6 +66,11 @@ pub struct Args {
     /// (random weights, no reference; `bench/mod.rs` sends it to generate_rnn.rs).
     #[arg(long)]
     pub recurrent: bool,
+    /// Instead: aggregate decode speed of this many sequences sharing each batched step,
+    /// comma-separated (e.g. 1,4,16; the server's batching without HTTP; first
+    /// `--weights` format, no reference; `bench/mod.rs` sends it to generate_batch.rs).
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Vec<usize>,
 }
 
 /// One measured setting.
@@ -79,7 +84,7 @@ pub(super) struct Measure {
     pub decode_tokens_per_s: f64,
 }
 
-fn ensure_checkpoint(dir: &Path) -> Result<()> {
+pub(super) fn ensure_checkpoint(dir: &Path) -> Result<()> {
     if dir.join("model.safetensors").exists() && dir.join("config.json").exists() {
         return Ok(());
     }

@@ -3,6 +3,7 @@
 
 pub mod eval;
 pub mod generate;
+pub mod generate_batch;
 pub mod generate_rnn;
 pub mod ngram;
 pub mod tokenizer;
@@ -42,6 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Train(a) => train::run(a),
         What::Eval(a) => eval::run(a),
         What::Generate(a) if a.recurrent => generate_rnn::run(&a),
+        What::Generate(a) if !a.batch.is_empty() => generate_batch::run(&a, &a.batch),
         What::Generate(a) => generate::run(a),
         What::Ngram(a) => ngram::run(a),
     }

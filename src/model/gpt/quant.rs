@@ -27,7 +27,9 @@ use std::arch::x86_64::*;
 use std::fmt;
 use std::str::FromStr;
 
+mod f32_batch;
 mod w8a8;
+pub(crate) use f32_batch::{axpy_rows_batch, dot_rows_range_batch};
 use w8a8::w8a8_scalar;
 use w8a8::w8a8_vnni;
 pub(crate) use w8a8::ActQ8;
@@ -659,10 +661,10 @@ pub(crate) fn axpy_rows_isa(acc: &mut [f32], x: &[f32], w: &[f32], isa: Isa) {
 unsafe fn axpy_rows_avx512(acc: &mut [f32], x: &[f32], w: &[f32]) {
     let m = acc.len();
     assert!(w.len() >= x.len() * m);
-    let full = m / 16 * 16;
+    let (full, rows4) = (m / 16 * 16, x.len() / 4 * 4);
     let (ap, wp) = (acc.as_mut_ptr(), w.as_ptr());
     let mut i = 0;
-    while i + 4 <= x.len() {
+    while i < rows4 {
         let xs = [
             _mm512_set1_ps(x[i]),
             _mm512_set1_ps(x[i + 1]),
@@ -688,14 +690,25 @@ unsafe fn axpy_rows_avx512(acc: &mut [f32], x: &[f32], w: &[f32]) {
             _mm512_storeu_ps(ap.add(j), a);
             j += 16;
         }
+        i += 4;
+    }
+    axpy_rows_rest(acc, x, w, full, rows4);
+}
+
+/// What [`axpy_rows_avx512`]'s vectors leave: columns `full..` of rows `..rows4` in
+/// scalar, then rows `rows4..` whole. Shared with the batched kernel, which must match
+/// it bit for bit.
+#[cfg(target_arch = "x86_64")]
+fn axpy_rows_rest(acc: &mut [f32], x: &[f32], w: &[f32], full: usize, rows4: usize) {
+    let m = acc.len();
+    for i in (0..rows4).step_by(4) {
         for j in full..m {
             for (k, &xk) in x[i..i + 4].iter().enumerate() {
                 acc[j] += xk * w[(i + k) * m + j];
             }
         }
-        i += 4;
     }
-    for (k, &xk) in x.iter().enumerate().skip(i) {
+    for (k, &xk) in x.iter().enumerate().skip(rows4) {
         crate::ops::simd::axpy(acc, xk, &w[k * m..(k + 1) * m]);
     }
 }

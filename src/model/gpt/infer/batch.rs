@@ -85,15 +85,18 @@ fn matvec_batch_phase(
                     // SAFETY: block blk owns part[blk * oc..(blk + 1) * oc] of every sequence.
                     unsafe { chunk_mut(p, blk * oc, oc) }.fill(0.0);
                 }
+                // SAFETY: as above.
+                let mut accs: Vec<&mut [f32]> = pp
+                    .iter()
+                    .map(|&p| unsafe { chunk_mut(p, blk * oc, oc) })
+                    .collect();
+                let mut xt: Vec<&[f32]> = Vec::with_capacity(n);
                 let mut a = r0;
                 while a < r1 {
                     let e = (a + SUB_ROWS).min(r1);
-                    let tile = &w[a * oc..e * oc];
-                    for s in 0..n {
-                        // SAFETY: as above.
-                        let acc = unsafe { chunk_mut(pp[s], blk * oc, oc) };
-                        quant::axpy_rows_isa(acc, &xs[s][a..e], tile, isa);
-                    }
+                    xt.clear();
+                    xt.extend(xs.iter().map(|x| &x[a..e]));
+                    quant::axpy_rows_batch(&mut accs, &xt, &w[a * oc..e * oc], isa);
                     a = e;
                 }
             });
@@ -302,12 +305,20 @@ impl Gpt<f32> {
         let wte = &p.wte[..v * c];
         team.run(v.div_ceil(per), &|i| {
             let r0 = i * per;
-            for (s, &(ln, xq)) in lns.iter().enumerate() {
-                // SAFETY: chunk i owns rows r0..r0 + len of every out.
-                let yc = unsafe { chunk_mut(ops[s], r0, per.min(v - r0)) };
-                match qw {
-                    Some(q) => q.wte.rows_range_q(yc, r0, ln, xq, isa),
-                    None => quant::dot_rows_range(yc, r0, wte, ln, isa),
+            // SAFETY: chunk i owns rows r0..r0 + len of every out.
+            let mut ycs: Vec<&mut [f32]> = ops
+                .iter()
+                .map(|&o| unsafe { chunk_mut(o, r0, per.min(v - r0)) })
+                .collect();
+            match qw {
+                Some(q) => {
+                    for (yc, &(ln, xq)) in ycs.iter_mut().zip(&lns) {
+                        q.wte.rows_range_q(yc, r0, ln, xq, isa);
+                    }
+                }
+                None => {
+                    let xs: Vec<&[f32]> = lns.iter().map(|&(ln, _)| ln).collect();
+                    quant::dot_rows_range_batch(&mut ycs, r0, wte, &xs, isa);
                 }
             }
         });

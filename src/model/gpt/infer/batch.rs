@@ -3,13 +3,13 @@
 //! server's concurrent requests share).
 //!
 //! Per token the single-sequence step is memory-bound: it streams every weight once
-//! (~500 MB at GPT-2 124M f32) to do 2 flops with each. Here each weight tile is brought
-//! into cache once and used by every sequence: the f32 matmuls walk each of the step's
-//! GEMV_ROW_BLOCKS row blocks in sub-blocks of `SUB_ROWS` input rows (a few hundred KiB
-//! of weights, L2-resident) and apply each sub-block to all sequences before moving on,
-//! an (n x C) @ W product done as n streams over one cached tile. The LM head does the
-//! same per chunk of vocabulary rows; compact weights (f16/q8/w8a8) per chunk of output
-//! rows.
+//! (~500 MB at GPT-2 124M f32) to do 2 flops with each. Here each weight is brought into
+//! cache once and used by every sequence: the f32 matmuls walk each of the step's
+//! GEMV_ROW_BLOCKS row blocks in tiles of `SUB_ROWS` input rows, and the kernels
+//! ([`quant::axpy_rows_batch`], [`quant::dot_rows_range_batch`] for the LM head's chunks
+//! of vocabulary rows) are register-blocked over sequences, so one vector of weights
+//! loaded feeds up to 8 sequences' accumulators; compact weights (f16/q8/w8a8) go per
+//! sequence over each chunk of output rows.
 //!
 //! Every sequence's arithmetic is exactly that of [`Gpt::step_on`]: the same kernels on
 //! the same row blocks in the same order (the 4-row axpy kernel is split only at
@@ -27,6 +27,13 @@
 //!   40.8 vs 52.5 ms, 4: 60.8 vs 92.5, 8: 90.8 vs 110.8, 16: 140.8 vs 127.5. At 16
 //!   sequences streaming already costs 8.8 ms a token against 40.8 alone (4.6x); the
 //!   crate's packing of W for every call eats what its microkernel saves at these small n.
+//! - **Register blocking over sequences** (kept): the tile-streaming kernels above applied
+//!   each cached tile to one sequence at a time, one weight load per multiply-add per
+//!   sequence, so at 16 sequences the step was bound by L2 bandwidth. Holding 8
+//!   sequences' accumulators in registers per weight vector (16 x 32 columns for the
+//!   matmuls, 4 rows x 4 sequences for the LM head), plus a prefetch of the next tile
+//!   (the column-block walk is invisible to the hardware prefetcher), and sampling the
+//!   sequences in parallel: see docs/parts/serve.md for the step times.
 
 use super::*;
 

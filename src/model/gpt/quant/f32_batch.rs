@@ -170,10 +170,10 @@ unsafe fn dot_rows_batch_avx512(ys: &mut [&mut [f32]], r0: usize, w: &[f32], xs:
             let (y, x) = (&mut ys[s0..s1], &xs[s0..s1]);
             // SAFETY: rows r..r + 4 <= rows of wc, each n long.
             match y.len() {
-                1 => dot_block::<1>(y, x, wc, r),
-                2 => dot_block::<2>(y, x, wc, r),
-                3 => dot_block::<3>(y, x, wc, r),
-                4 => dot_block::<4>(y, x, wc, r),
+                1 => dot_block::<1>(y, x, wc, r, s0 == 0),
+                2 => dot_block::<2>(y, x, wc, r, s0 == 0),
+                3 => dot_block::<3>(y, x, wc, r, s0 == 0),
+                4 => dot_block::<4>(y, x, wc, r, s0 == 0),
                 _ => unreachable!("groups hold 1..=DOT_SEQS sequences"),
             }
             s0 = s1;
@@ -188,11 +188,18 @@ unsafe fn dot_rows_batch_avx512(ys: &mut [&mut [f32]], r0: usize, w: &[f32], xs:
 }
 
 /// Rows r..r + 4 of `wc` against S inputs: one accumulator chain per (row, sequence),
-/// as `rows4!` in the single kernel.
+/// as `rows4!` in the single kernel. With `prefetch`, also asks for the next 4 rows (the
+/// caller's next block, contiguous after these), so the stream never starts cold.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn dot_block<const S: usize>(ys: &mut [&mut [f32]], xs: &[&[f32]], wc: &[f32], r: usize) {
+unsafe fn dot_block<const S: usize>(
+    ys: &mut [&mut [f32]],
+    xs: &[&[f32]],
+    wc: &[f32],
+    r: usize,
+    prefetch: bool,
+) {
     let n = xs[0].len();
     let full = n / 16 * 16;
     let wp = wc.as_ptr().add(r * n);
@@ -206,7 +213,9 @@ unsafe fn dot_block<const S: usize>(ys: &mut [&mut [f32]], xs: &[&[f32]], wc: &[
         let mut wv = [_mm512_setzero_ps(); 4];
         for q in 0..4 {
             let p = wp.add(q * n + k);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(super::PREFETCH / 4) as *const i8);
+            if prefetch {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
+            }
             wv[q] = _mm512_loadu_ps(p);
         }
         for s in 0..S {

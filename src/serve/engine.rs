@@ -270,9 +270,7 @@ type Pick = (Result<Choice, GenerateError>, Vec<(u32, f64)>);
 /// alternatives it asked for (ids and log-probs), in parallel: each is independent and
 /// costs a pass or a sort over the vocabulary (~1 ms at 50k), which 16 sequences in
 /// series would add to every step.
-fn sample_all<M: LanguageModel>(
-    active: &mut [Seq<'_, M>],
-) -> Vec<Pick> {
+fn sample_all<M: LanguageModel>(active: &mut [Seq<'_, M>]) -> Vec<Pick> {
     let work: Vec<_> = active
         .iter_mut()
         .map(|s| {

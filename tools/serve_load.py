@@ -8,6 +8,9 @@ client sends a streaming completion (max_tokens T, end-of-text banned so each ge
 tokens) at the same moment. Per round: aggregate generated tokens / round wall time,
 time to first token and inter-token gaps (p50/p99, client side), errors by status;
 the server's peak RSS (VmHWM) at the end. Every loop is bounded in count and time.
+With --llama DIR (tools/build_llama_cpp.sh's output) the same rounds run against
+llama.cpp's llama-server on the same weights (converted to GGUF f32 by llama.cpp's
+convert_hf_to_gguf.py), one slot per concurrent stream (-np --max-batch).
 
     PY=$(bash ../shared/tools/peers-venv.sh)
     $PY tools/serve_load.py --arlm target/release/arlm --clients 1,4,16,50 --tokens 128
@@ -49,6 +52,64 @@ def ensure_model(d: Path, data: Path):
     model = GPT2LMHeadModel(GPT2Config(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257))
     model.save_pretrained(d, safe_serialization=True)
     write_tokenizer(d, data)
+
+
+def ensure_gguf(d: Path, llama: Path, data: Path) -> Path:
+    """The same weights as a GGUF f32 file for llama-server, by llama.cpp's own converter
+    (it wants n_ctx in config.json and a GPT-2 tokenizer saved beside the weights)."""
+    out = d / "model-f32.gguf"
+    if out.exists():
+        return out
+    from transformers import GPT2TokenizerFast
+
+    GPT2TokenizerFast(vocab_file=str(data / "encoder.json"), merges_file=str(data / "vocab.bpe")).save_pretrained(d)
+    env = dict(os.environ, PYTHONPATH=str(llama / "src" / "gguf-py"))
+    subprocess.run([sys.executable, str(llama / "src" / "convert_hf_to_gguf.py"), str(d), "--outtype", "f32",
+                    "--outfile", str(out)], check=True, env=env)
+    return out
+
+
+def start_server(a, data):
+    """Starts arlm serve (or llama-server with --llama) on an ephemeral/free port; returns (proc, port)."""
+    if a.llama:
+        import socket
+
+        gguf = ensure_gguf(Path(a.dir), Path(a.llama), data)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # One slot per concurrent stream, each with room for the prompt and the tokens.
+        cmd = [str(Path(a.llama) / "bin" / "llama-server"), "-m", str(gguf), "--host", "127.0.0.1",
+               "--port", str(port), "-t", str(a.threads), "-np", str(a.max_batch),
+               "-c", str(a.max_batch * 256), "--no-webui"]
+        srv = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
+        t = time.time()
+        while time.time() - t < 300:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                c.request("GET", "/health")
+                if c.getresponse().status == 200:
+                    return srv, port
+            except OSError:
+                pass
+            time.sleep(0.5)
+        srv.kill()
+        sys.exit("llama-server did not start")
+    srv = subprocess.Popen([a.arlm, "serve", "--model", a.dir, "--port", "0", "--max-batch", str(a.max_batch),
+                            "--weights", a.weights, "--threads", str(a.threads)], stderr=subprocess.PIPE, text=True)
+    port = None
+    t = time.time()
+    while port is None and time.time() - t < 300:
+        line = srv.stderr.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        if m:
+            port = int(m.group(1))
+    if port is None:
+        srv.kill()
+        sys.exit("the server did not start")
+    threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
+    return srv, port
 
 
 def pct(xs, p):
@@ -102,24 +163,15 @@ def main():
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--weights", default="f32")
     ap.add_argument("--round-timeout", type=float, default=900.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--llama", help="instead of arlm: llama-server from this tools/build_llama_cpp.sh output "
+                    "directory, on the same weights converted to GGUF f32")
     a = ap.parse_args()
     data = Path(os.environ.get("ARLM_SHARED_DATA", Path(__file__).resolve().parents[1] / "../shared/data")) / "gpt2"
     if not (data / "encoder.json").exists():
         data = Path("/work/shared/data/gpt2")
     ensure_model(Path(a.dir), data)
-    srv = subprocess.Popen([a.arlm, "serve", "--model", a.dir, "--port", "0", "--max-batch", str(a.max_batch),
-                            "--weights", a.weights], stderr=subprocess.PIPE, text=True)
-    port = None
-    t = time.time()
-    while port is None and time.time() - t < 300:
-        line = srv.stderr.readline()
-        m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-    if port is None:
-        srv.kill()
-        sys.exit("the server did not start")
-    threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
+    srv, port = start_server(a, data)
     prompt = "The quick brown fox jumps over the lazy dog. " * 2
     rows = []
     try:

@@ -12,11 +12,18 @@
 //! f16, q8, w8a8 by default; see [`arlm::model::gpt::quant`]) and transformers in float32
 //! and bfloat16 (`--hf-dtypes`).
 //!
+//! When llama.cpp is built (tools/build_llama_cpp.sh; `--llama DIR`), llama-bench runs on
+//! the same checkpoint converted to GGUF by llama.cpp's converter (tools/bench_llama_cpp.py):
+//! f32, f16 and q8_0 for arlm's f32, f16 and q8/w8a8, prefill of the prompt and decode at
+//! the prompt's depth. llama-bench does not sample, so arlm's greedy rows are the ones
+//! compared with it.
+//!
 //! Runs alternate: arlm (every format and setting once), then transformers (one process,
-//! one timed run after a warm-up), then arlm again, ... `--runs` times, so a machine whose
-//! speed drifts (a shared VM) slows both sides alike. Every tok/s is the MEDIAN over the
-//! runs, and every ratio is the median of the per-run ratios against transformers float32
-//! with the same setting (run i of arlm against run i of transformers).
+//! one timed run after a warm-up), then llama.cpp, then arlm again, ... `--runs` times, so
+//! a machine whose speed drifts (a shared VM) slows every side alike. Every tok/s is the
+//! MEDIAN over the runs, and every ratio is the median of the per-run ratios (run i of
+//! arlm against run i of the other engine): against transformers float32 with the same
+//! setting, and against llama.cpp's same weight type.
 
 use anyhow::{bail, Context, Result};
 use arlm::generate::{Sampler, SamplerConfig, Session};
@@ -56,9 +63,13 @@ pub struct Args {
     /// the reference is skipped if it fails).
     #[arg(long)]
     pub python: Option<String>,
-    /// Skip the transformers reference.
+    /// Skip the references (transformers and llama.cpp).
     #[arg(long)]
     pub no_reference: bool,
+    /// llama.cpp build (tools/build_llama_cpp.sh's output; default ~/.cache/arlm-llama):
+    /// llama-bench's rows on the same checkpoint as GGUF, when built there.
+    #[arg(long)]
+    pub llama: Option<PathBuf>,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -166,11 +177,56 @@ fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
     )
 }
 
-/// Runs `arlm bench generate`.
-///
-/// Long (~170 lines): the alternating arlm / transformers runs, the table and the JSON are
-/// written from the same per-run vectors in one place; the reporting half is the part to
-/// split out next.
+/// llama.cpp's GGUF type for an arlm weight format (w8a8 runs on q8 weights).
+fn llama_type(f: WeightFormat) -> &'static str {
+    match f {
+        WeightFormat::F32 => "f32",
+        WeightFormat::F16 => "f16",
+        WeightFormat::Q8 | WeightFormat::W8A8 => "q8_0",
+    }
+}
+
+/// llama.cpp's build directory ([`Args::llama`], else tools/build_llama_cpp.sh's default),
+/// if llama-bench is built there.
+pub(super) fn llama_dir(explicit: Option<&Path>) -> Option<PathBuf> {
+    let dir = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/arlm-llama")))?;
+    dir.join("bin/llama-bench").exists().then_some(dir)
+}
+
+/// One llama-bench round (tools/bench_llama_cpp.py) on the formats of `args.weights`.
+fn llama_reference(
+    args: &Args,
+    llama: &Path,
+    dir: &Path,
+    prompt_len: usize,
+) -> Result<Vec<Measure>> {
+    let mut types: Vec<&str> = args.weights.iter().map(|&f| llama_type(f)).collect();
+    types.dedup();
+    let python = super::peers_python(args.python.as_deref().map(Path::new));
+    super::run_reference(
+        &python,
+        &super::tool_script("bench_llama_cpp.py"),
+        &[
+            "--model".into(),
+            dir.display().to_string(),
+            "--llama".into(),
+            llama.display().to_string(),
+            "--types".into(),
+            types.join(","),
+            "--prompt-len".into(),
+            prompt_len.to_string(),
+            "--new-tokens".into(),
+            args.new_tokens.to_string(),
+            "--threads".into(),
+            rayon::current_num_threads().to_string(),
+        ],
+    )
+}
+
+/// Runs `arlm bench generate`: alternating rounds of arlm (every format and setting),
+/// transformers and llama.cpp, then [`report`].
 pub fn run(args: Args) -> Result<()> {
     let dir = match &args.model {
         Some(d) => d.clone(),
@@ -212,9 +268,17 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let runs = args.runs.max(1);
     let mut use_reference = !(args.no_reference || args.hf_dtypes.is_empty());
-    // Per run: every arlm (format, setting), then every transformers (dtype, setting).
-    let mut ours_runs: Vec<Vec<Measure>> = Vec::new();
-    let mut theirs_runs: Vec<Vec<Measure>> = Vec::new();
+    let mut llama = if args.no_reference {
+        None
+    } else {
+        llama_dir(args.llama.as_deref())
+    };
+    if llama.is_none() && !args.no_reference {
+        eprintln!(
+            "llama.cpp: not built, its rows are skipped (tools/build_llama_cpp.sh builds it into ~/.cache/arlm-llama, or pass --llama DIR)"
+        );
+    }
+    let mut runs_of = Runs::default();
     for run in 0..runs {
         let mut ours = Vec::new();
         for (format, m) in &models {
@@ -230,75 +294,128 @@ pub fn run(args: Args) -> Result<()> {
                 ours.push(r);
             }
         }
-        ours_runs.push(ours);
+        runs_of.arlm.push(ours);
         if use_reference {
             match reference(&args, &dir, &prompt) {
                 Ok(r) => {
-                    for m in &r {
-                        eprintln!(
-                            "run {}/{runs}: transformers {} {}: prefill {:.1} tok/s, decode {:.2} tok/s",
-                            run + 1,
-                            m.weights,
-                            m.setting,
-                            m.prefill_tokens_per_s,
-                            m.decode_tokens_per_s
-                        );
-                    }
-                    theirs_runs.push(r)
+                    log_round(run, runs, "transformers", &r);
+                    runs_of.transformers.push(r)
                 }
                 Err(e) => {
-                    eprintln!("reference skipped: {e:#}");
+                    eprintln!("transformers reference skipped: {e:#}");
                     use_reference = false;
-                    theirs_runs.clear();
+                    runs_of.transformers.clear();
+                }
+            }
+        }
+        if let Some(l) = &llama {
+            match llama_reference(&args, l, &dir, prompt.len()) {
+                Ok(r) => {
+                    log_round(run, runs, "llama.cpp", &r);
+                    runs_of.llama.push(r)
+                }
+                Err(e) => {
+                    eprintln!("llama.cpp reference skipped: {e:#}");
+                    llama = None;
+                    runs_of.llama.clear();
                 }
             }
         }
     }
+    report(&args, &model, prompt.len(), runs, &runs_of)
+}
+
+fn log_round(run: usize, runs: usize, engine: &str, r: &[Measure]) {
+    for m in r {
+        eprintln!(
+            "run {}/{runs}: {engine} {} {}: prefill {:.1} tok/s, decode {:.2} tok/s",
+            run + 1,
+            m.weights,
+            m.setting,
+            m.prefill_tokens_per_s,
+            m.decode_tokens_per_s
+        );
+    }
+}
+
+/// Every engine's measures, one vector per run.
+#[derive(Default, serde::Serialize)]
+struct Runs {
+    arlm: Vec<Vec<Measure>>,
+    transformers: Vec<Vec<Measure>>,
+    llama: Vec<Vec<Measure>>,
+}
+
+fn find(r: &[Measure], w: &str, s: &str) -> Option<Measure> {
+    r.iter().find(|m| m.weights == w && m.setting == s).cloned()
+}
+
+/// Median of the per-run ratios of `ours` (prefill, decode) against `base`, run by run.
+fn ratios(
+    ours: &[Vec<Measure>],
+    (w, s): (&str, &str),
+    base: &[Vec<Measure>],
+    (bw, bs): (&str, &str),
+) -> (Option<f64>, Option<f64>) {
+    let (mut rp, mut rd) = (Vec::new(), Vec::new());
+    for (o, b) in ours.iter().zip(base) {
+        if let (Some(o), Some(b)) = (find(o, w, s), find(b, bw, bs)) {
+            rp.push(o.prefill_tokens_per_s / b.prefill_tokens_per_s);
+            rd.push(o.decode_tokens_per_s / b.decode_tokens_per_s);
+        }
+    }
+    let med = |x: &Vec<f64>| (!x.is_empty()).then(|| super::util::median(x));
+    (med(&rp), med(&rd))
+}
+
+/// Prints the table (medians; ratios are medians of per-run ratios against transformers
+/// float32, same setting, and against llama.cpp's same weight type) and writes the JSON.
+fn report(args: &Args, model: &Gpt, prompt_len: usize, runs: usize, all: &Runs) -> Result<()> {
     println!(
-        "medians over {runs} runs; arlm and transformers runs alternate; ratios are medians of per-run ratios against transformers float32"
+        "medians over {runs} runs; engines alternate per run; ratios are medians of per-run ratios"
     );
     println!(
-        "| engine | weights | setting | prefill tok/s | decode tok/s | prefill vs HF float32 | decode vs HF float32 |"
+        "| engine | weights | setting | prefill tok/s | decode tok/s | prefill vs HF float32 | decode vs HF float32 | prefill vs llama.cpp | decode vs llama.cpp |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let fmt = |x: Option<f64>| x.map_or("-".to_string(), |r| format!("{r:.2}x"));
     let mut rows = Vec::new();
-    let keys = |runs: &[Vec<Measure>]| -> Vec<(String, String)> {
-        runs.first()
+    for (engine, runs_e) in [
+        ("arlm", &all.arlm),
+        ("transformers", &all.transformers),
+        ("llama.cpp", &all.llama),
+    ] {
+        let keys: Vec<(String, String)> = runs_e
+            .first()
             .map(|r| {
                 r.iter()
                     .map(|m| (m.weights.clone(), m.setting.clone()))
                     .collect()
             })
-            .unwrap_or_default()
-    };
-    let find = |r: &[Measure], w: &str, s: &str| -> Option<Measure> {
-        r.iter().find(|m| m.weights == w && m.setting == s).cloned()
-    };
-    for (engine, all) in [("arlm", &ours_runs), ("transformers", &theirs_runs)] {
-        for (w, setting) in keys(all) {
-            let per_run: Vec<Measure> = all.iter().filter_map(|r| find(r, &w, &setting)).collect();
+            .unwrap_or_default();
+        for (w, setting) in keys {
+            let per_run: Vec<Measure> = runs_e
+                .iter()
+                .filter_map(|r| find(r, &w, &setting))
+                .collect();
             let pre: Vec<f64> = per_run.iter().map(|m| m.prefill_tokens_per_s).collect();
             let dec: Vec<f64> = per_run.iter().map(|m| m.decode_tokens_per_s).collect();
-            // Run i against transformers float32's run i, same setting.
-            let (mut rp, mut rd) = (Vec::new(), Vec::new());
-            for (i, m) in all.iter().enumerate() {
-                let (Some(ours), Some(base)) = (
-                    find(m, &w, &setting),
-                    theirs_runs
-                        .get(i)
-                        .and_then(|t| find(t, "float32", &setting)),
-                ) else {
-                    continue;
-                };
-                rp.push(ours.prefill_tokens_per_s / base.prefill_tokens_per_s);
-                rd.push(ours.decode_tokens_per_s / base.decode_tokens_per_s);
-            }
-            let ratio = |x: &mut Vec<f64>| {
-                if x.is_empty() {
-                    "-".to_string()
-                } else {
-                    format!("{:.2}x", super::util::median(x))
-                }
+            let (hp, hd) = ratios(
+                runs_e,
+                (&w, &setting),
+                &all.transformers,
+                ("float32", &setting),
+            );
+            // arlm against llama.cpp's same weight type; llama-bench does not sample, so
+            // the comparison is arlm greedy (an argmax) against its bare decode.
+            let (lp, ld) = match (engine, w.parse::<WeightFormat>()) {
+                ("arlm", Ok(f)) if setting == "greedy" => ratios(
+                    runs_e,
+                    (&w, &setting),
+                    &all.llama,
+                    (llama_type(f), "no-sampler"),
+                ),
+                _ => (None, None),
             };
             let m = Measure {
                 weights: w.clone(),
@@ -307,33 +424,36 @@ pub fn run(args: Args) -> Result<()> {
                 decode_tokens_per_s: super::util::median(&dec),
             };
             println!(
-                "| {engine} | {} | {} | {:.1} | {:.2} | {} | {} |",
+                "| {engine} | {} | {} | {:.1} | {:.2} | {} | {} | {} | {} |",
                 m.weights,
                 m.setting,
                 m.prefill_tokens_per_s,
                 m.decode_tokens_per_s,
-                ratio(&mut rp),
-                ratio(&mut rd),
+                fmt(hp),
+                fmt(hd),
+                fmt(lp),
+                fmt(ld),
             );
             rows.push(serde_json::json!({
                 "engine": engine,
                 "median": m,
-                "prefill_vs_hf_float32_median": (!rp.is_empty()).then(|| super::util::median(&rp)),
-                "decode_vs_hf_float32_median": (!rd.is_empty()).then(|| super::util::median(&rd)),
+                "prefill_vs_hf_float32_median": hp,
+                "decode_vs_hf_float32_median": hd,
+                "prefill_vs_llama_cpp_median": lp,
+                "decode_vs_llama_cpp_median": ld,
             }));
         }
     }
     if let Some(path) = &args.json {
         let obj = serde_json::json!({
             "model": model.describe(),
-            "prompt_len": prompt.len(),
+            "prompt_len": prompt_len,
             "new_tokens": args.new_tokens,
             "threads": rayon::current_num_threads(),
             "runs": runs,
             "statistic": "median over alternating runs; ratios: median of per-run ratios",
             "rows": rows,
-            "arlm_runs": ours_runs,
-            "transformers_runs": theirs_runs,
+            "per_run": all,
         });
         arlm::atomic::write_atomic(path, serde_json::to_string_pretty(&obj)?.as_bytes())?;
     }

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""llama.cpp's side of `arlm bench generate` / `arlm bench eval`: llama-bench on the same
+checkpoint, converted to GGUF by llama.cpp's own convert_hf_to_gguf.py.
+
+    PY=$(bash ../shared/tools/peers-venv.sh)
+    $PY tools/bench_llama_cpp.py --model target/bench/gpt2-124m-random \
+        --llama ~/.cache/arlm-llama --types f32,f16,q8_0 --prompt-len 64 --new-tokens 256
+
+--llama is tools/build_llama_cpp.sh's output directory (bin/llama-bench, src/ with the
+converter and gguf-py). The GGUFs are written once under MODEL/gguf/ (the converter wants
+`n_ctx` in config.json and a GPT-2 tokenizer beside the weights, so it reads a staging
+copy: the weights linked, config.json completed, the tokenizer from the shared GPT-2
+files). For each type, one llama-bench run: prefill of --prompt-len tokens (pp) and
+--new-tokens decode steps after a context of --prompt-len tokens (tg at that depth),
+--threads threads. The last line of stdout is a JSON list of
+{"weights", "setting", "prefill_tokens_per_s", "decode_tokens_per_s"} with setting
+"no-sampler" (llama-bench times the model only; it does not sample).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def shared_gpt2() -> Path:
+    root = Path(os.environ.get("ARLM_SHARED_DATA", Path(__file__).resolve().parents[1] / "../shared/data"))
+    for d in (root / "gpt2", Path("/work/shared/data/gpt2")):
+        if (d / "encoder.json").exists():
+            return d
+    sys.exit("GPT-2 tokenizer files not found (set ARLM_SHARED_DATA)")
+
+
+def ensure_gguf(model: Path, llama: Path, typ: str) -> Path:
+    out = model / "gguf" / f"model-{typ}.gguf"
+    if out.exists():
+        return out
+    stage = model / "gguf" / "hf"
+    stage.mkdir(parents=True, exist_ok=True)
+    st = stage / "model.safetensors"
+    if not st.exists():
+        os.symlink((model / "model.safetensors").resolve(), st)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg.setdefault("n_ctx", cfg.get("n_positions", cfg.get("block_size", 1024)))
+    cfg.setdefault("architectures", ["GPT2LMHeadModel"])
+    cfg.setdefault("model_type", "gpt2")
+    (stage / "config.json").write_text(json.dumps(cfg, indent=1))
+    if not (stage / "tokenizer.json").exists():
+        from transformers import GPT2TokenizerFast
+
+        g = shared_gpt2()
+        GPT2TokenizerFast(vocab_file=str(g / "encoder.json"), merges_file=str(g / "vocab.bpe")).save_pretrained(stage)
+    env = dict(os.environ, PYTHONPATH=str(llama / "src" / "gguf-py"))
+    subprocess.run([sys.executable, str(llama / "src" / "convert_hf_to_gguf.py"), str(stage), "--outtype", typ,
+                    "--outfile", str(out)], check=True, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
+    return out
+
+
+def bench(llama: Path, gguf: Path, prompt: int, new: int, threads: int) -> tuple[float, float]:
+    cmd = [str(llama / "bin" / "llama-bench"), "-m", str(gguf), "-p", str(prompt), "-n", str(new),
+           "-d", f"0,{prompt}", "-t", str(threads), "-r", "1", "-o", "json"]
+    r = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    rows = json.loads(r.stdout)
+    pp = [x["avg_ts"] for x in rows if x["n_prompt"] == prompt and x["n_gen"] == 0 and x.get("n_depth", 0) == 0]
+    tg = [x["avg_ts"] for x in rows if x["n_gen"] == new and x["n_prompt"] == 0 and x.get("n_depth", 0) == prompt]
+    if not pp or not tg:
+        sys.exit(f"unexpected llama-bench output: {r.stdout[:500]}")
+    return pp[0], tg[0]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--llama", default=str(Path.home() / ".cache/arlm-llama"))
+    ap.add_argument("--types", default="f32,f16,q8_0")
+    ap.add_argument("--prompt-len", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    llama = Path(a.llama).expanduser()
+    if not (llama / "bin" / "llama-bench").exists():
+        sys.exit(f"no llama-bench under {llama}/bin: build it with tools/build_llama_cpp.sh")
+    out = []
+    for typ in a.types.split(","):
+        gguf = ensure_gguf(Path(a.model), llama, typ)
+        pp, tg = bench(llama, gguf, a.prompt_len, a.new_tokens, a.threads)
+        out.append({"weights": typ, "setting": "no-sampler", "prefill_tokens_per_s": pp, "decode_tokens_per_s": tg})
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

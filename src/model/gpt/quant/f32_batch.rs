@@ -54,9 +54,12 @@ unsafe fn axpy_rows_batch_avx512(accs: &mut [&mut [f32]], xs: &[&[f32]], w: &[f3
     let mut j = 0;
     while j < full {
         let two = j + 32 <= full;
+        // Balanced groups (10 sequences: 5 + 5, not 8 + 2, whose 2-sequence block would
+        // be bound by its weight loads).
+        let group = accs.len().div_ceil(accs.len().div_ceil(AXPY_SEQS));
         let mut s0 = 0;
         while s0 < accs.len() {
-            let s1 = (s0 + AXPY_SEQS).min(accs.len());
+            let s1 = (s0 + group).min(accs.len());
             let (a, x) = (&mut accs[s0..s1], &xs[s0..s1]);
             // SAFETY: columns j..j + 16 (or 32) < full <= m of rows < rows4 <= rows, and
             // of every accumulator (all m long).

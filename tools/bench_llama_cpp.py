@@ -33,6 +33,17 @@ def shared_gpt2() -> Path:
     sys.exit("GPT-2 tokenizer files not found (set ARLM_SHARED_DATA)")
 
 
+def gpt2_tokenizer(g: Path):
+    """GPT-2's tokenizer from the shared encoder.json / vocab.bpe. Built from the loaded
+    vocabulary and merges: built from the file paths instead it splits llama.cpp's
+    pre-tokenizer check text differently, and the converter refuses it."""
+    from transformers import GPT2TokenizerFast
+
+    vocab = json.loads((g / "encoder.json").read_text())
+    merges = [tuple(line.split()) for line in (g / "vocab.bpe").read_text().split("\n")[1:] if line]
+    return GPT2TokenizerFast(vocab=vocab, merges=merges)
+
+
 def ensure_gguf(model: Path, llama: Path, typ: str) -> Path:
     out = model / "gguf" / f"model-{typ}.gguf"
     if out.exists():
@@ -48,10 +59,7 @@ def ensure_gguf(model: Path, llama: Path, typ: str) -> Path:
     cfg.setdefault("model_type", "gpt2")
     (stage / "config.json").write_text(json.dumps(cfg, indent=1))
     if not (stage / "tokenizer.json").exists():
-        from transformers import GPT2TokenizerFast
-
-        g = shared_gpt2()
-        GPT2TokenizerFast(vocab_file=str(g / "encoder.json"), merges_file=str(g / "vocab.bpe")).save_pretrained(stage)
+        gpt2_tokenizer(shared_gpt2()).save_pretrained(stage)
     env = dict(os.environ, PYTHONPATH=str(llama / "src" / "gguf-py"))
     subprocess.run([sys.executable, str(llama / "src" / "convert_hf_to_gguf.py"), str(stage), "--outtype", typ,
                     "--outfile", str(out)], check=True, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)

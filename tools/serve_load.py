@@ -60,9 +60,10 @@ def ensure_gguf(d: Path, llama: Path, data: Path) -> Path:
     out = d / "model-f32.gguf"
     if out.exists():
         return out
-    from transformers import GPT2TokenizerFast
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_llama_cpp import gpt2_tokenizer
 
-    GPT2TokenizerFast(vocab_file=str(data / "encoder.json"), merges_file=str(data / "vocab.bpe")).save_pretrained(d)
+    gpt2_tokenizer(data).save_pretrained(d)
     env = dict(os.environ, PYTHONPATH=str(llama / "src" / "gguf-py"))
     subprocess.run([sys.executable, str(llama / "src" / "convert_hf_to_gguf.py"), str(d), "--outtype", "f32",
                     "--outfile", str(out)], check=True, env=env)

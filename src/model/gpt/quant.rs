@@ -428,7 +428,7 @@ unsafe fn f32_avx512(y: &mut [f32], w: &[f32], x: &[f32]) {
         |a| _mm512_reduce_add_ps(a),
         |r: usize, k| unsafe {
             let p = wp.add(r * n + k);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH / 4) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
             _mm512_loadu_ps(p)
         },
         |r: usize, from: usize| -> f32 { (from..n).map(|k| w[r * n + k] * x[k]).sum() }

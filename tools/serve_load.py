@@ -54,28 +54,15 @@ def ensure_model(d: Path, data: Path):
     write_tokenizer(d, data)
 
 
-def ensure_gguf(d: Path, llama: Path, data: Path) -> Path:
-    """The same weights as a GGUF f32 file for llama-server, by llama.cpp's own converter
-    (it wants n_ctx in config.json and a GPT-2 tokenizer saved beside the weights)."""
-    out = d / "model-f32.gguf"
-    if out.exists():
-        return out
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_llama_cpp import gpt2_tokenizer
-
-    gpt2_tokenizer(data).save_pretrained(d)
-    env = dict(os.environ, PYTHONPATH=str(llama / "src" / "gguf-py"))
-    subprocess.run([sys.executable, str(llama / "src" / "convert_hf_to_gguf.py"), str(d), "--outtype", "f32",
-                    "--outfile", str(out)], check=True, env=env)
-    return out
-
-
 def start_server(a, data):
     """Starts arlm serve (or llama-server with --llama) on an ephemeral/free port; returns (proc, port)."""
     if a.llama:
         import socket
 
-        gguf = ensure_gguf(Path(a.dir), Path(a.llama), data)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_llama_cpp import ensure_gguf
+
+        gguf = ensure_gguf(Path(a.dir), Path(a.llama).expanduser(), "f32")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

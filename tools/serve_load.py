@@ -8,9 +8,10 @@ client sends a streaming completion (max_tokens T, end-of-text banned so each ge
 tokens) at the same moment. Per round: aggregate generated tokens / round wall time,
 time to first token and inter-token gaps (p50/p99, client side), errors by status;
 the server's peak RSS (VmHWM) at the end. Every loop is bounded in count and time.
-With --llama DIR (tools/build_llama_cpp.sh's output) the same rounds run against
-llama.cpp's llama-server on the same weights (converted to GGUF f32 by llama.cpp's
-convert_hf_to_gguf.py), one slot per concurrent stream (-np --max-batch).
+With --llama DIR (tools/build_llama_cpp.sh's output) llama.cpp's llama-server runs too,
+on the same weights (converted to GGUF f32 by llama.cpp's convert_hf_to_gguf.py), one
+slot per concurrent stream (-np --max-batch); its rounds alternate with arlm's, --reps
+times per client count, and the table gives per-engine medians.
 
     PY=$(bash ../shared/tools/peers-venv.sh)
     $PY tools/serve_load.py --arlm target/release/arlm --clients 1,4,16,50 --tokens 128
@@ -18,6 +19,7 @@ convert_hf_to_gguf.py), one slot per concurrent stream (-np --max-batch).
 import argparse
 import http.client
 import json
+import statistics
 import os
 import re
 import subprocess
@@ -54,7 +56,7 @@ def ensure_model(d: Path, data: Path):
     write_tokenizer(d, data)
 
 
-def start_server(a, data):
+def start_server(a, data, llama):
     """Starts arlm serve (or llama-server with --llama) on an ephemeral/free port; returns (proc, port)."""
     if a.llama:
         import socket
@@ -142,6 +144,33 @@ def client(port, prompt, tokens, out, start_evt, timeout_s):
     out.append(rec)
 
 
+def one_round(port, n, prompt, tokens, timeout_s):
+    out, evt = [], threading.Event()
+    ths = [threading.Thread(target=client, args=(port, prompt, tokens, out, evt, timeout_s)) for _ in range(n)]
+    for th in ths:
+        th.start()
+    t0 = time.perf_counter()
+    evt.set()
+    for th in ths:
+        th.join(timeout_s)
+    wall = time.perf_counter() - t0
+    toks = sum(r["tokens"] for r in out)
+    ttft = [r["ttft"] for r in out if r["ttft"] is not None]
+    gaps = [g for r in out for g in r["gaps"]]
+    statuses = {}
+    for r in out:
+        statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+    return {"clients": n, "tokens": toks, "wall_s": round(wall, 2), "agg_tok_s": round(toks / wall, 2),
+            "ttft_p50_s": round(pct(ttft, 50), 3), "ttft_p99_s": round(pct(ttft, 99), 3),
+            "itl_p50_ms": round(1000 * pct(gaps, 50), 1), "itl_p99_ms": round(1000 * pct(gaps, 99), 1),
+            "statuses": statuses}
+
+
+def peak_rss_mib(pid):
+    hwm = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return round(int(hwm.group(1)) / 1024, 1) if hwm else None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arlm", default="target/release/arlm")
@@ -152,51 +181,54 @@ def main():
     ap.add_argument("--weights", default="f32")
     ap.add_argument("--round-timeout", type=float, default=900.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--llama", help="instead of arlm: llama-server from this tools/build_llama_cpp.sh output "
-                    "directory, on the same weights converted to GGUF f32")
+    ap.add_argument("--reps", type=int, default=1, help="rounds per client count (medians reported)")
+    ap.add_argument("--llama", help="also llama-server from this tools/build_llama_cpp.sh output directory, on "
+                    "the same weights converted to GGUF f32; its rounds alternate with arlm's")
     a = ap.parse_args()
     data = Path(os.environ.get("ARLM_SHARED_DATA", Path(__file__).resolve().parents[1] / "../shared/data")) / "gpt2"
     if not (data / "encoder.json").exists():
         data = Path("/work/shared/data/gpt2")
     ensure_model(Path(a.dir), data)
-    srv, port = start_server(a, data)
+    servers = [("arlm",) + start_server(a, data, llama=False)]
+    if a.llama:
+        servers.append(("llama.cpp",) + start_server(a, data, llama=True))
     prompt = "The quick brown fox jumps over the lazy dog. " * 2
-    rows = []
+    med = {}
     try:
         for n in [int(x) for x in a.clients.split(",")]:
-            out, evt = [], threading.Event()
-            ths = [threading.Thread(target=client, args=(port, prompt, a.tokens, out, evt, a.round_timeout))
-                   for _ in range(n)]
-            for th in ths:
-                th.start()
-            t0 = time.perf_counter()
-            evt.set()
-            for th in ths:
-                th.join(a.round_timeout)
-            wall = time.perf_counter() - t0
-            toks = sum(r["tokens"] for r in out)
-            ttft = [r["ttft"] for r in out if r["ttft"] is not None]
-            gaps = [g for r in out for g in r["gaps"]]
-            statuses = {}
-            for r in out:
-                statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
-            row = {"clients": n, "tokens": toks, "wall_s": round(wall, 2), "agg_tok_s": round(toks / wall, 2),
-                   "ttft_p50_s": round(pct(ttft, 50), 3), "ttft_p99_s": round(pct(ttft, 99), 3),
-                   "itl_p50_ms": round(1000 * pct(gaps, 50), 1), "itl_p99_ms": round(1000 * pct(gaps, 99), 1),
-                   "statuses": statuses}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        hwm = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{srv.pid}/status").read_text())
-        print(json.dumps({"server_peak_rss_mib": round(int(hwm.group(1)) / 1024, 1) if hwm else None}))
-        if len(rows) > 1 and rows[0]["clients"] == 1:
-            for r in rows[1:]:
-                print(f"{r['clients']} clients: {r['agg_tok_s'] / rows[0]['agg_tok_s']:.2f}x single-stream aggregate tok/s")
+            for rep in range(a.reps):
+                for name, _, port in servers:
+                    row = dict(engine=name, rep=rep + 1, **one_round(port, n, prompt, a.tokens, a.round_timeout))
+                    print(json.dumps(row), flush=True)
+                    med.setdefault((name, n), []).append(row)
+        for name, srv, _ in servers:
+            print(json.dumps({"engine": name, "server_peak_rss_mib": peak_rss_mib(srv.pid)}))
+        print(f"medians over {a.reps} rounds per client count (engines alternate round by round)")
+        print("| engine | clients | aggregate tok/s | vs 1 stream | TTFT p50 / p99 s | inter-token p50 / p99 ms | statuses |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, _, _ in servers:
+            base = None
+            for (e, n), rows in med.items():
+                if e != name:
+                    continue
+                m = lambda k: statistics.median(r[k] for r in rows)
+                tps = m("agg_tok_s")
+                if n == 1:
+                    base = tps
+                vs = f"{tps / base:.2f}x" if base else "-"
+                st = {}
+                for r in rows:
+                    for k, v in r["statuses"].items():
+                        st[k] = st.get(k, 0) + v
+                print(f"| {name} | {n} | {tps:.1f} | {vs} | {m('ttft_p50_s'):.2f} / {m('ttft_p99_s'):.2f} | "
+                      f"{m('itl_p50_ms'):.1f} / {m('itl_p99_ms'):.1f} | {st} |")
     finally:
-        srv.terminate()
-        try:
-            srv.wait(60)
-        except subprocess.TimeoutExpired:
-            srv.kill()
+        for _, srv, _ in servers:
+            srv.terminate()
+            try:
+                srv.wait(60)
+            except subprocess.TimeoutExpired:
+                srv.kill()
 
 
 if __name__ == "__main__":

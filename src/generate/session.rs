@@ -106,6 +106,11 @@ impl<'m, M: LanguageModel> Session<'m, M> {
         Ok(self.pending.is_empty())
     }
 
+    /// Prompt tokens (BOS included) not fed yet.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// True once the whole prompt is fed.
     pub fn is_ready(&self) -> bool {
         self.pending.is_empty()

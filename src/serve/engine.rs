@@ -1,9 +1,10 @@
 //! The model workers: one OS thread per model runs a continuous-batching decode loop.
 //!
 //! Requests arrive as [`Job`]s on a channel. Between decode steps the worker takes new
-//! jobs into the batch (up to `max_batch` sequences), feeds at most one prefill chunk of
-//! one waiting prompt (so a long prompt delays the others by one chunk, not by its whole
-//! length), then runs one decode step for every active sequence: each samples its next
+//! jobs into the batch (up to `max_batch` sequences), feeds waiting prompts up to one
+//! prefill chunk of tokens in all (whole short prompts, or one chunk of a long one, so a
+//! long prompt delays the others by one chunk, not by its whole length), then runs one
+//! decode step for every active sequence: each samples its next
 //! token from its own row with its own seeded [`Sampler`], and the chosen tokens go
 //! through one [`Session::push_batch`] ([`LanguageModel::feed_batch`]: for the GPT one
 //! pass over the weights for the whole batch). Every sequence has its own sampler and
@@ -157,7 +158,7 @@ pub fn run_worker<M: LanguageModel>(
             .active_sequences
             .store(active.len() as u64, Ordering::Relaxed);
         let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            prefill_one(model, opts, &mut prefilling, &mut active);
+            prefill_some(model, opts, &mut prefilling, &mut active);
             decode_step(tok, &mut active, metrics);
         }));
         metrics
@@ -215,53 +216,74 @@ fn admit<'m, M: LanguageModel>(
     }
 }
 
-/// Feeds one chunk of the oldest prompt; a prompt that is complete becomes `n` sequences.
-fn prefill_one<'m, M: LanguageModel>(
+/// Feeds waiting prompts, oldest first, up to `prefill_chunk` tokens in all this step:
+/// whole prompts while they fit, or one chunk of the oldest when it alone is longer (so a
+/// long prompt still holds the batch for one chunk per step, and a burst of short
+/// prompts all start in the same step instead of one per step). A prompt that is complete
+/// becomes `n` sequences.
+fn prefill_some<'m, M: LanguageModel>(
     model: &'m M,
     opts: EngineOptions,
     prefilling: &mut Vec<(Session<'m, M>, Job)>,
     active: &mut Vec<Seq<'m, M>>,
 ) {
-    let Some((session, job)) = prefilling.first_mut() else {
-        return;
-    };
-    match session.prefill_pending(opts.prefill_chunk) {
-        Ok(false) => {}
-        Ok(true) => {
-            let (session, job) = prefilling.remove(0);
-            let r = &job.req;
-            for i in 0..r.n {
-                let sampler =
-                    match Sampler::with_stream(r.sampler.clone(), model.vocab_size(), i as u64) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let _ = job.tx.send(Event::Failed(generate_error(e)));
-                            return;
-                        }
-                    };
-                active.push(Seq {
-                    session: session.clone(),
-                    sampler,
-                    stream: TextStream::new(&r.stop),
-                    choice: r.first_choice + i,
-                    generated: 0,
-                    max_tokens: r.max_tokens,
-                    logprobs: r.logprobs,
-                    tx: job.tx.clone(),
-                    admitted: job.admitted,
-                    stop_at_eot: r.stop_at_eot,
-                    done: false,
-                });
+    let mut budget = opts.prefill_chunk.max(1);
+    while let Some((session, _)) = prefilling.first_mut() {
+        let pending = session.pending_len();
+        let fresh = budget == opts.prefill_chunk.max(1);
+        if pending > budget && !fresh {
+            break;
+        }
+        match session.prefill_pending(budget) {
+            Ok(false) => break,
+            Ok(true) => {
+                budget = budget.saturating_sub(pending);
+                let (session, job) = prefilling.remove(0);
+                start_sequences(model, session, job, active);
+            }
+            Err(e) => {
+                let (_, job) = prefilling.remove(0);
+                let _ = job.tx.send(Event::Failed(generate_error(e)));
             }
         }
-        Err(e) => {
-            let _ = job.tx.send(Event::Failed(generate_error(e)));
-            prefilling.remove(0);
+        if budget == 0 {
+            break;
         }
     }
 }
 
-/// One token for every active sequence, then one batched feed of the chosen tokens.
+/// A fully prefilled prompt becomes its `n` sequences (each with its own random stream).
+fn start_sequences<'m, M: LanguageModel>(
+    model: &'m M,
+    session: Session<'m, M>,
+    job: Job,
+    active: &mut Vec<Seq<'m, M>>,
+) {
+    let r = &job.req;
+    for i in 0..r.n {
+        let sampler = match Sampler::with_stream(r.sampler.clone(), model.vocab_size(), i as u64) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = job.tx.send(Event::Failed(generate_error(e)));
+                return;
+            }
+        };
+        active.push(Seq {
+            session: session.clone(),
+            sampler,
+            stream: TextStream::new(&r.stop),
+            choice: r.first_choice + i,
+            generated: 0,
+            max_tokens: r.max_tokens,
+            logprobs: r.logprobs,
+            tx: job.tx.clone(),
+            admitted: job.admitted,
+            stop_at_eot: r.stop_at_eot,
+            done: false,
+        });
+    }
+}
+
 /// A sequence's sampled token (or why sampling failed) and its alternatives (id,
 /// log-prob), most probable first.
 type Pick = (Result<Choice, GenerateError>, Vec<(u32, f64)>);
@@ -506,6 +528,48 @@ mod tests {
                 e => return e,
             }
         }
+    }
+
+    /// Whole short prompts share a step's prefill budget (oldest first, in order); a prompt
+    /// longer than the budget gets one chunk in a step of its own.
+    #[test]
+    fn short_prompts_share_a_steps_prefill_budget() {
+        let opts = EngineOptions {
+            max_batch: 8,
+            prefill_chunk: 16,
+        };
+        let mut prefilling = Vec::new();
+        let mut rxs = Vec::new();
+        // 5 bytes + BOS = 6 tokens each; the long one 101.
+        for p in ["aaaaa", "bbbbb", "ccccc", &"d".repeat(100), "eeeee"] {
+            let (j, rx) = job(p, 1);
+            prefilling.push((Session::begin(&Trap, &j.req.prompt).unwrap(), j));
+            rxs.push(rx);
+        }
+        let mut active = Vec::new();
+        let started = |active: &Vec<Seq<'_, Trap>>| -> Vec<usize> {
+            active.iter().map(|s| s.session.tokens().len()).collect()
+        };
+        prefill_some(&Trap, opts, &mut prefilling, &mut active);
+        assert_eq!(
+            started(&active),
+            [5, 5],
+            "6 + 6 fit in 16, the third does not"
+        );
+        prefill_some(&Trap, opts, &mut prefilling, &mut active);
+        assert_eq!(
+            started(&active),
+            [5, 5, 5],
+            "the long prompt waits for a step of its own"
+        );
+        assert_eq!(prefilling.len(), 2);
+        prefill_some(&Trap, opts, &mut prefilling, &mut active);
+        assert_eq!(
+            prefilling[0].0.pending_len(),
+            101 - 16,
+            "one chunk of the long prompt"
+        );
+        assert_eq!(active.len(), 3, "the prompt behind it waits its turn");
     }
 
     #[test]

@@ -37,6 +37,7 @@
 
 use super::backoff::{hash_gram, insertion_order, unigram_slots, Table, NO_EXTENSION};
 use super::binary::{self, PutTable, Shape};
+use crate::tokenizer::word_table::WordTable;
 use super::extsort::{
     Counted, Merged, Record, RecordFile, RecordReader, Scratch, Sorter, SplitKey,
 };
@@ -228,14 +229,16 @@ impl Streamed {
 
     /// Writes `model.bin` (as [`super::binary::write`] would write the model built from
     /// the same n-grams), one order's table in memory at a time.
+    /// `ids`: (start, end-of-text, unk); `vocab`: the words vocabulary, when the model
+    /// is over the words tokenizer.
     pub fn write_binary(
         &self,
         path: &Path,
         vocab_size: usize,
-        start: u32,
-        eot: u32,
-        unk: u32,
+        ids: [u32; 3],
+        vocab: Option<&WordTable>,
     ) -> Result<(), NgramError> {
+        let [start, _eot, unk] = ids;
         let order = self.orders.len();
         let counts = self.counts();
         let n_ids = vocab_size.max(start as usize + 1);
@@ -259,9 +262,10 @@ impl Streamed {
         let shape = Shape {
             order,
             vocab_size,
-            ids: [start, eot, unk],
+            ids,
             counts: &counts,
             table_slots: &table_slots,
+            vocab,
         };
         binary::write_with(path, &shape, &unigrams, &mut |m, put| {
             self.write_table(m, counts[m - 1], put)

@@ -325,7 +325,16 @@ mod tests {
     #[test]
     fn the_hash_reads_every_byte_and_the_length() {
         let mut seen = std::collections::HashSet::new();
-        for w in ["", "\0", "\0\0", "a", "ab", "abcdefgh", "abcdefgh\0", "abcdefgi"] {
+        for w in [
+            "",
+            "\0",
+            "\0\0",
+            "a",
+            "ab",
+            "abcdefgh",
+            "abcdefgh\0",
+            "abcdefgi",
+        ] {
             assert!(seen.insert(word_hash(w.as_bytes(), 0)), "{w:?}");
         }
         assert_ne!(word_hash(b"a", 0), word_hash(b"a", 1));

@@ -525,7 +525,9 @@ mod tests {
         assert!(err_of(&count).contains("vocabulary"));
         let mut header = good.clone();
         header[16..24].copy_from_slice(&4u64.to_le_bytes());
-        assert!(err_of(&header).contains("inconsistent header") || err_of(&header).contains("words"));
+        assert!(
+            err_of(&header).contains("inconsistent header") || err_of(&header).contains("words")
+        );
         let mut longer = good.clone();
         longer.extend_from_slice(&[0; 64]);
         assert!(err_of(&longer).contains("the header says"));

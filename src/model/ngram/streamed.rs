@@ -37,13 +37,13 @@
 
 use super::backoff::{hash_gram, insertion_order, unigram_slots, Table, NO_EXTENSION};
 use super::binary::{self, PutTable, Shape};
-use crate::tokenizer::word_table::WordTable;
 use super::extsort::{
     Counted, Merged, Record, RecordFile, RecordReader, Scratch, Sorter, SplitKey,
 };
 use super::kneser_ney::{discount, Discounts, KnOptions};
 use super::layout::{emit_slots, split_wrapped, Slotted};
 use super::{NgramError, Packer, MAX_ORDER};
+use crate::tokenizer::word_table::WordTable;
 use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 

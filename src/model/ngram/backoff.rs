@@ -30,6 +30,9 @@ use std::sync::Arc;
 
 const LN10: f32 = std::f32::consts::LN_10;
 
+/// How many words ahead [`BackoffModel::total_log10`] prefetches the probe slots.
+const AHEAD: usize = 4;
+
 #[inline]
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
@@ -474,6 +477,36 @@ impl BackoffModel {
     /// log10 p(w | state) by standard backoff, and the state after `w` in `out`.
     #[inline]
     pub fn score_log10(&self, state: &BackoffState, w: u32, out: &mut BackoffState) -> f32 {
+        let ctx = (state.len as usize).min(self.order - 1);
+        let hashes = self.probe_hashes(w, &state.words[..ctx]);
+        self.score_hashed(state, w, &hashes, out)
+    }
+
+    /// The hashes of `w` after each suffix of `context` (most recent word first), each
+    /// one's table slot prefetched: the probes of the orders are independent cache
+    /// misses that then overlap instead of queueing.
+    #[inline]
+    fn probe_hashes(&self, w: u32, context: &[u32]) -> [u64; MAX_ORDER - 1] {
+        let mut hashes = [0u64; MAX_ORDER - 1];
+        let mut h = hash1(w);
+        for ((slot, &c), table) in hashes.iter_mut().zip(context).zip(&self.tables) {
+            h = extend(h, c);
+            *slot = h;
+            table.prefetch(h);
+        }
+        hashes
+    }
+
+    /// [`BackoffModel::score_log10`] with the probe hashes already computed
+    /// ([`BackoffModel::probe_hashes`] of `w` after at least the state's context).
+    #[inline]
+    fn score_hashed(
+        &self,
+        state: &BackoffState,
+        w: u32,
+        hashes: &[u64; MAX_ORDER - 1],
+        out: &mut BackoffState,
+    ) -> f32 {
         let unigrams = self.unigrams.as_slice();
         let Unigram { prob, backoff: bo } = match unigrams.get(w as usize) {
             Some(&e) => e,
@@ -489,15 +522,6 @@ impl BackoffModel {
         out.len = (keep > 0 && bo.to_bits() != NO_EXTENSION) as u8;
         let ctx = (state.len as usize).min(keep);
         let mut matched = 0; // context words used by the longest match
-                             // All the probes' hashes first, each table's slot prefetched: the probes of the
-                             // orders are independent cache misses that then overlap instead of queueing.
-        let mut hashes = [0u64; MAX_ORDER - 1];
-        let mut h = hash1(w);
-        for (i, slot) in hashes[..ctx].iter_mut().enumerate() {
-            h = extend(h, state.words[i]);
-            *slot = h;
-            self.tables[i].prefetch(h);
-        }
         for (i, &h) in hashes[..ctx].iter().enumerate() {
             match self.tables[i].find(h) {
                 Some(e) => {
@@ -532,12 +556,51 @@ impl BackoffModel {
 
     /// Sum of log10 p over `words` (each sentence ends with the end-of-text id), from the
     /// start of a sentence: what KenLM's `query` prints as the total.
+    ///
+    /// The same sum as feeding the words one by one to [`BackoffModel::score_log10`]
+    /// (resetting at sentence ends), bit for bit, but pipelined: the probes of a word
+    /// depend on the words before it, not on their scores, so the hashes of the word
+    /// [`AHEAD`] positions on are computed (with the full context the text gives it)
+    /// and their slots prefetched while this word is scored. A word's state holds a
+    /// suffix of that context, so its probes are a prefix of those hashes.
     pub fn total_log10(&self, words: &[u32]) -> f64 {
+        self.total_log10_ahead::<AHEAD>(words)
+    }
+
+    #[doc(hidden)]
+    pub fn total_log10_ahead<const AHEAD: usize>(&self, words: &[u32]) -> f64 {
+        let keep = self.order - 1;
+        let mut ring = [[0u64; MAX_ORDER - 1]; AHEAD];
+        // The lookahead's context: the text's last words, most recent first.
+        let mut ahead = self.start_state();
+        let mut feed = |ring: &mut [[u64; MAX_ORDER - 1]; AHEAD], j: usize| {
+            let w = words[j];
+            let ctx = (ahead.len as usize).min(keep);
+            ring[j % AHEAD] = self.probe_hashes(w, &ahead.words[..ctx]);
+            if w == self.eot || w == self.start {
+                ahead.len = (keep > 0) as u8;
+                ahead.words[0] = self.start;
+            } else if keep > 0 {
+                ahead.words.copy_within(0..keep - 1, 1);
+                ahead.words[0] = w;
+                ahead.len = (ahead.len + 1).min(keep as u8);
+            }
+        };
+        for j in 0..words.len().min(AHEAD) {
+            feed(&mut ring, j);
+        }
         let mut s = self.start_state();
         let mut next = s;
         let mut total = 0f64;
-        for &w in words {
-            total += self.step(&s, w, &mut next) as f64;
+        for (i, &w) in words.iter().enumerate() {
+            let hashes = ring[i % AHEAD];
+            if i + AHEAD < words.len() {
+                feed(&mut ring, i + AHEAD);
+            }
+            total += self.score_hashed(&s, w, &hashes, &mut next) as f64;
+            if w == self.eot || w == self.start {
+                next = self.start_state();
+            }
             s = next;
         }
         total
@@ -665,5 +728,69 @@ impl LanguageModel for BackoffModel {
             s = next;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ngram::kneser_ney::KnOptions;
+    use crate::model::ngram::store::{backoff_model, fit_kn, Corpus};
+    use crate::tokenizer::bytes::ByteTokenizer;
+
+    /// A pseudo-random token stream over a few ids, sentences ended by `eot`.
+    fn stream(len: usize, alphabet: u32, eot: u32, seed: u64) -> Vec<u32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (state >> 33) as u32;
+                if r % 7 == 0 {
+                    eot
+                } else {
+                    r % alphabet
+                }
+            })
+            .collect()
+    }
+
+    /// The pipelined total equals the word-by-word sum bit for bit, at every order,
+    /// across sentence ends, the start id inside the text, ids without a unigram, and
+    /// texts shorter than the lookahead.
+    #[test]
+    fn pipelined_total_equals_word_by_word_scores() {
+        let tok = ByteTokenizer;
+        let eot = 256;
+        let train = stream(20_000, 12, eot, 1);
+        for order in 1..=6 {
+            let corpus = Corpus::Tokens {
+                len: train.len(),
+                get: Box::new(|i| train[i]),
+                eot,
+            };
+            let mut opts = KnOptions::new(order);
+            opts.discount_fallback = Some([0.5, 1.0, 1.5]);
+            let fit = fit_kn(&corpus, &tok, &opts).unwrap();
+            let model = backoff_model(&fit.grams, &tok).unwrap();
+            let start = model.start_state().words[0];
+            for (round, len) in [0usize, 1, 2, 3, 5, 9, 3000].into_iter().enumerate() {
+                // Ids 12..15 never occur in training: unigrams of unk's probability.
+                let mut text = stream(len, 15, eot, 100 + round as u64);
+                if len > 4 {
+                    text[len / 2] = start;
+                }
+                let mut s = model.start_state();
+                let mut next = s;
+                let mut want = 0f64;
+                for &w in &text {
+                    want += model.step(&s, w, &mut next) as f64;
+                    s = next;
+                }
+                let got = model.total_log10(&text);
+                assert_eq!(got.to_bits(), want.to_bits(), "order {order}, {len} words");
+            }
+        }
     }
 }

@@ -211,18 +211,12 @@ fn bench(args: &Args, exe: &Path, tmp: &Path) -> anyhow::Result<()> {
                 let t0 = Instant::now();
                 drop(arlm::load::load(&f.dir)?);
                 loads.push(t0.elapsed().as_secs_f64() * 1e3);
-                // The best of two passes, as KenLM's side below.
+                // The best of two passes, as on KenLM's side.
                 let mut best = f64::INFINITY;
                 for _ in 0..2 {
                     let t0 = Instant::now();
                     let ids = words.encode(&text)?;
-                    total = match std::env::var("ARLM_AHEAD").as_deref() {
-                        Ok("1") => model.total_log10_ahead::<1>(&ids),
-                        Ok("2") => model.total_log10_ahead::<2>(&ids),
-                        Ok("8") => model.total_log10_ahead::<8>(&ids),
-                        Ok("16") => model.total_log10_ahead::<16>(&ids),
-                        _ => model.total_log10(&ids),
-                    };
+                    total = model.total_log10(&ids);
                     tokens = ids.len();
                     best = best.min(t0.elapsed().as_secs_f64());
                 }

@@ -162,7 +162,7 @@ impl WordTable {
     /// The table stored in `len` bytes at `offset` of `map` (8-byte aligned), checked as
     /// the module doc says; the error says what is wrong.
     pub fn mapped(map: &Arc<memmap2::Mmap>, offset: usize, len: usize) -> Result<Self, String> {
-        if offset.checked_add(len).is_none_or(|end| end > map.len()) || offset % 8 != 0 {
+        if offset.checked_add(len).is_none_or(|end| end > map.len()) || !offset.is_multiple_of(8) {
             return Err(format!(
                 "the vocabulary ({len} bytes at byte {offset}) is not inside the file"
             ));

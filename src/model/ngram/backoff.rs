@@ -20,8 +20,10 @@
 //! layout changes that file format (bump `binary::VERSION`).
 //!
 //! # Performance notes
-//! PTB trigram: 850 k entries, 21 MB of tables. See `arlm bench ngram` for query speed
-//! against KenLM's probing model.
+//! PTB trigram: 850 k entries, 21 MB of tables. A query is a few cache misses (one per
+//! order probed), so [`BackoffModel::total_log10`] overlaps them across words: it
+//! prefetches the slots of the word [`AHEAD`] positions on. See `arlm bench ngram` and
+//! docs/parts/ngram.md for query speed against KenLM's probing model.
 
 use super::kneser_ney::ArpaGrams;
 use super::{NgramError, MAX_ORDER};

@@ -39,8 +39,10 @@
 //! Everything that costs no pass over the tables: the magic, version, endianness, hash
 //! function, that the file has exactly the length its header says (a truncated or
 //! appended file is refused), that every section lies inside the file, aligned and in
-//! order, that table sizes are powers of two larger than their counts, and every
-//! unigram's numbers (a probability <= 0, finite backoff). The higher-order slots are
+//! order, that table sizes are powers of two larger than their counts, every
+//! unigram's numbers (a probability <= 0, finite backoff), and the vocabulary section's
+//! header against its length and the model's vocabulary size (its own checks are in
+//! `tokenizer::word_table`). The higher-order slots are
 //! trusted as written, as KenLM trusts its binaries: checking them would read the whole
 //! file and lose the point of mapping it. A query on a damaged table still terminates (a
 //! probe visits each slot at most once). The mapping is read-only; a file changed while
@@ -378,7 +380,7 @@ pub fn load_with_vocab(
         None
     } else {
         let past_end = vocab_at.checked_add(8).is_none_or(|end| end > b.len());
-        if version == 1 || vocab_at < prev_end || vocab_at % ALIGN != 0 || past_end {
+        if version == 1 || vocab_at < prev_end || !vocab_at.is_multiple_of(ALIGN) || past_end {
             return Err(bad(format!(
                 "the vocabulary section at byte {vocab_at} is not a valid section"
             )));

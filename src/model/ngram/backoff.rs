@@ -731,7 +731,6 @@ impl LanguageModel for BackoffModel {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::model::ngram::kneser_ney::KnOptions;
     use crate::model::ngram::store::{backoff_model, fit_kn, Corpus};
     use crate::tokenizer::bytes::ByteTokenizer;
@@ -745,7 +744,7 @@ mod tests {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let r = (state >> 33) as u32;
-                if r % 7 == 0 {
+                if r.is_multiple_of(7) {
                     eot
                 } else {
                     r % alphabet

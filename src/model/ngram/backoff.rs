@@ -22,7 +22,7 @@
 //! # Performance notes
 //! PTB trigram: 850 k entries, 21 MB of tables. A query is a few cache misses (one per
 //! order probed), so [`BackoffModel::total_log10`] overlaps them across words: it
-//! prefetches the slots of the word [`AHEAD`] positions on. See `arlm bench ngram` and
+//! prefetches the slots of the word `AHEAD` (8) positions on. See `arlm bench ngram` and
 //! docs/parts/ngram.md for query speed against KenLM's probing model.
 
 use super::kneser_ney::ArpaGrams;
@@ -563,7 +563,7 @@ impl BackoffModel {
     /// The same sum as feeding the words one by one to [`BackoffModel::score_log10`]
     /// (resetting at sentence ends), bit for bit, but pipelined: the probes of a word
     /// depend on the words before it, not on their scores, so the hashes of the word
-    /// [`AHEAD`] positions on are computed (with the full context the text gives it)
+    /// `AHEAD` (8) positions on are computed (with the full context the text gives it)
     /// and their slots prefetched while this word is scored. A word's state holds a
     /// suffix of that context, so its probes are a prefix of those hashes.
     pub fn total_log10(&self, words: &[u32]) -> f64 {

@@ -567,6 +567,15 @@ impl BackoffModel {
     /// and their slots prefetched while this word is scored. A word's state holds a
     /// suffix of that context, so its probes are a prefix of those hashes.
     pub fn total_log10(&self, words: &[u32]) -> f64 {
+        let mut total = 0f64;
+        self.for_each_log10(words, |_, lp| total += lp as f64);
+        total
+    }
+
+    /// Calls `f(i, log10 p(words[i] | the words before it))` for every word in order,
+    /// from the start of a sentence, pipelined as [`BackoffModel::total_log10`] says.
+    #[inline]
+    fn for_each_log10(&self, words: &[u32], mut f: impl FnMut(usize, f32)) {
         let keep = self.order - 1;
         let mut ring = [[0u64; MAX_ORDER - 1]; AHEAD];
         // The lookahead's context: the text's last words, most recent first.
@@ -589,19 +598,17 @@ impl BackoffModel {
         }
         let mut s = self.start_state();
         let mut next = s;
-        let mut total = 0f64;
         for (i, &w) in words.iter().enumerate() {
             let hashes = ring[i % AHEAD];
             if i + AHEAD < words.len() {
                 feed(&mut ring, i + AHEAD);
             }
-            total += self.score_hashed(&s, w, &hashes, &mut next) as f64;
+            f(i, self.score_hashed(&s, w, &hashes, &mut next));
             if w == self.eot || w == self.start {
                 next = self.start_state();
             }
             s = next;
         }
-        total
     }
 
     fn fill_row(&self, state: &BackoffState, logprobs: &mut [f32]) {
@@ -705,35 +712,37 @@ impl LanguageModel for BackoffModel {
     }
 
     fn score_next(&self, input: &[u32]) -> Result<Vec<f32>, ModelError> {
-        let (&first, rest) = input.split_first().ok_or(ModelError::EmptyInput)?;
-        check_token(first, self.vocab_size)?;
-        let mut s = self.start_state();
-        let mut next = s;
-        self.step(&s, first, &mut next);
-        s = next;
-        let mut out = Vec::with_capacity(rest.len());
-        for &w in rest {
-            check_token(w, self.vocab_size)?;
-            let lp = if w == self.start {
-                super::NEVER
-            } else {
-                self.step(&s, w, &mut next) * LN10
-            };
-            if w == self.start {
-                next = self.start_state();
-            }
-            out.push(lp);
-            s = next;
+        if input.is_empty() {
+            return Err(ModelError::EmptyInput);
         }
+        for &w in input {
+            check_token(w, self.vocab_size)?;
+        }
+        // The first token only conditions (its score is dropped); the start symbol is
+        // never predicted. Pipelined as `total_log10`.
+        let mut out = Vec::with_capacity(input.len() - 1);
+        self.for_each_log10(input, |i, lp| {
+            if i > 0 {
+                out.push(if input[i] == self.start {
+                    super::NEVER
+                } else {
+                    lp * LN10
+                });
+            }
+        });
         Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{BackoffModel, LN10};
     use crate::model::ngram::kneser_ney::KnOptions;
     use crate::model::ngram::store::{backoff_model, fit_kn, Corpus};
+    use crate::model::ngram::NEVER;
+    use crate::model::LanguageModel;
     use crate::tokenizer::bytes::ByteTokenizer;
+    use crate::tokenizer::Tokenizer;
 
     /// A pseudo-random token stream over a few ids, sentences ended by `eot`.
     fn stream(len: usize, alphabet: u32, eot: u32, seed: u64) -> Vec<u32> {
@@ -758,35 +767,69 @@ mod tests {
     /// texts shorter than the lookahead.
     #[test]
     fn pipelined_total_equals_word_by_word_scores() {
-        let tok = ByteTokenizer;
-        let eot = 256;
-        let train = stream(20_000, 12, eot, 1);
-        for order in 1..=6 {
-            let corpus = Corpus::Tokens {
-                len: train.len(),
-                get: Box::new(|i| train[i]),
-                eot,
-            };
-            let mut opts = KnOptions::new(order);
-            opts.discount_fallback = Some([0.5, 1.0, 1.5]);
-            let fit = fit_kn(&corpus, &tok, &opts).unwrap();
-            let model = backoff_model(&fit.grams, &tok).unwrap();
-            let start = model.start_state().words[0];
-            for (round, len) in [0usize, 1, 2, 3, 5, 9, 3000].into_iter().enumerate() {
-                // Ids 12..15 never occur in training: unigrams of unk's probability.
-                let mut text = stream(len, 15, eot, 100 + round as u64);
-                if len > 4 {
-                    text[len / 2] = start;
-                }
-                let mut s = model.start_state();
-                let mut next = s;
-                let mut want = 0f64;
-                for &w in &text {
-                    want += model.step(&s, w, &mut next) as f64;
-                    s = next;
-                }
-                let got = model.total_log10(&text);
-                assert_eq!(got.to_bits(), want.to_bits(), "order {order}, {len} words");
+        // Bytes (a virtual start id outside the vocabulary) and words (<s> = 1 inside it,
+        // so texts may hold it).
+        let words = crate::tokenizer::words::WordTokenizer::from_words(
+            (0..12)
+                .map(|i| format!("w{i}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|w| w.as_str()),
+        );
+        let toks: [(&dyn Tokenizer, u32, u32); 2] = [(&ByteTokenizer, 256, 0), (&words, 2, 3)];
+        for (tok, eot, shift) in toks {
+            let train: Vec<u32> = stream(20_000, 12, u32::MAX, 1)
+                .into_iter()
+                .map(|w| if w == u32::MAX { eot } else { w + shift })
+                .collect();
+            for order in 1..=6 {
+                let corpus = Corpus::Tokens {
+                    len: train.len(),
+                    get: Box::new(|i| train[i]),
+                    eot,
+                };
+                let mut opts = KnOptions::new(order);
+                opts.discount_fallback = Some([0.5, 1.0, 1.5]);
+                let fit = fit_kn(&corpus, tok, &opts).unwrap();
+                let model = backoff_model(&fit.grams, tok).unwrap();
+                check_pipelined(&model, eot, order);
+            }
+        }
+    }
+
+    fn check_pipelined(model: &BackoffModel, eot: u32, order: usize) {
+        let start = model.parts().0[0];
+        for (round, len) in [0usize, 1, 2, 3, 5, 9, 3000].into_iter().enumerate() {
+            // Ids the training never saw: unigrams of unk's probability (bytes).
+            let mut text = stream(len, 15, eot, 100 + round as u64);
+            if len > 4 {
+                text[len / 2] = start;
+            }
+            let mut s = model.start_state();
+            let mut next = s;
+            let mut want = 0f64;
+            for &w in &text {
+                want += model.step(&s, w, &mut next) as f64;
+                s = next;
+            }
+            let got = model.total_log10(&text);
+            assert_eq!(got.to_bits(), want.to_bits(), "order {order}, {len} words");
+            // score_next: the same scores after a conditioning first token.
+            let mut input = vec![eot];
+            input.extend(&text);
+            if start as usize >= model.vocab_size() && text.contains(&start) {
+                assert!(model.score_next(&input).is_err());
+                continue;
+            }
+            let lps = model.score_next(&input).unwrap();
+            assert_eq!(lps.len(), text.len());
+            let mut s = model.start_state();
+            let mut next = s;
+            for (&w, lp) in text.iter().zip(&lps) {
+                let want = model.step(&s, w, &mut next);
+                s = next;
+                let want = if w == start { NEVER } else { want * LN10 };
+                assert_eq!(lp.to_bits(), want.to_bits(), "order {order}, {len} words");
             }
         }
     }

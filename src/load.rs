@@ -91,7 +91,14 @@ pub struct ModelClass {
     pub model_type: &'static str,
     /// Opens the directory, given its parsed `config.json` and its tokenizer.
     pub open: fn(&Path, &serde_json::Value, &dyn Tokenizer) -> Result<AnyModel, ModelError>,
+    /// Opens the directory with a tokenizer stored in the model's own files, when they
+    /// hold one (`Ok(None)`: they do not, and `open` runs with `tokenizer.json`'s).
+    pub open_self_contained: Option<SelfContained>,
 }
+
+/// See [`ModelClass::open_self_contained`].
+pub type SelfContained =
+    fn(&Path, &serde_json::Value) -> Result<Option<(AnyModel, Box<dyn Tokenizer>)>, ModelError>;
 
 /// Every model class a directory can hold, by `model_type`.
 pub const CLASSES: &[ModelClass] = &[
@@ -103,6 +110,7 @@ pub const CLASSES: &[ModelClass] = &[
                 tok.eot_token(),
             )?))
         },
+        open_self_contained: None,
     },
     ModelClass {
         model_type: crate::model::ngram::store::KN_TYPE,
@@ -111,6 +119,11 @@ pub const CLASSES: &[ModelClass] = &[
                 dir, config, tok,
             )?))
         },
+        // model.bin's vocabulary: no tokenizer.json to parse.
+        open_self_contained: Some(|dir, config| {
+            let found = crate::model::ngram::store::load_kn_self_contained(dir, config)?;
+            Ok(found.map(|(m, t)| (AnyModel::Backoff(m), Box::new(t) as Box<dyn Tokenizer>)))
+        }),
     },
     ModelClass {
         model_type: crate::model::ngram::store::ADDK_TYPE,
@@ -119,10 +132,12 @@ pub const CLASSES: &[ModelClass] = &[
                 dir, config, tok,
             )?))
         },
+        open_self_contained: None,
     },
     ModelClass {
         model_type: "arlm-synth",
         open: open_synth,
+        open_self_contained: None,
     },
     ModelClass {
         model_type: "gpt2",
@@ -132,6 +147,7 @@ pub const CLASSES: &[ModelClass] = &[
             gpt.bos_token = tok.eot_token();
             Ok(AnyModel::Gpt(gpt))
         },
+        open_self_contained: None,
     },
     ModelClass {
         model_type: crate::model::rnn::checkpoint::MODEL_TYPE,
@@ -140,6 +156,7 @@ pub const CLASSES: &[ModelClass] = &[
             rnn.bos_token = tok.eot_token();
             Ok(AnyModel::Rnn(rnn))
         },
+        open_self_contained: None,
     },
 ];
 
@@ -188,11 +205,6 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
     }
     let config_path = path.join("config.json");
     let config = read_json(&config_path)?;
-    let tokenizer =
-        tokenizer::load(&path.join("tokenizer.json")).map_err(|e| ModelError::Format {
-            path: path.join("tokenizer.json"),
-            message: crate::error_chain(&e),
-        })?;
     let model_type = config
         .get("model_type")
         .and_then(|v| v.as_str())
@@ -207,6 +219,20 @@ pub fn load(path: &Path) -> Result<LoadedModel, ModelError> {
             ),
         });
     };
+    if let Some(open) = class.open_self_contained {
+        if let Some((model, tokenizer)) = open(path, &config)? {
+            return Ok(LoadedModel {
+                model,
+                tokenizer,
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    let tokenizer =
+        tokenizer::load(&path.join("tokenizer.json")).map_err(|e| ModelError::Format {
+            path: path.join("tokenizer.json"),
+            message: crate::error_chain(&e),
+        })?;
     let model = (class.open)(path, &config, &*tokenizer)?;
     let vocab = with_model!(&model, m => m.vocab_size());
     if vocab != tokenizer.vocab_size() {

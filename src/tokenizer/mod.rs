@@ -11,6 +11,7 @@ pub mod bpe;
 pub mod bytes;
 pub mod chars;
 pub mod unigram;
+pub mod word_table;
 pub mod words;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,12 @@ pub trait Tokenizer: Send + Sync {
     /// The bytes of a single token (its length is what bits-per-byte divides by).
     fn token_bytes(&self, id: u32) -> Result<Vec<u8>, TokenizerError> {
         self.decode_bytes(&[id])
+    }
+
+    /// This tokenizer as the words tokenizer, when it is one (n-gram models use its
+    /// vocabulary directly).
+    fn as_words(&self) -> Option<&words::WordTokenizer> {
+        None
     }
 
     /// The Hugging Face `tokenizer.json` form of this tokenizer.

@@ -25,8 +25,9 @@
 //! three specials as added tokens, so Python's `tokenizers` loads it and encodes the words
 //! of a line to the same ids (it has no notion of lines, so it never emits `</s>`).
 
+use super::word_table::WordTable;
 use super::{Tokenizer, TokenizerError};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Id of `<unk>`.
 pub const UNK: u32 = 0;
@@ -37,11 +38,11 @@ pub const EOS: u32 = 2;
 /// The spellings of the three special ids.
 pub const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
 
-/// A word-level vocabulary with `<unk>`, `<s>` and `</s>`.
+/// A word-level vocabulary with `<unk>`, `<s>` and `</s>`: a [`WordTable`], built in
+/// memory or mapped from a binary n-gram model (cloning shares it).
 #[derive(Debug, Clone)]
 pub struct WordTokenizer {
-    words: Vec<Box<str>>,
-    index: FxHashMap<Box<str>, u32>,
+    table: WordTable,
 }
 
 impl WordTokenizer {
@@ -64,43 +65,49 @@ impl WordTokenizer {
     /// specials and repeats in `words` are skipped.
     pub fn from_words<'a>(words: impl IntoIterator<Item = &'a str>) -> WordTokenizer {
         let words = words.into_iter();
-        // Sized up front: loading a model's vocabulary is on every `--model` load's path.
         let n = SPECIALS.len() + words.size_hint().0;
-        let mut tok = WordTokenizer {
-            words: Vec::with_capacity(n),
-            index: FxHashMap::with_capacity_and_hasher(n, Default::default()),
-        };
+        let mut seen = FxHashSet::with_capacity_and_hasher(n, Default::default());
+        let mut list = Vec::with_capacity(n);
         for w in SPECIALS.into_iter().chain(words) {
-            if !tok.index.contains_key(w) {
-                tok.index.insert(w.into(), tok.words.len() as u32);
-                tok.words.push(w.into());
+            if seen.insert(w) {
+                list.push(w);
             }
         }
-        tok
+        WordTokenizer {
+            table: WordTable::build(&list),
+        }
+    }
+
+    /// The tokenizer of a vocabulary table (e.g. one mapped from `model.bin`).
+    pub fn from_table(table: WordTable) -> WordTokenizer {
+        WordTokenizer { table }
+    }
+
+    /// The vocabulary table (what `model.bin` stores).
+    pub fn table(&self) -> &WordTable {
+        &self.table
     }
 
     /// The id of `word` (`<unk>` when it is not in the vocabulary).
+    #[inline]
     pub fn id(&self, word: &str) -> u32 {
-        match self.index.get(word) {
-            Some(&id) if id != BOS && id != EOS => id,
+        match self.table.lookup(word) {
+            Some(id) if id != BOS && id != EOS => id,
             _ => UNK,
         }
     }
 
     /// The id of `word` if it is in the vocabulary (specials included).
     pub fn lookup(&self, word: &str) -> Option<u32> {
-        self.index.get(word).copied()
+        self.table.lookup(word)
     }
 
     /// The spelling of `id`.
     pub fn word(&self, id: u32) -> Result<&str, TokenizerError> {
-        self.words
-            .get(id as usize)
-            .map(|w| &**w)
-            .ok_or(TokenizerError::UnknownId {
-                id,
-                vocab_size: self.words.len(),
-            })
+        self.table.word(id).ok_or(TokenizerError::UnknownId {
+            id,
+            vocab_size: self.table.len(),
+        })
     }
 
     /// Encodes one line (no `\n` inside) and appends its ids and `</s>` to `out`.
@@ -145,7 +152,11 @@ impl Tokenizer for WordTokenizer {
     }
 
     fn vocab_size(&self) -> usize {
-        self.words.len()
+        self.table.len()
+    }
+
+    fn as_words(&self) -> Option<&WordTokenizer> {
+        Some(self)
     }
 
     fn eot_token(&self) -> u32 {
@@ -196,8 +207,8 @@ impl Tokenizer for WordTokenizer {
 
     fn to_hf_json(&self) -> serde_json::Value {
         let vocab: serde_json::Map<String, serde_json::Value> = self
-            .words
-            .iter()
+            .table
+            .words()
             .enumerate()
             .map(|(i, w)| (w.to_string(), serde_json::Value::from(i)))
             .collect();
@@ -330,7 +341,7 @@ mod tests {
         assert_eq!(bytes, "x y z\nz\n".len());
         let j = t.to_hf_json();
         let u = WordTokenizer::from_hf_json(&j).unwrap().unwrap();
-        assert_eq!(u.words, t.words);
+        assert!(u.table.words().eq(t.table.words()));
         assert!(
             WordTokenizer::from_hf_json(&serde_json::json!({"model": {"type": "BPE"}}))
                 .unwrap()

@@ -140,6 +140,57 @@ fn binary_equals_arpa_for_every_ngram_and_every_query() {
 }
 
 #[test]
+fn the_vocabulary_is_in_the_binary_and_old_binaries_use_tokenizer_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kn, train) = fit(dir.path(), &[]);
+    let text = std::fs::read_to_string(&train).unwrap() + "zebra w0 w5\nw1 unseen w2 <s> w3\n";
+    // tokenizer.json is still written, and says what model.bin's vocabulary says.
+    let json_tok = arlm::tokenizer::load(&kn.join("tokenizer.json")).unwrap();
+    let (bin, tok) = backoff(&kn);
+    let ids = tok.encode(&text).unwrap();
+    assert_eq!(ids, json_tok.encode(&text).unwrap());
+    assert_eq!(tok.to_hf_json(), json_tok.to_hf_json());
+    assert_eq!(tok.vocab_size(), json_tok.vocab_size());
+    // Unknown words (and a literal <s>) are <unk>.
+    let tail = &ids[ids.len() - 10..];
+    assert_eq!(
+        tail[..4],
+        [
+            0,
+            tok.encode("w0").unwrap()[0],
+            tok.encode("w5").unwrap()[0],
+            2
+        ]
+    );
+    assert_eq!(tail[5], 0);
+    assert_eq!(tail[7], 0);
+    assert!(tail.iter().filter(|&&i| i == 0).count() == 3, "{tail:?}");
+
+    // Without tokenizer.json the directory still loads: it is not read.
+    let json = std::fs::read(kn.join("tokenizer.json")).unwrap();
+    std::fs::remove_file(kn.join("tokenizer.json")).unwrap();
+    let (bin2, tok2) = backoff(&kn);
+    assert_eq!(tok2.encode(&text).unwrap(), ids);
+    same_scores(&bin, &bin2, &ids);
+
+    // A version 1 binary (no vocabulary section) loads its tokenizer from
+    // tokenizer.json, and says so when that file is missing.
+    let mut v1 = std::fs::read(kn.join("model.bin")).unwrap();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    v1[56..64].fill(0);
+    std::fs::write(kn.join("model.bin"), &v1).unwrap();
+    let err = match load(&kn) {
+        Ok(_) => panic!("loaded a version 1 binary without tokenizer.json"),
+        Err(e) => arlm::error_chain(&e),
+    };
+    assert!(err.contains("tokenizer.json"), "{err}");
+    std::fs::write(kn.join("tokenizer.json"), &json).unwrap();
+    let (old, old_tok) = backoff(&kn);
+    assert_eq!(old_tok.encode(&text).unwrap(), ids);
+    same_scores(&bin, &old, &ids);
+}
+
+#[test]
 fn damaged_binary_models_fail_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     let (kn, train) = fit(dir.path(), &["--no-arpa"]);

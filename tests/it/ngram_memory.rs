@@ -67,6 +67,10 @@ fn same_bytes_both_ways(
         std::fs::read(&extra).unwrap(),
         std::fs::read(mem.join("model.arpa")).unwrap()
     );
+    // Both model.bin files carry the vocabulary (the same bytes, checked above).
+    let (_, vocab) =
+        arlm::model::ngram::binary::load_with_vocab(&streamed.join("model.bin"), "").unwrap();
+    assert_eq!(vocab.unwrap().as_bytes(), tok.table().as_bytes());
     // Nothing is left of the scratch directory.
     let left: Vec<_> = std::fs::read_dir(&streamed)
         .unwrap()

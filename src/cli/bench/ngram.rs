@@ -211,11 +211,16 @@ fn bench(args: &Args, exe: &Path, tmp: &Path) -> anyhow::Result<()> {
                 let t0 = Instant::now();
                 drop(arlm::load::load(&f.dir)?);
                 loads.push(t0.elapsed().as_secs_f64() * 1e3);
-                let t0 = Instant::now();
-                let ids = words.encode(&text)?;
-                total = model.total_log10(&ids);
-                tokens = ids.len();
-                ours.push(tokens as f64 / t0.elapsed().as_secs_f64());
+                // The best of two passes, as on KenLM's side.
+                let mut best = f64::INFINITY;
+                for _ in 0..2 {
+                    let t0 = Instant::now();
+                    let ids = words.encode(&text)?;
+                    total = model.total_log10(&ids);
+                    tokens = ids.len();
+                    best = best.min(t0.elapsed().as_secs_f64());
+                }
+                ours.push(tokens as f64 / best);
                 // KenLM: the best of two passes (its first pass touches the pages).
                 match kenlm(&python, &f.kenlm_model, &test, 2) {
                     Ok(k) => {

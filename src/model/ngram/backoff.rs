@@ -20,8 +20,10 @@
 //! layout changes that file format (bump `binary::VERSION`).
 //!
 //! # Performance notes
-//! PTB trigram: 850 k entries, 21 MB of tables. See `arlm bench ngram` for query speed
-//! against KenLM's probing model.
+//! PTB trigram: 850 k entries, 21 MB of tables. A query is a few cache misses (one per
+//! order probed), so [`BackoffModel::total_log10`] overlaps them across words: it
+//! prefetches the slots of the word `AHEAD` (8) positions on. See `arlm bench ngram` and
+//! docs/parts/ngram.md for query speed against KenLM's probing model.
 
 use super::kneser_ney::ArpaGrams;
 use super::{NgramError, MAX_ORDER};
@@ -29,6 +31,10 @@ use crate::model::{check_token, LanguageModel, ModelError};
 use std::sync::Arc;
 
 const LN10: f32 = std::f32::consts::LN_10;
+
+/// How many words ahead [`BackoffModel::total_log10`] prefetches the probe slots (4 and
+/// 8 measured alike, 1 clearly slower; see docs/parts/ngram.md).
+const AHEAD: usize = 8;
 
 #[inline]
 fn mix(mut z: u64) -> u64 {
@@ -474,6 +480,36 @@ impl BackoffModel {
     /// log10 p(w | state) by standard backoff, and the state after `w` in `out`.
     #[inline]
     pub fn score_log10(&self, state: &BackoffState, w: u32, out: &mut BackoffState) -> f32 {
+        let ctx = (state.len as usize).min(self.order - 1);
+        let hashes = self.probe_hashes(w, &state.words[..ctx]);
+        self.score_hashed(state, w, &hashes, out)
+    }
+
+    /// The hashes of `w` after each suffix of `context` (most recent word first), each
+    /// one's table slot prefetched: the probes of the orders are independent cache
+    /// misses that then overlap instead of queueing.
+    #[inline]
+    fn probe_hashes(&self, w: u32, context: &[u32]) -> [u64; MAX_ORDER - 1] {
+        let mut hashes = [0u64; MAX_ORDER - 1];
+        let mut h = hash1(w);
+        for ((slot, &c), table) in hashes.iter_mut().zip(context).zip(&self.tables) {
+            h = extend(h, c);
+            *slot = h;
+            table.prefetch(h);
+        }
+        hashes
+    }
+
+    /// [`BackoffModel::score_log10`] with the probe hashes already computed
+    /// ([`BackoffModel::probe_hashes`] of `w` after at least the state's context).
+    #[inline]
+    fn score_hashed(
+        &self,
+        state: &BackoffState,
+        w: u32,
+        hashes: &[u64; MAX_ORDER - 1],
+        out: &mut BackoffState,
+    ) -> f32 {
         let unigrams = self.unigrams.as_slice();
         let Unigram { prob, backoff: bo } = match unigrams.get(w as usize) {
             Some(&e) => e,
@@ -489,15 +525,6 @@ impl BackoffModel {
         out.len = (keep > 0 && bo.to_bits() != NO_EXTENSION) as u8;
         let ctx = (state.len as usize).min(keep);
         let mut matched = 0; // context words used by the longest match
-                             // All the probes' hashes first, each table's slot prefetched: the probes of the
-                             // orders are independent cache misses that then overlap instead of queueing.
-        let mut hashes = [0u64; MAX_ORDER - 1];
-        let mut h = hash1(w);
-        for (i, slot) in hashes[..ctx].iter_mut().enumerate() {
-            h = extend(h, state.words[i]);
-            *slot = h;
-            self.tables[i].prefetch(h);
-        }
         for (i, &h) in hashes[..ctx].iter().enumerate() {
             match self.tables[i].find(h) {
                 Some(e) => {
@@ -532,15 +559,56 @@ impl BackoffModel {
 
     /// Sum of log10 p over `words` (each sentence ends with the end-of-text id), from the
     /// start of a sentence: what KenLM's `query` prints as the total.
+    ///
+    /// The same sum as feeding the words one by one to [`BackoffModel::score_log10`]
+    /// (resetting at sentence ends), bit for bit, but pipelined: the probes of a word
+    /// depend on the words before it, not on their scores, so the hashes of the word
+    /// `AHEAD` (8) positions on are computed (with the full context the text gives it)
+    /// and their slots prefetched while this word is scored. A word's state holds a
+    /// suffix of that context, so its probes are a prefix of those hashes.
     pub fn total_log10(&self, words: &[u32]) -> f64 {
+        let mut total = 0f64;
+        self.for_each_log10(words, |_, lp| total += lp as f64);
+        total
+    }
+
+    /// Calls `f(i, log10 p(words[i] | the words before it))` for every word in order,
+    /// from the start of a sentence, pipelined as [`BackoffModel::total_log10`] says.
+    #[inline]
+    fn for_each_log10(&self, words: &[u32], mut f: impl FnMut(usize, f32)) {
+        let keep = self.order - 1;
+        let mut ring = [[0u64; MAX_ORDER - 1]; AHEAD];
+        // The lookahead's context: the text's last words, most recent first.
+        let mut ahead = self.start_state();
+        let mut feed = |ring: &mut [[u64; MAX_ORDER - 1]; AHEAD], j: usize| {
+            let w = words[j];
+            let ctx = (ahead.len as usize).min(keep);
+            ring[j % AHEAD] = self.probe_hashes(w, &ahead.words[..ctx]);
+            if w == self.eot || w == self.start {
+                ahead.len = (keep > 0) as u8;
+                ahead.words[0] = self.start;
+            } else if keep > 0 {
+                ahead.words.copy_within(0..keep - 1, 1);
+                ahead.words[0] = w;
+                ahead.len = (ahead.len + 1).min(keep as u8);
+            }
+        };
+        for j in 0..words.len().min(AHEAD) {
+            feed(&mut ring, j);
+        }
         let mut s = self.start_state();
         let mut next = s;
-        let mut total = 0f64;
-        for &w in words {
-            total += self.step(&s, w, &mut next) as f64;
+        for (i, &w) in words.iter().enumerate() {
+            let hashes = ring[i % AHEAD];
+            if i + AHEAD < words.len() {
+                feed(&mut ring, i + AHEAD);
+            }
+            f(i, self.score_hashed(&s, w, &hashes, &mut next));
+            if w == self.eot || w == self.start {
+                next = self.start_state();
+            }
             s = next;
         }
-        total
     }
 
     fn fill_row(&self, state: &BackoffState, logprobs: &mut [f32]) {
@@ -644,26 +712,125 @@ impl LanguageModel for BackoffModel {
     }
 
     fn score_next(&self, input: &[u32]) -> Result<Vec<f32>, ModelError> {
-        let (&first, rest) = input.split_first().ok_or(ModelError::EmptyInput)?;
-        check_token(first, self.vocab_size)?;
-        let mut s = self.start_state();
-        let mut next = s;
-        self.step(&s, first, &mut next);
-        s = next;
-        let mut out = Vec::with_capacity(rest.len());
-        for &w in rest {
-            check_token(w, self.vocab_size)?;
-            let lp = if w == self.start {
-                super::NEVER
-            } else {
-                self.step(&s, w, &mut next) * LN10
-            };
-            if w == self.start {
-                next = self.start_state();
-            }
-            out.push(lp);
-            s = next;
+        if input.is_empty() {
+            return Err(ModelError::EmptyInput);
         }
+        for &w in input {
+            check_token(w, self.vocab_size)?;
+        }
+        // The first token only conditions (its score is dropped); the start symbol is
+        // never predicted. Pipelined as `total_log10`.
+        let mut out = Vec::with_capacity(input.len() - 1);
+        self.for_each_log10(input, |i, lp| {
+            if i > 0 {
+                out.push(if input[i] == self.start {
+                    super::NEVER
+                } else {
+                    lp * LN10
+                });
+            }
+        });
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BackoffModel, LN10};
+    use crate::model::ngram::kneser_ney::KnOptions;
+    use crate::model::ngram::store::{backoff_model, fit_kn, Corpus};
+    use crate::model::ngram::NEVER;
+    use crate::model::LanguageModel;
+    use crate::tokenizer::bytes::ByteTokenizer;
+    use crate::tokenizer::Tokenizer;
+
+    /// A pseudo-random token stream over a few ids, sentences ended by `eot`.
+    fn stream(len: usize, alphabet: u32, eot: u32, seed: u64) -> Vec<u32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (state >> 33) as u32;
+                if r.is_multiple_of(7) {
+                    eot
+                } else {
+                    r % alphabet
+                }
+            })
+            .collect()
+    }
+
+    /// The pipelined total equals the word-by-word sum bit for bit, at every order,
+    /// across sentence ends, the start id inside the text, ids without a unigram, and
+    /// texts shorter than the lookahead.
+    #[test]
+    fn pipelined_total_equals_word_by_word_scores() {
+        // Bytes (a virtual start id outside the vocabulary) and words (<s> = 1 inside it,
+        // so texts may hold it).
+        let words = crate::tokenizer::words::WordTokenizer::from_words(
+            (0..12)
+                .map(|i| format!("w{i}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|w| w.as_str()),
+        );
+        let toks: [(&dyn Tokenizer, u32, u32); 2] = [(&ByteTokenizer, 256, 0), (&words, 2, 3)];
+        for (tok, eot, shift) in toks {
+            let train: Vec<u32> = stream(20_000, 12, u32::MAX, 1)
+                .into_iter()
+                .map(|w| if w == u32::MAX { eot } else { w + shift })
+                .collect();
+            for order in 1..=6 {
+                let corpus = Corpus::Tokens {
+                    len: train.len(),
+                    get: Box::new(|i| train[i]),
+                    eot,
+                };
+                let mut opts = KnOptions::new(order);
+                opts.discount_fallback = Some([0.5, 1.0, 1.5]);
+                let fit = fit_kn(&corpus, tok, &opts).unwrap();
+                let model = backoff_model(&fit.grams, tok).unwrap();
+                check_pipelined(&model, eot, order);
+            }
+        }
+    }
+
+    fn check_pipelined(model: &BackoffModel, eot: u32, order: usize) {
+        let start = model.parts().0[0];
+        for (round, len) in [0usize, 1, 2, 3, 5, 9, 3000].into_iter().enumerate() {
+            // Ids the training never saw: unigrams of unk's probability (bytes).
+            let mut text = stream(len, 15, eot, 100 + round as u64);
+            if len > 4 {
+                text[len / 2] = start;
+            }
+            let mut s = model.start_state();
+            let mut next = s;
+            let mut want = 0f64;
+            for &w in &text {
+                want += model.step(&s, w, &mut next) as f64;
+                s = next;
+            }
+            let got = model.total_log10(&text);
+            assert_eq!(got.to_bits(), want.to_bits(), "order {order}, {len} words");
+            // score_next: the same scores after a conditioning first token.
+            let mut input = vec![eot];
+            input.extend(&text);
+            if start as usize >= model.vocab_size() && text.contains(&start) {
+                assert!(model.score_next(&input).is_err());
+                continue;
+            }
+            let lps = model.score_next(&input).unwrap();
+            assert_eq!(lps.len(), text.len());
+            let mut s = model.start_state();
+            let mut next = s;
+            for (&w, lp) in text.iter().zip(&lps) {
+                let want = model.step(&s, w, &mut next);
+                s = next;
+                let want = if w == start { NEVER } else { want * LN10 };
+                assert_eq!(lp.to_bits(), want.to_bits(), "order {order}, {len} words");
+            }
+        }
     }
 }

@@ -5,21 +5,30 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic "arlm-kn\n"
-//!      8     4  format version (1)
+//!      8     4  format version (2; version 1 files, without a vocabulary, still load)
 //!     12     4  order n (1..=12)
 //!     16     8  vocab_size (ids visible to callers; the tokenizer's size)
 //!     24     8  n_ids (unigram slots: vocab_size, plus 1 when <s> is a virtual id)
 //!     32     4  start id (<s>)        36  4  end-of-text id (</s>)
 //!     40     4  unk id                44  4  hash function (1: see backoff.rs)
 //!     48     8  file length in bytes (a truncated copy is refused)
-//!     56     8  reserved (0)
+//!     56     8  byte offset of the vocabulary section (0: none; always 0 in version 1)
 //!     64  32*n  per order m = 1..n: n-gram count, slots, byte offset, reserved (u64 each)
 //! then, each at an offset that is a multiple of 64:
 //!   order 1: n_ids slots of (log10 p: f32, log10 backoff: f32), indexed by id
 //!   order m>1: a power-of-two number of 16-byte slots (hash: u64, log10 p: f32,
 //!              log10 backoff: f32), an open-addressing table probed linearly from
 //!              (hash >> 7) & (slots - 1); hash 0 marks an empty slot.
+//!   vocabulary (models over the words tokenizer): its byte length (u64), then the
+//!              words tokenizer's vocabulary table as `tokenizer::word_table` lays it
+//!              out (the words, and a hash table from word to id).
 //! ```
+//! With the vocabulary in the file, loading a model directory maps it too and does not
+//! parse `tokenizer.json` (which `arlm ngram fit` still writes beside it, for other
+//! tools): loading costs the same whatever the vocabulary's size. `model.bin` is then the
+//! directory's vocabulary; a `tokenizer.json` edited afterwards is not read. A model
+//! without the section (another tokenizer, or a version 1 file) loads its tokenizer from
+//! `tokenizer.json`.
 //! A log10 backoff of -0.0 (sign bit set) marks a zero backoff of an n-gram that is no
 //! longer n-gram's context (KenLM's convention; the query state drops it), +0.0 one that is.
 //! A slot stores the 64-bit hash of its n-gram, not its words (as KenLM's probing model):
@@ -30,8 +39,10 @@
 //! Everything that costs no pass over the tables: the magic, version, endianness, hash
 //! function, that the file has exactly the length its header says (a truncated or
 //! appended file is refused), that every section lies inside the file, aligned and in
-//! order, that table sizes are powers of two larger than their counts, and every
-//! unigram's numbers (a probability <= 0, finite backoff). The higher-order slots are
+//! order, that table sizes are powers of two larger than their counts, every
+//! unigram's numbers (a probability <= 0, finite backoff), and the vocabulary section's
+//! header against its length and the model's vocabulary size (its own checks are in
+//! `tokenizer::word_table`). The higher-order slots are
 //! trusted as written, as KenLM trusts its binaries: checking them would read the whole
 //! file and lose the point of mapping it. A query on a damaged table still terminates (a
 //! probe visits each slot at most once). The mapping is read-only; a file changed while
@@ -39,14 +50,15 @@
 
 use super::backoff::{BackoffModel, Entry, Slots, Table, Unigram};
 use super::{NgramError, MAX_ORDER};
+use crate::tokenizer::word_table::WordTable;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
 /// The first 8 bytes of a binary model.
 pub const MAGIC: &[u8; 8] = b"arlm-kn\n";
-/// The format version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The format version this build writes (it reads this one and version 1).
+pub const VERSION: u32 = 2;
 /// The hash function of `backoff.rs` the tables are keyed by.
 const HASH_ID: u32 = 1;
 /// KenLM's binary files start with this text.
@@ -69,8 +81,13 @@ fn align_up(x: usize) -> usize {
     x.div_ceil(ALIGN) * ALIGN
 }
 
-/// Writes `model` to `path` atomically (a temp file renamed into place).
-pub fn write(path: &Path, model: &BackoffModel) -> Result<(), NgramError> {
+/// Writes `model` to `path` atomically (a temp file renamed into place), with the
+/// vocabulary `vocab` when the model is over the words tokenizer.
+pub fn write(
+    path: &Path,
+    model: &BackoffModel,
+    vocab: Option<&WordTable>,
+) -> Result<(), NgramError> {
     let (ids, unigrams, tables) = model.parts();
     let table_slots: Vec<usize> = tables.iter().map(|(s, _)| s.len()).collect();
     let shape = Shape {
@@ -79,6 +96,7 @@ pub fn write(path: &Path, model: &BackoffModel) -> Result<(), NgramError> {
         ids,
         counts: model.counts(),
         table_slots: &table_slots,
+        vocab,
     };
     write_with(path, &shape, unigrams, &mut |m, put| put(tables[m - 2].0))
 }
@@ -93,6 +111,8 @@ pub(super) struct Shape<'a> {
     pub(super) counts: &'a [usize],
     /// Slots of each table of order 2..=n.
     pub(super) table_slots: &'a [usize],
+    /// The words vocabulary, stored after the tables.
+    pub(super) vocab: Option<&'a WordTable>,
 }
 
 /// Hands one order's table to the file writer.
@@ -121,6 +141,11 @@ pub(super) fn write_with(
         offsets.push(at);
         at = align_up(at + slots * std::mem::size_of::<Entry>());
     }
+    let vocab_at = shape.vocab.map(|v| {
+        let start = at;
+        at = align_up(at + 8 + v.as_bytes().len());
+        start
+    });
     let file_len = at;
 
     let mut head = Vec::with_capacity(offsets[0]);
@@ -134,7 +159,7 @@ pub(super) fn write_with(
     }
     head.extend_from_slice(&HASH_ID.to_le_bytes());
     head.extend_from_slice(&(file_len as u64).to_le_bytes());
-    head.extend_from_slice(&0u64.to_le_bytes());
+    head.extend_from_slice(&(vocab_at.unwrap_or(0) as u64).to_le_bytes());
     let slots_of = |m: usize| {
         if m == 0 {
             unigrams.len()
@@ -195,6 +220,14 @@ pub(super) fn write_with(
             }
             written += want * std::mem::size_of::<Entry>();
         }
+        if let (Some(v), Some(vat)) = (shape.vocab, vocab_at) {
+            pad_to(&mut out, &mut written, vat).map_err(io)?;
+            let bytes = v.as_bytes();
+            out.write_all(&(bytes.len() as u64).to_le_bytes())
+                .map_err(io)?;
+            out.write_all(bytes).map_err(io)?;
+            written += 8 + bytes.len();
+        }
         pad_to(&mut out, &mut written, file_len).map_err(io)?;
         out.flush().map_err(io)?;
     }
@@ -211,6 +244,14 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// Maps the binary model at `path`. `describe` is the model's one-line description.
 pub fn load(path: &Path, describe: &str) -> Result<BackoffModel, NgramError> {
+    Ok(load_with_vocab(path, describe)?.0)
+}
+
+/// Maps the binary model at `path` and its vocabulary, when the file has one.
+pub fn load_with_vocab(
+    path: &Path,
+    describe: &str,
+) -> Result<(BackoffModel, Option<WordTable>), NgramError> {
     let bad = |message: String| NgramError::Binary {
         path: path.to_path_buf(),
         message,
@@ -247,10 +288,10 @@ pub fn load(path: &Path, describe: &str) -> Result<BackoffModel, NgramError> {
         return Err(bad("not an arlm binary n-gram model (wrong magic)".into()));
     }
     let version = u32_at(b, 8);
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(bad(format!(
-            "format version {version}, this build reads version {VERSION}; rebuild it with \
-             `arlm ngram build-binary` from the model's ARPA file"
+            "format version {version}, this build reads versions 1 and {VERSION}; rebuild it \
+             with `arlm ngram build-binary` from the model's ARPA file"
         )));
     }
     if cfg!(target_endian = "big") {
@@ -334,7 +375,27 @@ pub fn load(path: &Path, describe: &str) -> Result<BackoffModel, NgramError> {
         counts.push(count);
     }
     let unigrams = unigrams.expect("order >= 1");
-    Ok(BackoffModel::from_parts(
+    let vocab_at = u64_at(b, 56) as usize;
+    let vocab = if vocab_at == 0 {
+        None
+    } else {
+        let past_end = vocab_at.checked_add(8).is_none_or(|end| end > b.len());
+        if version == 1 || vocab_at < prev_end || !vocab_at.is_multiple_of(ALIGN) || past_end {
+            return Err(bad(format!(
+                "the vocabulary section at byte {vocab_at} is not a valid section"
+            )));
+        }
+        let len = u64_at(b, vocab_at) as usize;
+        let table = WordTable::mapped(&map, vocab_at + 8, len).map_err(bad)?;
+        if table.len() != vocab_size {
+            return Err(bad(format!(
+                "the vocabulary has {} words, the header says {vocab_size}",
+                table.len()
+            )));
+        }
+        Some(table)
+    };
+    let model = BackoffModel::from_parts(
         order,
         vocab_size,
         ids,
@@ -342,7 +403,8 @@ pub fn load(path: &Path, describe: &str) -> Result<BackoffModel, NgramError> {
         tables,
         counts,
         describe.to_string(),
-    ))
+    );
+    Ok((model, vocab))
 }
 
 /// The unigram numbers a model needs to be a model (the same rule as ARPA reading).
@@ -371,10 +433,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ap = dir.path().join("m.arpa");
         std::fs::write(&ap, ARPA).unwrap();
-        let (owned, _tok) = store::load_arpa(&ap).unwrap();
+        let (owned, tok) = store::load_arpa(&ap).unwrap();
         let bp = dir.path().join("m.bin");
-        write(&bp, &owned).unwrap();
-        let mapped = load(&bp, "mapped").unwrap();
+        write(&bp, &owned, Some(tok.table())).unwrap();
+        let (mapped, vocab) = load_with_vocab(&bp, "mapped").unwrap();
+        let vocab = vocab.expect("the vocabulary section");
+        assert_eq!(vocab.as_bytes(), tok.table().as_bytes());
+        assert!(vocab.words().eq(["<unk>", "<s>", "</s>", "a", "b"]));
         let file = arpa::read(&ap, Vocab::Build).unwrap();
         let p = file.grams.packer;
         let grams = file
@@ -437,9 +502,34 @@ mod tests {
         let mut wrong = good.clone();
         wrong[0] = b'X';
         assert!(err_of(&wrong).contains("wrong magic"));
-        let mut v2 = good.clone();
-        v2[8] = 2;
-        assert!(err_of(&v2).contains("format version 2"));
+        let mut v3 = good.clone();
+        v3[8] = 3;
+        assert!(err_of(&v3).contains("format version 3"));
+        // Version 1 had no vocabulary section: claiming one is refused...
+        let mut v1 = good.clone();
+        v1[8] = 1;
+        assert!(err_of(&v1).contains("vocabulary section"));
+        // ... and a version 1 file (offset 0 there) loads without a vocabulary.
+        v1[56..64].fill(0);
+        let p1 = d.path().join("v1.bin");
+        std::fs::write(&p1, &v1).unwrap();
+        let (m1, no_vocab) = load_with_vocab(&p1, "").unwrap();
+        assert!(no_vocab.is_none());
+        assert_eq!(m1.counts(), [5, 4, 2]);
+        // A damaged vocabulary: a length past the end, a word count that is not the
+        // header's vocabulary size, a special spelled wrong.
+        let vat = u64_at(&good, 56) as usize;
+        let mut long = good.clone();
+        long[vat..vat + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(err_of(&long).contains("not inside the file"));
+        let mut count = good.clone();
+        count[vat + 8..vat + 16].copy_from_slice(&4u64.to_le_bytes());
+        assert!(err_of(&count).contains("vocabulary"));
+        let mut header = good.clone();
+        header[16..24].copy_from_slice(&4u64.to_le_bytes());
+        assert!(
+            err_of(&header).contains("inconsistent header") || err_of(&header).contains("words")
+        );
         let mut longer = good.clone();
         longer.extend_from_slice(&[0; 64]);
         assert!(err_of(&longer).contains("the header says"));

@@ -106,12 +106,7 @@ impl Corpus<'_> {
 
 /// The words tokenizer inside `tok`, when it is one.
 pub fn as_words(tok: &dyn Tokenizer) -> Option<WordTokenizer> {
-    if tok.kind() != "words" {
-        return None;
-    }
-    WordTokenizer::from_hf_json(&tok.to_hf_json())
-        .ok()
-        .flatten()
+    tok.as_words().cloned()
 }
 
 /// The start symbol and end-of-text id a model over `tok` uses.
@@ -249,7 +244,8 @@ pub fn save_kn(
         source,
     })?;
     let model = backoff_model(&fit.grams, tok)?;
-    super::binary::write(&dir.join(KN_BINARY), &model)?;
+    let vocab = tok.as_words().map(|w| w.table());
+    super::binary::write(&dir.join(KN_BINARY), &model, vocab)?;
     drop(model);
     if with_arpa {
         arpa::write(&dir.join(KN_ARPA), &fit.grams, &*arpa_names(tok))?;
@@ -338,7 +334,8 @@ pub fn fit_kn_streamed(
         path: dir.to_path_buf(),
         source,
     })?;
-    est.write_binary(&dir.join(KN_BINARY), v, start, eot, 0)?;
+    let vocab = tok.as_words().map(|w| w.table());
+    est.write_binary(&dir.join(KN_BINARY), v, [start, eot, 0], vocab)?;
     let names = arpa_names(tok);
     if with_arpa {
         est.write_arpa(&dir.join(KN_ARPA), &*names)?;
@@ -386,7 +383,7 @@ pub fn build_binary(arpa_path: &Path, dir: &Path) -> Result<BackoffModel, NgramE
         path: dir.to_path_buf(),
         source,
     })?;
-    super::binary::write(&dir.join(KN_BINARY), &model)?;
+    super::binary::write(&dir.join(KN_BINARY), &model, Some(tok.table()))?;
     remove_if_present(&dir.join(KN_ARPA))?;
     let config = serde_json::json!({
         "model_type": KN_TYPE,
@@ -447,6 +444,64 @@ fn config_file(
     Ok(dir.join(name))
 }
 
+/// Opens a Kneser-Ney model directory whose `model.bin` holds its vocabulary, with that
+/// vocabulary as its tokenizer (`tokenizer.json` is not read); `None` when the directory's
+/// model has no vocabulary section (an ARPA file, another tokenizer, a version 1 binary),
+/// whose tokenizer then comes from `tokenizer.json` ([`load_kn`]).
+pub fn load_kn_self_contained(
+    dir: &Path,
+    config: &serde_json::Value,
+) -> Result<Option<(BackoffModel, WordTokenizer)>, ModelError> {
+    let path = config_file(dir, config, KN_ARPA)?;
+    if !is_binary_path(&path) {
+        return Ok(None);
+    }
+    let (model, vocab) = super::binary::load_with_vocab(&path, "")?;
+    let Some(vocab) = vocab else {
+        return Ok(None);
+    };
+    let tok = WordTokenizer::from_table(vocab);
+    let model = checked_binary(path, model, &tok)?;
+    Ok(Some((model, tok)))
+}
+
+fn is_binary_path(path: &Path) -> bool {
+    super::binary::is_binary(path) || path.extension().is_some_and(|e| e == "bin")
+}
+
+/// `model` mapped from `path`, after checking that it is a model over `tok`.
+fn checked_binary(
+    path: PathBuf,
+    mut model: BackoffModel,
+    tok: &dyn Tokenizer,
+) -> Result<BackoffModel, ModelError> {
+    if model.vocab_size() != tok.vocab_size() {
+        return Err(ModelError::Format {
+            path,
+            message: format!(
+                "the model has a vocabulary of {} ids, the directory's tokenizer {}",
+                model.vocab_size(),
+                tok.vocab_size()
+            ),
+        });
+    }
+    let (start, eot) = start_and_eot(tok);
+    let ids = model.parts().0;
+    if ids[0] != start || ids[1] != eot {
+        return Err(ModelError::Format {
+            path,
+            message: format!(
+                "the model's <s> / </s> ids {:?} are not the tokenizer's {:?}",
+                &ids[..2],
+                [start, eot]
+            ),
+        });
+    }
+    let describe = describe_backoff(model.counts(), tok);
+    model.set_describe(describe);
+    Ok(model)
+}
+
 /// Opens a Kneser-Ney model directory with the directory's tokenizer: maps the binary
 /// file config.json's `"file"` names (by its magic, or a `.bin` name, so a damaged binary
 /// is reported as one), or parses it when it is an ARPA file.
@@ -456,33 +511,9 @@ pub fn load_kn(
     tok: &dyn Tokenizer,
 ) -> Result<BackoffModel, ModelError> {
     let path = config_file(dir, config, KN_ARPA)?;
-    if super::binary::is_binary(&path) || path.extension().is_some_and(|e| e == "bin") {
-        let mut model = super::binary::load(&path, "")?;
-        if model.vocab_size() != tok.vocab_size() {
-            return Err(ModelError::Format {
-                path,
-                message: format!(
-                    "the model has a vocabulary of {} ids, the directory's tokenizer {}",
-                    model.vocab_size(),
-                    tok.vocab_size()
-                ),
-            });
-        }
-        let (start, eot) = start_and_eot(tok);
-        let ids = model.parts().0;
-        if ids[0] != start || ids[1] != eot {
-            return Err(ModelError::Format {
-                path,
-                message: format!(
-                    "the model's <s> / </s> ids {:?} are not the tokenizer's {:?}",
-                    &ids[..2],
-                    [start, eot]
-                ),
-            });
-        }
-        let describe = describe_backoff(model.counts(), tok);
-        model.set_describe(describe);
-        return Ok(model);
+    if is_binary_path(&path) {
+        let model = super::binary::load(&path, "")?;
+        return checked_binary(path, model, tok);
     }
     let words = as_words(tok);
     let vocab = match &words {

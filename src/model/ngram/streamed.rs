@@ -43,6 +43,7 @@ use super::extsort::{
 use super::kneser_ney::{discount, Discounts, KnOptions};
 use super::layout::{emit_slots, split_wrapped, Slotted};
 use super::{NgramError, Packer, MAX_ORDER};
+use crate::tokenizer::word_table::WordTable;
 use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 
@@ -228,14 +229,16 @@ impl Streamed {
 
     /// Writes `model.bin` (as [`super::binary::write`] would write the model built from
     /// the same n-grams), one order's table in memory at a time.
+    /// `ids`: (start, end-of-text, unk); `vocab`: the words vocabulary, when the model
+    /// is over the words tokenizer.
     pub fn write_binary(
         &self,
         path: &Path,
         vocab_size: usize,
-        start: u32,
-        eot: u32,
-        unk: u32,
+        ids: [u32; 3],
+        vocab: Option<&WordTable>,
     ) -> Result<(), NgramError> {
+        let [start, _eot, unk] = ids;
         let order = self.orders.len();
         let counts = self.counts();
         let n_ids = vocab_size.max(start as usize + 1);
@@ -259,9 +262,10 @@ impl Streamed {
         let shape = Shape {
             order,
             vocab_size,
-            ids: [start, eot, unk],
+            ids,
             counts: &counts,
             table_slots: &table_slots,
+            vocab,
         };
         binary::write_with(path, &shape, &unigrams, &mut |m, put| {
             self.write_table(m, counts[m - 1], put)

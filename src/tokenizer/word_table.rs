@@ -30,8 +30,11 @@
 //! below n_words reads as `<unk>`, so a damaged array gives errors or `<unk>`, never a
 //! panic.
 
-use super::words::SPECIALS;
 use std::sync::Arc;
+
+/// The spellings of the three special ids (`<unk>` = 0, `<s>` = 1, `</s>` = 2), the
+/// first entries of every table.
+pub const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
 
 const HEADER: usize = 32;
 const SLOT: usize = 16;

@@ -35,8 +35,7 @@ pub const UNK: u32 = 0;
 pub const BOS: u32 = 1;
 /// Id of `</s>` (end of sentence; the end-of-text token).
 pub const EOS: u32 = 2;
-/// The spellings of the three special ids.
-pub const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
+pub use super::word_table::SPECIALS;
 
 /// A word-level vocabulary with `<unk>`, `<s>` and `</s>`: a [`WordTable`], built in
 /// memory or mapped from a binary n-gram model (cloning shares it).

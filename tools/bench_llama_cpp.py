@@ -15,6 +15,13 @@ files). For each type, one llama-bench run: prefill of --prompt-len tokens (pp) 
 --threads threads. The last line of stdout is a JSON list of
 {"weights", "setting", "prefill_tokens_per_s", "decode_tokens_per_s"} with setting
 "no-sampler" (llama-bench times the model only; it does not sample).
+
+With --score-ids IDS (little-endian u32 token ids, as `arlm bench eval` writes them) it
+times scoring instead: the ids decoded to text with the GPT-2 tokenizer, then
+llama-perplexity over that text in windows of --ctx tokens; the last line is
+{"weights", "tokens", "seconds", "tokens_per_s", "ppl"} from its own report (it
+re-tokenizes the text and scores the second half of each window, so its NLL is not
+arlm's: this row is for speed).
 """
 import argparse
 import json
@@ -78,6 +85,28 @@ def bench(llama: Path, gguf: Path, prompt: int, new: int, threads: int) -> tuple
     return pp[0], tg[0]
 
 
+def score(llama: Path, gguf: Path, ids_path: Path, ctx: int, threads: int, work: Path) -> dict:
+    import re
+    import struct
+
+    raw = ids_path.read_bytes()
+    ids = list(struct.unpack(f"<{len(raw) // 4}I", raw))
+    text = gpt2_tokenizer(shared_gpt2()).decode(ids)
+    txt = work / "score.txt"
+    txt.write_text(text, errors="replace")
+    cmd = [str(llama / "bin" / "llama-perplexity"), "-m", str(gguf), "-f", str(txt), "-c", str(ctx),
+           "-b", str(ctx), "-t", str(threads)]
+    r = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    log = r.stdout + r.stderr
+    m = re.search(r"prompt eval time\s*=\s*([0-9.]+) ms /\s*(\d+) tokens", log)
+    p = re.search(r"Final estimate: PPL = ([0-9.]+)", log)
+    if r.returncode != 0 or not m:
+        sys.exit(f"llama-perplexity failed ({r.returncode}): {log[-800:]}")
+    secs, toks = float(m.group(1)) / 1000, int(m.group(2))
+    return {"weights": gguf.stem.removeprefix("model-"), "tokens": toks, "seconds": secs,
+            "tokens_per_s": toks / secs, "ppl": float(p.group(1)) if p else None}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -86,10 +115,17 @@ def main():
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--score-ids", help="time llama-perplexity on these ids (u32 LE) instead of llama-bench")
+    ap.add_argument("--ctx", type=int, default=1024, help="llama-perplexity's window (with --score-ids)")
     a = ap.parse_args()
     llama = Path(a.llama).expanduser()
     if not (llama / "bin" / "llama-bench").exists():
         sys.exit(f"no llama-bench under {llama}/bin: build it with tools/build_llama_cpp.sh")
+    if a.score_ids:
+        typ = a.types.split(",")[0]
+        gguf = ensure_gguf(Path(a.model), llama, typ)
+        print(json.dumps(score(llama, gguf, Path(a.score_ids), a.ctx, a.threads, Path(a.score_ids).parent)))
+        return
     out = []
     for typ in a.types.split(","):
         gguf = ensure_gguf(Path(a.model), llama, typ)

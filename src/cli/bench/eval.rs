@@ -1,6 +1,7 @@
 //! `arlm bench eval`: GPT scoring throughput, side by side with Hugging Face
 //! transformers on the same checkpoint, the same token ids and the same sliding windows;
-//! both NLLs are printed and must agree.
+//! both NLLs are printed and must agree. When llama.cpp is built, llama-perplexity's
+//! scoring speed on the same weights follows (a speed row: it scores the ids' text).
 
 use anyhow::{bail, Context, Result};
 use arlm::eval::evaluate::{score_documents, Document};
@@ -57,9 +58,13 @@ pub struct Args {
     /// Windows per transformers forward call.
     #[arg(long, default_value_t = 1)]
     hf_batch: usize,
-    /// Skip the transformers side.
+    /// Skip the references (transformers and llama.cpp).
     #[arg(long)]
     no_reference: bool,
+    /// llama.cpp build (tools/build_llama_cpp.sh's output; default ~/.cache/arlm-llama):
+    /// llama-perplexity's scoring speed on the same weights, when built there.
+    #[arg(long)]
+    llama: Option<PathBuf>,
 }
 
 /// Runs `arlm bench eval`.
@@ -193,5 +198,54 @@ fn run_in(args: &Args, tmp: &std::path::Path) -> Result<()> {
             "arlm and transformers disagree: {n} vs {hf_n} tokens, NLL/token differs by {diff:e}"
         );
     }
+    llama_row(args, &python, &dir, &ids_path, window, n as f64 / secs);
     Ok(())
+}
+
+/// llama.cpp's llama-perplexity on the same weights (GGUF f32) and the same ids as text
+/// (tools/bench_llama_cpp.py --score-ids), when llama.cpp is built: its scoring speed
+/// beside arlm's (`arlm_tps`). A speed row only: it re-tokenizes the text and scores the
+/// second half of each window, so its NLL is not comparable.
+fn llama_row(
+    args: &Args,
+    python: &std::path::Path,
+    dir: &std::path::Path,
+    ids: &std::path::Path,
+    window: usize,
+    arlm_tps: f64,
+) {
+    let Some(llama) = super::generate::llama_dir(args.llama.as_deref()) else {
+        println!("llama.cpp: not built (tools/build_llama_cpp.sh, or --llama DIR)");
+        return;
+    };
+    let r: Result<serde_json::Value> = super::run_reference(
+        python,
+        &super::tool_script("bench_llama_cpp.py"),
+        &[
+            "--model".into(),
+            dir.display().to_string(),
+            "--llama".into(),
+            llama.display().to_string(),
+            "--types".into(),
+            "f32".into(),
+            "--score-ids".into(),
+            ids.display().to_string(),
+            "--ctx".into(),
+            window.to_string(),
+            "--threads".into(),
+            rayon::current_num_threads().to_string(),
+        ],
+    );
+    match r {
+        Ok(r) => {
+            let tps = r["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "llama.cpp    {:>8} tokens  (llama-perplexity, f32, window {window}) {tps:>9.1} tokens/s  ({:.2} s) | speed ratio arlm/llama.cpp = {:.2}x",
+                r["tokens"],
+                r["seconds"].as_f64().unwrap_or(f64::NAN),
+                arlm_tps / tps
+            );
+        }
+        Err(e) => println!("llama.cpp reference skipped: {e:#}"),
+    }
 }

@@ -25,6 +25,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Smallest read buffer a run gets while merging; fewer bytes per run and the runs are
 /// merged in several passes.
@@ -52,8 +53,10 @@ pub trait Record: Copy {
 /// A directory for temporary files, removed with everything in it when dropped.
 pub struct Scratch {
     dir: PathBuf,
-    next: std::cell::Cell<usize>,
-    runs: std::cell::Cell<usize>,
+    /// Atomic (not `Cell`) so that writers reading different files can share the
+    /// scratch directory across threads (`model.bin` and ARPA are written at once).
+    next: AtomicUsize,
+    runs: AtomicUsize,
 }
 
 impl Scratch {
@@ -72,8 +75,8 @@ impl Scratch {
         std::fs::create_dir(&dir).map_err(io)?;
         Ok(Scratch {
             dir,
-            next: std::cell::Cell::new(0),
-            runs: std::cell::Cell::new(0),
+            next: AtomicUsize::new(0),
+            runs: AtomicUsize::new(0),
         })
     }
 
@@ -84,13 +87,12 @@ impl Scratch {
 
     /// Sorted runs spilled by the sorters using this directory so far.
     pub fn runs_spilled(&self) -> usize {
-        self.runs.get()
+        self.runs.load(Ordering::Relaxed)
     }
 
     /// A fresh file name in the directory (`what` makes it readable in listings).
     fn file_name(&self, what: &str) -> PathBuf {
-        let n = self.next.get();
-        self.next.set(n + 1);
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
         self.dir.join(format!("{n:05}-{what}"))
     }
 
@@ -312,7 +314,7 @@ impl<'s, R: Record> Sorter<'s, R> {
             w.push(r)?;
         }
         self.runs.push(w.finish()?);
-        self.scratch.runs.set(self.scratch.runs.get() + 1);
+        self.scratch.runs.fetch_add(1, Ordering::Relaxed);
         self.buf.clear();
         Ok(())
     }

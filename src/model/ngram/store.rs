@@ -166,7 +166,7 @@ pub fn fit_addk(
 }
 
 /// Spells ids for ARPA files of models over `tok`.
-pub fn arpa_names(tok: &dyn Tokenizer) -> Box<dyn Fn(u32) -> String> {
+pub fn arpa_names(tok: &dyn Tokenizer) -> Box<dyn Fn(u32) -> String + Send + Sync> {
     match as_words(tok) {
         Some(w) => Box::new(move |id| w.word(id).unwrap_or("<unk>").to_string()),
         None => {
@@ -335,13 +335,22 @@ pub fn fit_kn_streamed(
         source,
     })?;
     let vocab = tok.as_words().map(|w| w.table());
-    est.write_binary(&dir.join(KN_BINARY), v, [start, eot, 0], vocab)?;
     let names = arpa_names(tok);
-    if with_arpa {
-        est.write_arpa(&dir.join(KN_ARPA), &*names)?;
-    } else {
-        remove_if_present(&dir.join(KN_ARPA))?;
-    }
+    // model.bin and the ARPA file read the same sorted n-grams and write different
+    // files: on two threads at once, the ARPA text (the slower of the two to format)
+    // costs no wall time of its own.
+    let (binary, text) = rayon::join(
+        || est.write_binary(&dir.join(KN_BINARY), v, [start, eot, 0], vocab),
+        || {
+            if with_arpa {
+                est.write_arpa(&dir.join(KN_ARPA), &*names)
+            } else {
+                remove_if_present(&dir.join(KN_ARPA))
+            }
+        },
+    );
+    binary?;
+    text?;
     if let Some(p) = extra_arpa {
         est.write_arpa(p, &*names)?;
     }

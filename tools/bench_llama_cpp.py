@@ -19,7 +19,8 @@ files). For each type, one llama-bench run: prefill of --prompt-len tokens (pp) 
 With --score-ids IDS (little-endian u32 token ids, as `arlm bench eval` writes them) it
 times scoring instead: the ids decoded to text with the GPT-2 tokenizer, then
 llama-perplexity over that text in windows of --ctx tokens; the last line is
-{"weights", "tokens", "seconds", "tokens_per_s", "ppl"} from its own report (it
+{"weights", "tokens", "seconds", "tokens_per_s", "ppl"} from its own report (seconds
+per pass times windows; it
 re-tokenizes the text and scores the second half of each window, so its NLL is not
 arlm's: this row is for speed).
 """
@@ -98,11 +99,15 @@ def score(llama: Path, gguf: Path, ids_path: Path, ctx: int, threads: int, work:
            "-b", str(ctx), "-t", str(threads)]
     r = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     log = r.stdout + r.stderr
-    m = re.search(r"prompt eval time\s*=\s*([0-9.]+) ms /\s*(\d+) tokens", log)
+    # Its own timing: the seconds of one pass (one window of ctx tokens, all logits),
+    # which it measures on the first window; every window is the same size.
+    m = re.search(r"([0-9.]+) seconds per pass", log)
+    c = re.search(r"perplexity over (\d+) chunks", log)
     p = re.search(r"Final estimate: PPL = ([0-9.]+)", log)
-    if r.returncode != 0 or not m:
+    if r.returncode != 0 or not m or not c:
         sys.exit(f"llama-perplexity failed ({r.returncode}): {log[-800:]}")
-    secs, toks = float(m.group(1)) / 1000, int(m.group(2))
+    toks = int(c.group(1)) * ctx
+    secs = float(m.group(1)) * int(c.group(1))
     return {"weights": gguf.stem.removeprefix("model-"), "tokens": toks, "seconds": secs,
             "tokens_per_s": toks / secs, "ppl": float(p.group(1)) if p else None}
 

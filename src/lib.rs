@@ -14,6 +14,7 @@ pub mod corpus;
 pub mod data;
 pub mod eval;
 pub mod generate;
+pub mod hash;
 pub mod load;
 pub mod memory;
 pub mod model;

@@ -30,6 +30,7 @@
 //! below n_words reads as `<unk>`, so a damaged array gives errors or `<unk>`, never a
 //! panic.
 
+use crate::hash::mix64;
 use std::sync::Arc;
 
 /// The spellings of the three special ids (`<unk>` = 0, `<s>` = 1, `</s>` = 2), the
@@ -39,13 +40,6 @@ pub const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
 const HEADER: usize = 32;
 const SLOT: usize = 16;
 
-#[inline]
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-    z ^ (z >> 31)
-}
-
 /// The 64-bit hash of a word's bytes under `seed` (never 0: 0 marks an empty slot).
 /// Part of the layout: changing it changes the files that store a table.
 #[inline]
@@ -53,12 +47,12 @@ pub fn word_hash(word: &[u8], seed: u64) -> u64 {
     let mut h = seed ^ (word.len() as u64).wrapping_mul(0x9e3779b97f4a7c15);
     let mut chunks = word.chunks_exact(8);
     for c in &mut chunks {
-        h = mix(h ^ u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        h = mix64(h ^ u64::from_le_bytes(c.try_into().expect("8 bytes")));
     }
     let rest = chunks.remainder();
     let mut tail = [0u8; 8];
     tail[..rest.len()].copy_from_slice(rest);
-    mix(h ^ u64::from_le_bytes(tail) ^ 0x2545f4914f6cdd1d) | 1
+    mix64(h ^ u64::from_le_bytes(tail) ^ 0x2545f4914f6cdd1d) | 1
 }
 
 /// Where the bytes of a table live.

@@ -106,12 +106,10 @@ fn fill_dropout_mask<F: Float>(
             for (i, m) in ch.iter_mut().enumerate() {
                 let li = (ci << 14) + i;
                 let idx = ((li / local) * global + offset + li % local) as u64;
-                let mut z = seed
-                    .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
-                    .wrapping_add(idx.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
+                let z = crate::hash::mix64(
+                    seed.wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
+                        .wrapping_add(idx.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                );
                 *m = if (z >> 11) < thresh { F::ZERO } else { keep };
             }
         });

@@ -27,6 +27,7 @@
 
 use super::kneser_ney::ArpaGrams;
 use super::{NgramError, MAX_ORDER};
+use crate::hash::mix64;
 use crate::model::{check_token, LanguageModel, ModelError};
 use std::sync::Arc;
 
@@ -36,23 +37,16 @@ const LN10: f32 = std::f32::consts::LN_10;
 /// 8 measured alike, 1 clearly slower; see docs/parts/ngram.md).
 const AHEAD: usize = 8;
 
-#[inline]
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-    z ^ (z >> 31)
-}
-
 /// Hash of a unigram (the start of the incremental hash).
 #[inline]
 fn hash1(w: u32) -> u64 {
-    mix(w as u64 ^ 0x9e3779b97f4a7c15)
+    mix64(w as u64 ^ 0x9e3779b97f4a7c15)
 }
 
 /// Extends the hash of (x_k .. x_n) to (x_{k-1} .. x_n).
 #[inline]
 fn extend(h: u64, w: u32) -> u64 {
-    mix(h.rotate_left(21) ^ (w as u64).wrapping_mul(0x9e3779b97f4a7c15)) | 1
+    mix64(h.rotate_left(21) ^ (w as u64).wrapping_mul(0x9e3779b97f4a7c15)) | 1
 }
 
 /// The bits of a log10 backoff of -0.0: zero, and no longer n-gram has this n-gram as its

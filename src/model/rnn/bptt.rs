@@ -198,12 +198,10 @@ fn fill_mask_row<F: Float>(row: &mut [F], first: usize, p: f32, seed: u64, site:
     let thresh = (p as f64 * (1u64 << 53) as f64) as u64;
     for (j, m) in row.iter_mut().enumerate() {
         let i = first + j;
-        let mut z = seed
-            .wrapping_add(site.wrapping_mul(0xD1B5_4A32_D192_ED03))
-            .wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        let z = crate::hash::mix64(
+            seed.wrapping_add(site.wrapping_mul(0xD1B5_4A32_D192_ED03))
+                .wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        );
         *m = if (z >> 11) < thresh { F::ZERO } else { keep };
     }
 }

@@ -218,22 +218,14 @@ fn llama_row(
         println!("llama.cpp: not built (tools/build_llama_cpp.sh, or --llama DIR)");
         return;
     };
-    let r: Result<serde_json::Value> = super::run_reference(
+    let r: Result<serde_json::Value> = super::generate::run_llama_script(
         python,
-        &super::tool_script("bench_llama_cpp.py"),
+        (dir, &llama, "f32"),
         &[
-            "--model".into(),
-            dir.display().to_string(),
-            "--llama".into(),
-            llama.display().to_string(),
-            "--types".into(),
-            "f32".into(),
             "--score-ids".into(),
             ids.display().to_string(),
             "--ctx".into(),
             window.to_string(),
-            "--threads".into(),
-            rayon::current_num_threads().to_string(),
         ],
     );
     match r {

@@ -205,24 +205,38 @@ fn llama_reference(
     let mut types: Vec<&str> = args.weights.iter().map(|&f| llama_type(f)).collect();
     types.dedup();
     let python = super::peers_python(args.python.as_deref().map(Path::new));
-    super::run_reference(
+    run_llama_script(
         &python,
-        &super::tool_script("bench_llama_cpp.py"),
+        (dir, llama, &types.join(",")),
         &[
-            "--model".into(),
-            dir.display().to_string(),
-            "--llama".into(),
-            llama.display().to_string(),
-            "--types".into(),
-            types.join(","),
             "--prompt-len".into(),
             prompt_len.to_string(),
             "--new-tokens".into(),
             args.new_tokens.to_string(),
-            "--threads".into(),
-            rayon::current_num_threads().to_string(),
         ],
     )
+}
+
+/// tools/bench_llama_cpp.py on the checkpoint `dir` with llama.cpp built in `llama`, the
+/// GGUF `types` (comma-separated), this process's thread count and `extra` flags; its
+/// last stdout line parsed as JSON.
+pub(super) fn run_llama_script<T: serde::de::DeserializeOwned>(
+    python: &Path,
+    (dir, llama, types): (&Path, &Path, &str),
+    extra: &[String],
+) -> Result<T> {
+    let mut a: Vec<String> = vec![
+        "--model".into(),
+        dir.display().to_string(),
+        "--llama".into(),
+        llama.display().to_string(),
+        "--types".into(),
+        types.into(),
+        "--threads".into(),
+        rayon::current_num_threads().to_string(),
+    ];
+    a.extend_from_slice(extra);
+    super::run_reference(python, &super::tool_script("bench_llama_cpp.py"), &a)
 }
 
 /// Runs `arlm bench generate`: alternating rounds of arlm (every format and setting),

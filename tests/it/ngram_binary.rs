@@ -24,20 +24,7 @@ fn fit(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
     let train = dir.join("train.txt");
     std::fs::write(&train, crate::ngram_cli::small_corpus()).unwrap();
     let kn = dir.join("kn");
-    let mut args = vec![
-        "ngram",
-        "fit",
-        "--order",
-        "3",
-        "--input",
-        train.to_str().unwrap(),
-        "--out",
-        kn.to_str().unwrap(),
-        "--discount-fallback",
-        "0.5 1 1.5",
-    ];
-    args.extend(extra);
-    arlm_ok(&args);
+    crate::ngram_cli::fit_trigram(&train, &kn, extra);
     (kn, train)
 }
 

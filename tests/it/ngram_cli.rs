@@ -7,6 +7,39 @@ use crate::common;
 use arlm::model::{logsumexp, LanguageModel};
 use arlm::with_model;
 use common::{arlm, arlm_ok};
+use std::path::Path;
+use std::process::Output;
+
+/// `arlm ngram fit` of a Kneser-Ney trigram on the text file `train` into `out`, plus
+/// `extra` flags, and its output. The fixed discounts: small synthetic texts lack the
+/// count-of-counts real text has (see bad_input_fails_clearly).
+pub fn fit_trigram_output(train: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "ngram",
+        "fit",
+        "--order",
+        "3",
+        "--input",
+        train.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--discount-fallback",
+        "0.5 1 1.5",
+    ];
+    args.extend_from_slice(extra);
+    arlm(&args)
+}
+
+/// [`fit_trigram_output`], asserting success; returns stdout.
+pub fn fit_trigram(train: &Path, out: &Path, extra: &[&str]) -> String {
+    let o = fit_trigram_output(train, out, extra);
+    assert!(
+        o.status.success(),
+        "ngram fit {extra:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf-8 stdout")
+}
 
 pub fn small_corpus() -> String {
     // Enough variety for every count-of-counts n1..n4 at orders 1-3.
@@ -41,21 +74,7 @@ fn fit_kn_and_addk_then_load_and_score() {
     std::fs::write(&train, small_corpus()).unwrap();
     let kn = dir.path().join("kn");
     let arpa = dir.path().join("kn.arpa.gz");
-    let out = arlm_ok(&[
-        "ngram",
-        "fit",
-        "--order",
-        "3",
-        "--input",
-        train.to_str().unwrap(),
-        "--out",
-        kn.to_str().unwrap(),
-        "--arpa",
-        arpa.to_str().unwrap(),
-        // Synthetic text lacks the count-of-counts real text has (see bad_input_fails_clearly).
-        "--discount-fallback",
-        "0.5 1 1.5",
-    ]);
+    let out = fit_trigram(&train, &kn, &["--arpa", arpa.to_str().unwrap()]);
     assert!(out.contains("discounts"), "{out}");
     // The directory and the ARPA file give the same model.
     let a = arlm::load::load(&kn).unwrap();

@@ -7,7 +7,7 @@ use arlm::model::ngram::kneser_ney::KnOptions;
 use arlm::model::ngram::store::{self, Corpus};
 use arlm::model::ngram::streamed::Plan;
 use arlm::tokenizer::words::WordTokenizer;
-use common::{arlm, arlm_ok};
+use common::arlm_ok;
 use std::path::Path;
 
 /// Fits `text` both ways into `dir/mem` and `dir/streamed`; asserts the files agree.
@@ -140,27 +140,10 @@ fn cli_memory_flag_spills_and_refuses_too_little() {
     let dir = tempfile::tempdir().unwrap();
     let train = dir.path().join("train.txt");
     std::fs::write(&train, crate::ngram_cli::small_corpus()).unwrap();
-    let fit = |out: &Path, memory: &str| {
-        arlm(&[
-            "ngram",
-            "fit",
-            "--order",
-            "3",
-            "--input",
-            train.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--discount-fallback",
-            "0.5 1 1.5",
-            "--memory",
-            memory,
-        ])
-    };
     let small = dir.path().join("small");
     let large = dir.path().join("large");
     for (out, mem) in [(&small, "64K"), (&large, "1G")] {
-        let o = fit(out, mem);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        crate::ngram_cli::fit_trigram(&train, out, &["--memory", mem]);
     }
     for name in ["model.arpa", "model.bin"] {
         assert!(
@@ -186,7 +169,7 @@ fn cli_memory_flag_spills_and_refuses_too_little() {
         ("1000T", "more than this machine has available"),
     ] {
         let out = dir.path().join(format!("bad-{bad}"));
-        let o = fit(&out, bad);
+        let o = crate::ngram_cli::fit_trigram_output(&train, &out, &["--memory", bad]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{bad}: accepted");
         assert!(err.contains(want), "{bad}: {err}");

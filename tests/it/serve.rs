@@ -45,18 +45,7 @@ fn kn_dir(dir: &Path) -> std::path::PathBuf {
     }
     std::fs::write(&train, text).unwrap();
     let kn = dir.join("kn");
-    common::arlm_ok(&[
-        "ngram",
-        "fit",
-        "--order",
-        "3",
-        "--input",
-        train.to_str().unwrap(),
-        "--out",
-        kn.to_str().unwrap(),
-        "--discount-fallback",
-        "0.5 1 1.5",
-    ]);
+    crate::ngram_cli::fit_trigram(&train, &kn, &[]);
     kn
 }
 

@@ -19,9 +19,9 @@ pub struct Args {
     /// Model directory (a training run or a saved model).
     #[arg(long)]
     model: PathBuf,
-    /// How a GPT stores its matmul weights for inference: f32 (exact), f16, or q8 (int8
-    /// with a scale per 32 weights). f16/q8 decode faster at a small quality cost
-    /// (docs/parts/gen.md); activations and sums stay f32.
+    /// How a GPT stores its matmul weights for inference: f32 (exact), f16, bf16, or q8
+    /// (int8 with a scale per 32 weights). The compact formats decode faster at a small
+    /// quality cost (docs/parts/gen.md); activations and sums stay f32.
     #[arg(long, default_value = "f32")]
     weights: arlm::model::gpt::WeightFormat,
     /// A text file, a token file (.bin), or a directory with <split>.bin / <split>.txt.

@@ -43,10 +43,10 @@ pub struct Args {
     /// Keep going when the model chooses end-of-text.
     #[arg(long)]
     pub ignore_eot: bool,
-    /// How a GPT stores its matmul weights for inference: f32 (exact), f16, q8 (int8
-    /// with a scale per 32 weights), or w8a8 (q8, and the decode step also rounds each
-    /// matmul input to int8: integer dot products, fastest). f16/q8/w8a8 decode faster at
-    /// a small quality cost (docs/parts/gen.md).
+    /// How a GPT stores its matmul weights for inference: f32 (exact), f16, bf16, q8
+    /// (int8 with a scale per 32 weights), or w8a8 (q8, and the decode step also rounds
+    /// each matmul input to int8: integer dot products, fastest). The compact formats
+    /// decode faster at a small quality cost (docs/parts/gen.md).
     #[arg(long, default_value = "f32")]
     pub weights: arlm::model::gpt::WeightFormat,
     /// Print one JSON object per sample instead of streaming text.

@@ -44,7 +44,7 @@ pub struct Args {
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub body_limit: usize,
-    /// How a GPT stores its matmul weights for inference (f32, f16, q8, w8a8).
+    /// How a GPT stores its matmul weights for inference (f32, f16, bf16, q8, w8a8).
     #[arg(long, default_value = "f32")]
     pub weights: arlm::model::gpt::WeightFormat,
 }

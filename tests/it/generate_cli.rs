@@ -231,7 +231,7 @@ fn gpt_reduced_precision_weights_from_the_cli() {
     let tok = arlm::tokenizer::bytes::ByteTokenizer;
     arlm::tokenizer::save(&tok, &dir.path().join("tokenizer.json")).unwrap();
     let m = dir.path().to_str().unwrap();
-    for format in [WeightFormat::F16, WeightFormat::Q8] {
+    for format in [WeightFormat::F16, WeightFormat::Bf16, WeightFormat::Q8] {
         let name = format.to_string();
         let args = [
             "generate",

@@ -78,7 +78,7 @@ fn kv_cache_sampling_equals_full_recompute() {
 fn kv_cache_equals_full_recompute_with_reduced_precision_weights() {
     // The step runs the f16 / q8 kernels, the full pass runs gemm on the f32 copy rounded
     // to the same values: same weights, so the same tokens.
-    for format in [WeightFormat::F16, WeightFormat::Q8] {
+    for format in [WeightFormat::F16, WeightFormat::Bf16, WeightFormat::Q8] {
         check_with(SamplerConfig::greedy(), &[3, 14, 15, 9, 26], 40, format);
         check_with(SamplerConfig::pure(5), &[2, 7, 1, 8], 40, format);
     }

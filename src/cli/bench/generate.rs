@@ -52,7 +52,7 @@ pub struct Args {
     /// Timed repetitions per setting, alternating arlm and transformers (medians reported).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-    /// arlm decode weight formats to measure, comma-separated (f32, f16, q8, w8a8).
+    /// arlm decode weight formats to measure, comma-separated (f32, f16, bf16, q8, w8a8).
     #[arg(long, value_delimiter = ',', default_value = "f32,f16,q8,w8a8")]
     pub weights: Vec<WeightFormat>,
     /// transformers dtypes to measure, comma-separated (float32, bfloat16); ratios are
@@ -182,6 +182,7 @@ fn llama_type(f: WeightFormat) -> &'static str {
     match f {
         WeightFormat::F32 => "f32",
         WeightFormat::F16 => "f16",
+        WeightFormat::Bf16 => "bf16",
         WeightFormat::Q8 | WeightFormat::W8A8 => "q8_0",
     }
 }

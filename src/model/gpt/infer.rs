@@ -760,7 +760,11 @@ mod tests {
     fn reduced_precision_weights_keep_both_paths_in_agreement() {
         let seq = [36u32, 3, 5, 7, 0, 1, 1, 11, 4, 2, 30, 17];
         let f32m = wide_model();
-        for (format, tol) in [(WeightFormat::F16, 0.1f32), (WeightFormat::Q8, 1.5)] {
+        for (format, tol) in [
+            (WeightFormat::F16, 0.1f32),
+            (WeightFormat::Bf16, 0.5),
+            (WeightFormat::Q8, 1.5),
+        ] {
             let m = wide_model().with_weight_format(format);
             assert_eq!(m.weight_format(), format);
             // The step (compact kernels) and the parallel pass (gemm on the rounded f32

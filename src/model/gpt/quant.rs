@@ -1,9 +1,9 @@
-//! Decode-step weight storage and matrix-vector kernels: f32, f16 and q8 (int8 with one
-//! f32 scale per 32 weights, like llama.cpp's Q8_0), f32 activations and accumulation.
+//! Decode-step weight storage and matrix-vector kernels: f32, f16, bf16 and q8 (int8 with
+//! one f32 scale per 32 weights, like llama.cpp's Q8_0), f32 activations and accumulation.
 //!
 //! The decode step reads every weight once per token, so its speed is bytes of weights
-//! over memory bandwidth. [`WeightFormat::F16`] halves the bytes and [`WeightFormat::Q8`]
-//! roughly quarters them (1.125 bytes per weight). A reduced-precision model
+//! over memory bandwidth. [`WeightFormat::F16`] and [`WeightFormat::Bf16`] halve the
+//! bytes and [`WeightFormat::Q8`] roughly quarters them (1.125 bytes per weight). A reduced-precision model
 //! ([`Gpt::with_weight_format`](super::Gpt::with_weight_format)) keeps two copies:
 //! the compact matrices here for the step, and its f32 parameter buffer rounded to exactly
 //! the values the compact copy represents, so the parallel (gemm) paths (`prefill`,
@@ -42,6 +42,11 @@ pub enum WeightFormat {
     F32,
     /// IEEE half precision (round to nearest even): 2 bytes per weight.
     F16,
+    /// bfloat16 (round to nearest even): 2 bytes per weight, f32's 8 exponent bits and 7
+    /// of its mantissa bits, so it widens to f32 with a 16-bit shift (no conversion unit)
+    /// and never overflows where f32 does not. The format most checkpoints on the Hub
+    /// ship in.
+    Bf16,
     /// int8 with an f32 scale (max |w| / 127) per block of 32 consecutive inputs:
     /// 1.125 bytes per weight.
     Q8,
@@ -61,9 +66,10 @@ pub const Q8_BLOCK: usize = 32;
 
 impl WeightFormat {
     /// All formats, in CLI order.
-    pub const ALL: [WeightFormat; 4] = [
+    pub const ALL: [WeightFormat; 5] = [
         WeightFormat::F32,
         WeightFormat::F16,
+        WeightFormat::Bf16,
         WeightFormat::Q8,
         WeightFormat::W8A8,
     ];
@@ -73,6 +79,7 @@ impl WeightFormat {
         match self {
             WeightFormat::F32 => "f32",
             WeightFormat::F16 => "f16",
+            WeightFormat::Bf16 => "bf16",
             WeightFormat::Q8 => "q8",
             WeightFormat::W8A8 => "w8a8",
         }
@@ -87,7 +94,7 @@ impl fmt::Display for WeightFormat {
 
 /// An unknown weight format name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown weight format {0:?} (expected f32, f16, q8 or w8a8)")]
+#[error("unknown weight format {0:?} (expected f32, f16, bf16, q8 or w8a8)")]
 pub struct UnknownWeightFormat(pub String);
 
 impl FromStr for WeightFormat {
@@ -96,6 +103,7 @@ impl FromStr for WeightFormat {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Ok(WeightFormat::F32),
             "f16" => Ok(WeightFormat::F16),
+            "bf16" | "bfloat16" => Ok(WeightFormat::Bf16),
             "q8" | "q8_0" | "int8" => Ok(WeightFormat::Q8),
             "w8a8" | "q8a8" => Ok(WeightFormat::W8A8),
             _ => Err(UnknownWeightFormat(s.to_string())),
@@ -107,6 +115,7 @@ impl FromStr for WeightFormat {
 enum Data {
     F32(Vec<f32>),
     F16(Vec<u16>),
+    Bf16(Vec<u16>),
     /// `act8`: the matvec rounds its input to int8 blocks too ([`WeightFormat::W8A8`]).
     Q8 {
         q: Vec<i8>,
@@ -178,6 +187,17 @@ impl QMat {
                 }
                 Data::F16(d)
             }
+            WeightFormat::Bf16 => {
+                let mut d = Vec::with_capacity(rows * cols);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let h = half::bf16::from_f32(at(r, c));
+                        d.push(h.to_bits());
+                        put(r, c, h.to_f32());
+                    }
+                }
+                Data::Bf16(d)
+            }
             WeightFormat::Q8 | WeightFormat::W8A8 => {
                 let nb = cols.div_ceil(Q8_BLOCK);
                 let mut q = Vec::with_capacity(rows * cols);
@@ -211,6 +231,7 @@ impl QMat {
         match self.data {
             Data::F32(_) => WeightFormat::F32,
             Data::F16(_) => WeightFormat::F16,
+            Data::Bf16(_) => WeightFormat::Bf16,
             Data::Q8 { act8: false, .. } => WeightFormat::Q8,
             Data::Q8 { act8: true, .. } => WeightFormat::W8A8,
         }
@@ -220,7 +241,7 @@ impl QMat {
     pub fn bytes(&self) -> usize {
         match &self.data {
             Data::F32(d) => d.len() * 4,
-            Data::F16(d) => d.len() * 2,
+            Data::F16(d) | Data::Bf16(d) => d.len() * 2,
             Data::Q8 { q, scales, .. } => q.len() + scales.len() * 4,
         }
     }
@@ -310,6 +331,16 @@ impl QMat {
                     _ => f16_scalar(y, w, x),
                 }
             }
+            Data::Bf16(d) => {
+                let w = &d[r0 * n..(r0 + y.len()) * n];
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { bf16_avx512(y, w, x) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { bf16_avx2(y, w, x) },
+                    _ => bf16_scalar(y, w, x),
+                }
+            }
             Data::Q8 { q, scales, .. } => {
                 let nb = n.div_ceil(Q8_BLOCK);
                 let w = &q[r0 * n..(r0 + y.len()) * n];
@@ -340,6 +371,17 @@ fn f16_scalar(y: &mut [f32], w: &[u16], x: &[f32]) {
             .iter()
             .zip(x)
             .map(|(&h, &xv)| half::f16::from_bits(h).to_f32() * xv)
+            .sum();
+    }
+}
+
+fn bf16_scalar(y: &mut [f32], w: &[u16], x: &[f32]) {
+    let n = x.len();
+    for (i, yi) in y.iter_mut().enumerate() {
+        *yi = w[i * n..(i + 1) * n]
+            .iter()
+            .zip(x)
+            .map(|(&h, &xv)| half::bf16::from_bits(h).to_f32() * xv)
             .sum();
     }
 }
@@ -475,7 +517,7 @@ unsafe fn f16_avx512(y: &mut [f32], w: &[u16], x: &[f32]) {
         |a| _mm512_reduce_add_ps(a),
         |r: usize, k| unsafe {
             let p = wp.add(r * n + k);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH / 2) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
             _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
         },
         |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
@@ -499,8 +541,62 @@ unsafe fn f16_avx2(y: &mut [f32], w: &[u16], x: &[f32]) {
         |a| hsum256(a),
         |r: usize, k| unsafe {
             let p = wp.add(r * n + k);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH / 2) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
             _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        },
+        |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
+    );
+}
+
+/// bf16 widens to f32 exactly by moving its 16 bits to the top of a 32-bit lane
+/// (zero-extend, shift left 16): two integer ops instead of the f16 kernels' conversion.
+/// The products are then f32 FMAs against the f32 input, as for f16 (AVX512_BF16's
+/// `vdpbf16ps` would round the input to bf16 too, changing the numerics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn bf16_avx512(y: &mut [f32], w: &[u16], x: &[f32]) {
+    let n = x.len();
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let h = |v: u16| half::bf16::from_bits(v).to_f32();
+    rows4!(
+        y,
+        n,
+        x,
+        _mm512_setzero_ps(),
+        16,
+        |k| unsafe { _mm512_loadu_ps(xp.add(k)) },
+        |a, b, c| _mm512_fmadd_ps(a, b, c),
+        |a| _mm512_reduce_add_ps(a),
+        |r: usize, k| unsafe {
+            let p = wp.add(r * n + k);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
+            let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
+        },
+        |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bf16_avx2(y: &mut [f32], w: &[u16], x: &[f32]) {
+    let n = x.len();
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let h = |v: u16| half::bf16::from_bits(v).to_f32();
+    rows4!(
+        y,
+        n,
+        x,
+        _mm256_setzero_ps(),
+        8,
+        |k| unsafe { _mm256_loadu_ps(xp.add(k)) },
+        |a, b, c| _mm256_fmadd_ps(a, b, c),
+        |a| hsum256(a),
+        |r: usize, k| unsafe {
+            let p = wp.add(r * n + k);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
+            let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
         },
         |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
     );
@@ -537,7 +633,7 @@ unsafe fn q8_avx512(y: &mut [f32], q: &[i8], s: &[f32], x: &[f32]) {
             let x1 = _mm512_loadu_ps(xp.add(k + 16));
             for (i, a) in acc.iter_mut().enumerate().take(m) {
                 let row = qp.add((r + i) * n + k);
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(PREFETCH));
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * n));
                 let t = _mm512_mul_ps(ld(row), x0);
                 let t = _mm512_fmadd_ps(ld(row.add(16)), x1, t);
                 *a = _mm512_fmadd_ps(t, _mm512_set1_ps(*s.get_unchecked((r + i) * nb + b)), *a);
@@ -582,7 +678,7 @@ unsafe fn q8_avx2(y: &mut [f32], q: &[i8], s: &[f32], x: &[f32]) {
             ];
             for (i, a) in acc.iter_mut().enumerate().take(m) {
                 let row = qp.add((r + i) * n + k);
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(PREFETCH));
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * n));
                 let mut t = _mm256_mul_ps(ld(row), xs[0]);
                 t = _mm256_fmadd_ps(ld(row.add(8)), xs[1], t);
                 t = _mm256_fmadd_ps(ld(row.add(16)), xs[2], t);

@@ -389,7 +389,12 @@ mod tests {
         // C = 64 with a 4C hidden layer: several SUB_ROWS tiles per row block.
         let m = scaled_model(64, 37, 3, 2.0);
         check_batch_equals_single(&m);
-        for format in [WeightFormat::F16, WeightFormat::Q8, WeightFormat::W8A8] {
+        for format in [
+            WeightFormat::F16,
+            WeightFormat::Bf16,
+            WeightFormat::Q8,
+            WeightFormat::W8A8,
+        ] {
             check_batch_equals_single(&scaled_model(64, 37, 3, 2.0).with_weight_format(format));
         }
         // Through the thread team too.

@@ -56,6 +56,8 @@ fn every_kernel_matches_the_reference() {
                         let tol = match format {
                             WeightFormat::F32 => 0.0,
                             WeightFormat::F16 => orig.abs() * 4.9e-4 + 6e-8,
+                            // 8 significant bits: half a step is 2^-8 relative.
+                            WeightFormat::Bf16 => orig.abs() * 3.91e-3,
                             WeightFormat::Q8 | WeightFormat::W8A8 => 1.0 / 127.0 / 2.0 * 1.0001,
                         };
                         assert!((orig - got).abs() <= tol, "{format} {orig} -> {got}");
@@ -147,4 +149,37 @@ fn format_names_round_trip() {
         assert_eq!(f.name().parse::<WeightFormat>().unwrap(), f);
     }
     assert!("q4".parse::<WeightFormat>().is_err());
+}
+
+/// Not a test: single-thread throughput of each format's matvec kernel on GPT-2's shapes
+/// (weight bytes streamed per second), for the decode-speed notes.
+/// `cargo test --release --lib kernel_throughput -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn kernel_throughput() {
+    let isa = crate::ops::cpu::Isa::detect();
+    for &(rows, cols) in &[(2304, 768), (3072, 768), (768, 3072), (50257, 768)] {
+        let w = data(rows * cols, 1);
+        let x = data(cols, 2);
+        for format in WeightFormat::ALL {
+            let (m, _) = QMat::encode(&w, rows, cols, false, format);
+            let mut xq = ActQ8::default();
+            if m.act8() {
+                xq.quantize(&x);
+            }
+            let mut y = vec![0f32; rows];
+            let mut best = f64::MAX;
+            for _ in 0..7 {
+                let t = std::time::Instant::now();
+                m.rows_range_q(&mut y, 0, &x, &xq, isa);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "{rows:>6} x {cols:<5} {:<5} {:>8.1} us  {:>5.1} GB/s",
+                format.name(),
+                best * 1e6,
+                m.bytes() as f64 / best / 1e9
+            );
+        }
+    }
 }

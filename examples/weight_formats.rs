@@ -1,5 +1,5 @@
 //! Quality cost of the reduced-precision decode weights: for a GPT model directory and a
-//! text file, the next-token log-probs under f16, q8 and w8a8 weights against f32 over
+//! text file, the next-token log-probs under f16, bf16, q8 and w8a8 weights against f32 over
 //! windows of the model's context: max and mean |logprob difference| over the whole
 //! vocabulary, NLL of the text in bits/token, and how often the argmax token agrees.
 //!

@@ -500,107 +500,95 @@ unsafe fn f32_avx2(y: &mut [f32], w: &[f32], x: &[f32]) {
     );
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn f16_avx512(y: &mut [f32], w: &[u16], x: &[f32]) {
-    let n = x.len();
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let h = |v: u16| half::f16::from_bits(v).to_f32();
-    rows4!(
-        y,
-        n,
-        x,
-        _mm512_setzero_ps(),
-        16,
-        |k| unsafe { _mm512_loadu_ps(xp.add(k)) },
-        |a, b, c| _mm512_fmadd_ps(a, b, c),
-        |a| _mm512_reduce_add_ps(a),
-        |r: usize, k| unsafe {
-            let p = wp.add(r * n + k);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
-            _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
-        },
-        |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
-    );
+/// Generates the 4-rows kernel over 16-bit weights (f16 or bf16) for one ISA: `$widen(p)`
+/// loads `$lanes` weights at `p` as f32 lanes, `$scalar(bits)` widens one (the tail).
+/// The kernels prefetch the next 4-row block, which is contiguous with this one.
+macro_rules! half_kernel {
+    ($name:ident, $feat:literal, $zero:expr, $lanes:expr, $loadx:expr, $fma:expr, $hsum:expr,
+     $widen:expr, $scalar:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(y: &mut [f32], w: &[u16], x: &[f32]) {
+            let n = x.len();
+            let (wp, xp) = (w.as_ptr(), x.as_ptr());
+            let h = $scalar;
+            rows4!(
+                y,
+                n,
+                x,
+                $zero,
+                $lanes,
+                |k| unsafe { $loadx(xp.add(k)) },
+                $fma,
+                $hsum,
+                |r: usize, k| unsafe {
+                    let p = wp.add(r * n + k);
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
+                    $widen(p)
+                },
+                |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
+            );
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_avx2(y: &mut [f32], w: &[u16], x: &[f32]) {
-    let n = x.len();
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let h = |v: u16| half::f16::from_bits(v).to_f32();
-    rows4!(
-        y,
-        n,
-        x,
-        _mm256_setzero_ps(),
-        8,
-        |k| unsafe { _mm256_loadu_ps(xp.add(k)) },
-        |a, b, c| _mm256_fmadd_ps(a, b, c),
-        |a| hsum256(a),
-        |r: usize, k| unsafe {
-            let p = wp.add(r * n + k);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
-            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-        },
-        |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
-    );
-}
+half_kernel!(
+    f16_avx512,
+    "avx512f",
+    _mm512_setzero_ps(),
+    16,
+    _mm512_loadu_ps,
+    |a, b, c| _mm512_fmadd_ps(a, b, c),
+    |a| _mm512_reduce_add_ps(a),
+    |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+    |v: u16| half::f16::from_bits(v).to_f32()
+);
 
-/// bf16 widens to f32 exactly by moving its 16 bits to the top of a 32-bit lane
-/// (zero-extend, shift left 16): two integer ops instead of the f16 kernels' conversion.
-/// The products are then f32 FMAs against the f32 input, as for f16 (AVX512_BF16's
-/// `vdpbf16ps` would round the input to bf16 too, changing the numerics).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn bf16_avx512(y: &mut [f32], w: &[u16], x: &[f32]) {
-    let n = x.len();
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let h = |v: u16| half::bf16::from_bits(v).to_f32();
-    rows4!(
-        y,
-        n,
-        x,
-        _mm512_setzero_ps(),
-        16,
-        |k| unsafe { _mm512_loadu_ps(xp.add(k)) },
-        |a, b, c| _mm512_fmadd_ps(a, b, c),
-        |a| _mm512_reduce_add_ps(a),
-        |r: usize, k| unsafe {
-            let p = wp.add(r * n + k);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
-            let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
-            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
-        },
-        |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
-    );
-}
+half_kernel!(
+    f16_avx2,
+    "avx2,fma,f16c",
+    _mm256_setzero_ps(),
+    8,
+    _mm256_loadu_ps,
+    |a, b, c| _mm256_fmadd_ps(a, b, c),
+    |a| hsum256(a),
+    |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+    |v: u16| half::f16::from_bits(v).to_f32()
+);
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn bf16_avx2(y: &mut [f32], w: &[u16], x: &[f32]) {
-    let n = x.len();
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let h = |v: u16| half::bf16::from_bits(v).to_f32();
-    rows4!(
-        y,
-        n,
-        x,
-        _mm256_setzero_ps(),
-        8,
-        |k| unsafe { _mm256_loadu_ps(xp.add(k)) },
-        |a, b, c| _mm256_fmadd_ps(a, b, c),
-        |a| hsum256(a),
-        |r: usize, k| unsafe {
-            let p = wp.add(r * n + k);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * n) as *const i8);
-            let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
-        },
-        |r: usize, from: usize| -> f32 { (from..n).map(|k| h(w[r * n + k]) * x[k]).sum() }
-    );
-}
+// bf16 widens to f32 exactly by moving its 16 bits to the top of a 32-bit lane
+// (zero-extend, shift left 16): two integer ops instead of the f16 kernels' conversion.
+// The products are then f32 FMAs against the f32 input, as for f16 (AVX512_BF16's
+// `vdpbf16ps` would round the input to bf16 too, changing the numerics).
+half_kernel!(
+    bf16_avx512,
+    "avx512f",
+    _mm512_setzero_ps(),
+    16,
+    _mm512_loadu_ps,
+    |a, b, c| _mm512_fmadd_ps(a, b, c),
+    |a| _mm512_reduce_add_ps(a),
+    |p: *const u16| {
+        let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
+    },
+    |v: u16| half::bf16::from_bits(v).to_f32()
+);
+
+half_kernel!(
+    bf16_avx2,
+    "avx2,fma",
+    _mm256_setzero_ps(),
+    8,
+    _mm256_loadu_ps,
+    |a, b, c| _mm256_fmadd_ps(a, b, c),
+    |a| hsum256(a),
+    |p: *const u16| {
+        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+    },
+    |v: u16| half::bf16::from_bits(v).to_f32()
+);
 
 /// The q8 kernels work block by block: per block of 32, t = q . x in f32 lanes, then
 /// acc += scale * t (one FMA with the broadcast scale). The last block may be short

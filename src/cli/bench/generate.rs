@@ -311,33 +311,40 @@ pub fn run(args: Args) -> Result<()> {
         }
         runs_of.arlm.push(ours);
         if use_reference {
-            match reference(&args, &dir, &prompt) {
-                Ok(r) => {
-                    log_round(run, runs, "transformers", &r);
-                    runs_of.transformers.push(r)
-                }
-                Err(e) => {
-                    eprintln!("transformers reference skipped: {e:#}");
-                    use_reference = false;
-                    runs_of.transformers.clear();
-                }
-            }
+            let r = reference(&args, &dir, &prompt);
+            use_reference = keep_round(r, run, runs, "transformers", &mut runs_of.transformers);
         }
         if let Some(l) = &llama {
-            match llama_reference(&args, l, &dir, prompt.len()) {
-                Ok(r) => {
-                    log_round(run, runs, "llama.cpp", &r);
-                    runs_of.llama.push(r)
-                }
-                Err(e) => {
-                    eprintln!("llama.cpp reference skipped: {e:#}");
-                    llama = None;
-                    runs_of.llama.clear();
-                }
+            let r = llama_reference(&args, l, &dir, prompt.len());
+            if !keep_round(r, run, runs, "llama.cpp", &mut runs_of.llama) {
+                llama = None;
             }
         }
     }
     report(&args, &model, prompt.len(), runs, &runs_of)
+}
+
+/// A peer's round: logged and kept in `rounds`, or on failure the peer is dropped from
+/// the report (its earlier rounds too) and false is returned.
+fn keep_round(
+    r: Result<Vec<Measure>>,
+    run: usize,
+    runs: usize,
+    peer: &str,
+    rounds: &mut Vec<Vec<Measure>>,
+) -> bool {
+    match r {
+        Ok(r) => {
+            log_round(run, runs, peer, &r);
+            rounds.push(r);
+            true
+        }
+        Err(e) => {
+            eprintln!("{peer} reference skipped: {e:#}");
+            rounds.clear();
+            false
+        }
+    }
 }
 
 fn log_round(run: usize, runs: usize, engine: &str, r: &[Measure]) {

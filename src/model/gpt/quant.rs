@@ -532,26 +532,47 @@ macro_rules! half_kernel {
     };
 }
 
-half_kernel!(
+/// [`half_kernel!`] for AVX-512 (16 lanes) with `$widen`, `$scalar`.
+macro_rules! half_kernel_avx512 {
+    ($name:ident, $widen:expr, $scalar:expr) => {
+        half_kernel!(
+            $name,
+            "avx512f",
+            _mm512_setzero_ps(),
+            16,
+            _mm512_loadu_ps,
+            |a, b, c| _mm512_fmadd_ps(a, b, c),
+            |a| _mm512_reduce_add_ps(a),
+            $widen,
+            $scalar
+        );
+    };
+}
+
+/// [`half_kernel!`] for AVX2+FMA (8 lanes; F16C for the f16 conversion).
+macro_rules! half_kernel_avx2 {
+    ($name:ident, $widen:expr, $scalar:expr) => {
+        half_kernel!(
+            $name,
+            "avx2,fma,f16c",
+            _mm256_setzero_ps(),
+            8,
+            _mm256_loadu_ps,
+            |a, b, c| _mm256_fmadd_ps(a, b, c),
+            |a| hsum256(a),
+            $widen,
+            $scalar
+        );
+    };
+}
+
+half_kernel_avx512!(
     f16_avx512,
-    "avx512f",
-    _mm512_setzero_ps(),
-    16,
-    _mm512_loadu_ps,
-    |a, b, c| _mm512_fmadd_ps(a, b, c),
-    |a| _mm512_reduce_add_ps(a),
     |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
     |v: u16| half::f16::from_bits(v).to_f32()
 );
-
-half_kernel!(
+half_kernel_avx2!(
     f16_avx2,
-    "avx2,fma,f16c",
-    _mm256_setzero_ps(),
-    8,
-    _mm256_loadu_ps,
-    |a, b, c| _mm256_fmadd_ps(a, b, c),
-    |a| hsum256(a),
     |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
     |v: u16| half::f16::from_bits(v).to_f32()
 );
@@ -560,29 +581,16 @@ half_kernel!(
 // (zero-extend, shift left 16): two integer ops instead of the f16 kernels' conversion.
 // The products are then f32 FMAs against the f32 input, as for f16 (AVX512_BF16's
 // `vdpbf16ps` would round the input to bf16 too, changing the numerics).
-half_kernel!(
+half_kernel_avx512!(
     bf16_avx512,
-    "avx512f",
-    _mm512_setzero_ps(),
-    16,
-    _mm512_loadu_ps,
-    |a, b, c| _mm512_fmadd_ps(a, b, c),
-    |a| _mm512_reduce_add_ps(a),
     |p: *const u16| {
         let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
     },
     |v: u16| half::bf16::from_bits(v).to_f32()
 );
-
-half_kernel!(
+half_kernel_avx2!(
     bf16_avx2,
-    "avx2,fma",
-    _mm256_setzero_ps(),
-    8,
-    _mm256_loadu_ps,
-    |a, b, c| _mm256_fmadd_ps(a, b, c),
-    |a| hsum256(a),
     |p: *const u16| {
         let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))

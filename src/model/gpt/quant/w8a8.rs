@@ -4,8 +4,6 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::hsum256;
-#[cfg(target_arch = "x86_64")]
-use super::PREFETCH;
 use super::{round_q8, Q8_BLOCK};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -76,7 +74,7 @@ pub(super) fn w8a8_scalar(y: &mut [f32], q: &[i8], s: &[f32], xq: &ActQ8) {
 /// The w8a8 kernel: per full block of 32 and row, one `vpdpbusd` of the unsigned bytes
 /// `q + 128` (an xor) with the signed `xq`, started at the -128 * sum(xq) correction, gives
 /// the exact integer q . xq in 8 lanes; those are converted once and accumulated with the
-/// block's scale product. Four rows share the loads of xq. A short last block is scalar.
+/// block's scale product, one row at a time. A short last block is scalar.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni")]
 pub(super) unsafe fn w8a8_vnni(y: &mut [f32], q: &[i8], s: &[f32], xq: &ActQ8) {
@@ -94,11 +92,8 @@ pub(super) unsafe fn w8a8_vnni(y: &mut [f32], q: &[i8], s: &[f32], xq: &ActQ8) {
         let d: i32 = (k0..n).map(|k| q[r * n + k] as i32 * xq.q[k] as i32).sum();
         s[r * nb + full] * xq.scales[full] * d as f32
     };
-    let nrows = y.len();
-    let mut r = 0;
-    while r < nrows {
-        let m = (nrows - r).min(4);
-        let mut acc = [_mm256_setzero_ps(); 4];
+    for (r, yr) in y.iter_mut().enumerate() {
+        let mut a = _mm256_setzero_ps();
         for b in 0..full {
             let k = b * Q8_BLOCK;
             let (xv, cv) = unsafe {
@@ -108,19 +103,12 @@ pub(super) unsafe fn w8a8_vnni(y: &mut [f32], q: &[i8], s: &[f32], xq: &ActQ8) {
                 )
             };
             let xs = *unsafe { xq.scales.get_unchecked(b) };
-            for (i, a) in acc.iter_mut().enumerate().take(m) {
-                let row = unsafe { qp.add((r + i) * n + k) };
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(PREFETCH));
-                let wv =
-                    _mm256_xor_si256(unsafe { _mm256_loadu_si256(row as *const __m256i) }, flip);
-                let d = _mm256_dpbusd_epi32(cv, wv, xv);
-                let sc = *unsafe { s.get_unchecked((r + i) * nb + b) } * xs;
-                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(sc), *a);
-            }
+            let row = unsafe { qp.add(r * n + k) };
+            let wv = _mm256_xor_si256(unsafe { _mm256_loadu_si256(row as *const __m256i) }, flip);
+            let d = _mm256_dpbusd_epi32(cv, wv, xv);
+            let sc = *unsafe { s.get_unchecked(r * nb + b) } * xs;
+            a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(sc), a);
         }
-        for (i, a) in acc.iter().enumerate().take(m) {
-            y[r + i] = hsum256(*a) + tail(r + i);
-        }
-        r += m;
+        *yr = hsum256(a) + tail(r);
     }
 }

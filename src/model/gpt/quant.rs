@@ -70,9 +70,6 @@ pub enum WeightFormat {
     W8A8,
 }
 
-/// How far ahead (bytes) the AVX-512 kernels prefetch each row stream.
-const PREFETCH: usize = 1024;
-
 /// Q8 block length along the input dimension.
 pub const Q8_BLOCK: usize = 32;
 
@@ -685,7 +682,8 @@ pub(crate) fn dot_rows_isa(y: &mut [f32], w: &[f32], x: &[f32], isa: Isa) {
 }
 
 /// acc += sum_i x[i] * w[i*m..(i+1)*m] (m = acc.len()): rows of an f32 (in, out) matrix
-/// streamed in order, four at a time so acc is loaded and stored once per four rows.
+/// streamed in order, one row per pass over acc (acc stays in L1; the weights are one
+/// sequential stream, as in the dot kernels).
 pub(crate) fn axpy_rows_isa(acc: &mut [f32], x: &[f32], w: &[f32], isa: Isa) {
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -707,34 +705,14 @@ unsafe fn axpy_rows_avx512(acc: &mut [f32], x: &[f32], w: &[f32]) {
     assert!(w.len() >= x.len() * m);
     let (full, rows4) = (m / 16 * 16, x.len() / 4 * 4);
     let (ap, wp) = (acc.as_mut_ptr(), w.as_ptr());
-    let mut i = 0;
-    while i < rows4 {
-        let xs = [
-            _mm512_set1_ps(x[i]),
-            _mm512_set1_ps(x[i + 1]),
-            _mm512_set1_ps(x[i + 2]),
-            _mm512_set1_ps(x[i + 3]),
-        ];
-        let rows = [
-            wp.add(i * m),
-            wp.add((i + 1) * m),
-            wp.add((i + 2) * m),
-            wp.add((i + 3) * m),
-        ];
+    for (i, &xi) in x[..rows4].iter().enumerate() {
+        let (xv, row) = (_mm512_set1_ps(xi), wp.add(i * m));
         let mut j = 0;
         while j < full {
-            for row in rows {
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(j + PREFETCH / 4) as *const i8);
-            }
-            let mut a = _mm512_loadu_ps(ap.add(j));
-            a = _mm512_fmadd_ps(xs[0], _mm512_loadu_ps(rows[0].add(j)), a);
-            a = _mm512_fmadd_ps(xs[1], _mm512_loadu_ps(rows[1].add(j)), a);
-            a = _mm512_fmadd_ps(xs[2], _mm512_loadu_ps(rows[2].add(j)), a);
-            a = _mm512_fmadd_ps(xs[3], _mm512_loadu_ps(rows[3].add(j)), a);
+            let a = _mm512_fmadd_ps(xv, _mm512_loadu_ps(row.add(j)), _mm512_loadu_ps(ap.add(j)));
             _mm512_storeu_ps(ap.add(j), a);
             j += 16;
         }
-        i += 4;
     }
     axpy_rows_rest(acc, x, w, full, rows4);
 }

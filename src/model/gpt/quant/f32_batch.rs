@@ -191,7 +191,7 @@ unsafe fn dot_rows_batch_avx512(ys: &mut [&mut [f32]], r0: usize, w: &[f32], xs:
 }
 
 /// Rows r..r + 4 of `wc` against S inputs: one accumulator chain per (row, sequence),
-/// as `rows4!` in the single kernel. With `prefetch`, also asks for the next 4 rows (the
+/// as `row_dots!` in the single kernel. With `prefetch`, also asks for the next 4 rows (the
 /// caller's next block, contiguous after these), so the stream never starts cold.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]

@@ -15,6 +15,7 @@ pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod hash;
+pub mod huge_pages;
 pub mod load;
 pub mod memory;
 pub mod model;

@@ -198,7 +198,8 @@ pub fn load_weights(config: GptConfig, bytes: &[u8], path: &Path) -> Result<Gpt<
     }
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
-    let mut params = vec![0f32; n];
+    // The decode step streams these every token (f32 weights): huge pages.
+    let mut params = crate::huge_pages::zeroed_vec::<f32>(n);
     for spec in config.tensors() {
         let prefixed = format!("transformer.{}", spec.name);
         let t = st

@@ -176,7 +176,7 @@ impl QMat {
         };
         let data = match format {
             WeightFormat::F32 => {
-                let mut d = Vec::with_capacity(rows * cols);
+                let mut d = crate::huge_pages::vec_with_capacity(rows * cols);
                 for r in 0..rows {
                     for c in 0..cols {
                         d.push(at(r, c));
@@ -186,7 +186,7 @@ impl QMat {
                 Data::F32(d)
             }
             WeightFormat::F16 => {
-                let mut d = Vec::with_capacity(rows * cols);
+                let mut d = crate::huge_pages::vec_with_capacity(rows * cols);
                 for r in 0..rows {
                     for c in 0..cols {
                         let h = half::f16::from_f32(at(r, c));
@@ -197,7 +197,7 @@ impl QMat {
                 Data::F16(d)
             }
             WeightFormat::Bf16 => {
-                let mut d = Vec::with_capacity(rows * cols);
+                let mut d = crate::huge_pages::vec_with_capacity(rows * cols);
                 for r in 0..rows {
                     for c in 0..cols {
                         let h = half::bf16::from_f32(at(r, c));
@@ -209,7 +209,7 @@ impl QMat {
             }
             WeightFormat::Q8 | WeightFormat::W8A8 => {
                 let nb = cols.div_ceil(Q8_BLOCK);
-                let mut q = Vec::with_capacity(rows * cols);
+                let mut q = crate::huge_pages::vec_with_capacity(rows * cols);
                 let mut scales = Vec::with_capacity(rows * nb);
                 for r in 0..rows {
                     for b in 0..nb {

@@ -31,6 +31,7 @@ pub mod embedding;
 pub mod float;
 pub mod gelu;
 pub mod gelu_erf;
+pub mod gemm_bf16;
 pub mod layernorm;
 pub mod matmul;
 pub mod norm;

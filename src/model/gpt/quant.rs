@@ -235,6 +235,15 @@ impl QMat {
         (QMat { rows, cols, data }, rounded)
     }
 
+    /// The weights as bf16 bits, (rows, cols) row-major, when stored as bf16 (the
+    /// parallel paths' bf16 GEMM reads them as they are).
+    pub(crate) fn bf16_bits(&self) -> Option<&[u16]> {
+        match &self.data {
+            Data::Bf16(d) => Some(d),
+            _ => None,
+        }
+    }
+
     /// The storage format.
     pub fn format(&self) -> WeightFormat {
         match self.data {

@@ -4,8 +4,10 @@
 //! The same forward code also serves inference with a single layer slot (activations of
 //! layer l overwrite layer l-1's, since nothing will be differentiated).
 
+use super::quant::{InferWeights, QMat};
 use super::{layer, parts, Activation, Float, Gpt, GptConfig};
 use crate::model::ModelError;
+use crate::ops::float::{as_f32, as_f32_mut};
 use crate::ops::{self, LN_BLOCKS};
 use rayon::prelude::*;
 
@@ -142,7 +144,33 @@ fn masked_copy<F: Float>(out: &mut [F], x: &[F], mask: &[F]) {
 /// A hook the inference forward calls with each layer's qkv (B=1), to fill a KV cache.
 pub(crate) type QkvHook<'a, F> = &'a mut dyn FnMut(usize, &[F]);
 
-/// Forward pass up to the logits (acts.logits, (B,T,V)).
+/// out(N, OC) = inp(N, IC) @ W (+ bias): with the bf16 (out, in) matrix `q`, through the
+/// bf16 GEMM (f32 only; the activations round to bf16), else through gemm on the Conv1D
+/// (in, out) weights `w` of the parameter buffer.
+#[allow(clippy::too_many_arguments)]
+fn block_matmul<F: Float>(
+    out: &mut [F],
+    inp: &[F],
+    w: &[F],
+    q: Option<&QMat>,
+    bias: Option<&[F]>,
+    n: usize,
+    ic: usize,
+    oc: usize,
+) {
+    if let Some(wq) = q.and_then(QMat::bf16_bits).filter(|_| ic.is_multiple_of(2)) {
+        if let (Some(o), Some(i)) = (as_f32_mut(out), as_f32(inp)) {
+            let b = bias.map(|b| as_f32(b).expect("f32 activations have f32 biases"));
+            ops::gemm_bf16::matmul(o, i, wq, b, n, ic, oc);
+            return;
+        }
+    }
+    ops::matmul_forward(out, inp, w, bias, n, ic, oc);
+}
+
+/// Forward pass up to the logits (acts.logits, (B,T,V)). With `bf16` (inference only: the
+/// decode step's bf16 matrices, where the CPU has AVX512_BF16), the block matmuls and the
+/// LM head run as bf16 GEMMs over those instead of the parameter buffer.
 pub(crate) fn forward<F: Float>(
     cfg: &GptConfig,
     params: &[F],
@@ -150,6 +178,7 @@ pub(crate) fn forward<F: Float>(
     tokens: &[u32],
     mut hook: Option<QkvHook<'_, F>>,
     dropout: Option<(f32, u64)>,
+    bf16: Option<&InferWeights>,
 ) {
     let (b, t) = (acts.b, acts.t);
     let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
@@ -169,6 +198,7 @@ pub(crate) fn forward<F: Float>(
     for l in 0..cfg.n_layer {
         let s = if training { l } else { 0 };
         let w = layer(p.layers, cfg, l);
+        let mats = bf16.map(|q| &q.layers[l]);
         let a = &mut *acts;
         let input: &[F] = if l == 0 || !training {
             &a.encoded
@@ -186,7 +216,16 @@ pub(crate) fn forward<F: Float>(
             c,
         );
         let qkv = &mut a.qkv[s * n * 3 * c..(s + 1) * n * 3 * c];
-        ops::matmul_forward(qkv, ln1, w.qkv_w, Some(w.qkv_b), n, c, 3 * c);
+        block_matmul(
+            qkv,
+            ln1,
+            w.qkv_w,
+            mats.map(|m| &m.qkv),
+            Some(w.qkv_b),
+            n,
+            c,
+            3 * c,
+        );
         if let Some(h) = hook.as_mut() {
             h(l, qkv);
         }
@@ -196,11 +235,29 @@ pub(crate) fn forward<F: Float>(
         let res2 = &mut a.res2[s * n * c..(s + 1) * n * c];
         // Without dropout the projection biases are added in the residual pass.
         if dropout.is_some() {
-            ops::matmul_forward(res2, atty, w.attn_proj_w, Some(w.attn_proj_b), n, c, c);
+            block_matmul(
+                res2,
+                atty,
+                w.attn_proj_w,
+                mats.map(|m| &m.attn_proj),
+                Some(w.attn_proj_b),
+                n,
+                c,
+                c,
+            );
             apply_mask(res2, &a.drop_attn[l * n * c..(l + 1) * n * c]);
             ops::residual_add(res2, input);
         } else {
-            ops::matmul_forward(res2, atty, w.attn_proj_w, None, n, c, c);
+            block_matmul(
+                res2,
+                atty,
+                w.attn_proj_w,
+                mats.map(|m| &m.attn_proj),
+                None,
+                n,
+                c,
+                c,
+            );
             ops::residual_bias_add(res2, input, w.attn_proj_b, c);
         }
         let ln2 = &mut a.ln2[s * n * c..(s + 1) * n * c];
@@ -214,7 +271,7 @@ pub(crate) fn forward<F: Float>(
             c,
         );
         let fch = &mut a.fch[s * n * 4 * c..(s + 1) * n * 4 * c];
-        ops::matmul_forward(fch, ln2, w.fc_w, None, n, c, 4 * c);
+        block_matmul(fch, ln2, w.fc_w, mats.map(|m| &m.fc), None, n, c, 4 * c);
         let fch_gelu = &mut a.fch_gelu[s * n * 4 * c..(s + 1) * n * 4 * c];
         match (cfg.activation, training) {
             // fch keeps GELU'(x) where the CPU allows (gelu_keeps_derivative), else x
@@ -232,11 +289,29 @@ pub(crate) fn forward<F: Float>(
         }
         let res3 = &mut a.res3[s * n * c..(s + 1) * n * c];
         if dropout.is_some() {
-            ops::matmul_forward(res3, fch_gelu, w.proj_w, Some(w.proj_b), n, 4 * c, c);
+            block_matmul(
+                res3,
+                fch_gelu,
+                w.proj_w,
+                mats.map(|m| &m.proj),
+                Some(w.proj_b),
+                n,
+                4 * c,
+                c,
+            );
             apply_mask(res3, &a.drop_mlp[l * n * c..(l + 1) * n * c]);
             ops::residual_add(res3, res2);
         } else {
-            ops::matmul_forward(res3, fch_gelu, w.proj_w, None, n, 4 * c, c);
+            block_matmul(
+                res3,
+                fch_gelu,
+                w.proj_w,
+                mats.map(|m| &m.proj),
+                None,
+                n,
+                4 * c,
+                c,
+            );
             ops::residual_bias_add(res3, res2, w.proj_b, c);
         }
         if !training {
@@ -264,7 +339,19 @@ pub(crate) fn forward<F: Float>(
         return;
     }
     // logits(N,V) = lnf(N,C) @ wte^T(C,V)
-    ops::lm_head_forward(&mut acts.logits, &acts.lnf, p.wte, n, v, c);
+    match bf16 {
+        Some(q) => block_matmul(
+            &mut acts.logits,
+            &acts.lnf,
+            p.wte,
+            Some(&q.wte),
+            None,
+            n,
+            c,
+            v,
+        ),
+        None => ops::lm_head_forward(&mut acts.logits, &acts.lnf, p.wte, n, v, c),
+    }
 }
 
 /// Backward-pass scratch gradients for one (B, T), allocated once.
@@ -516,6 +603,7 @@ impl<F: Float> GptTrainer<F> {
             inputs,
             None,
             None,
+            None,
         );
         self.dropped = false;
         Ok(&self.acts.logits)
@@ -572,7 +660,7 @@ impl<F: Float> GptTrainer<F> {
         let params = model.params();
         let loss = if self.shards.is_empty() {
             let a = &mut self.acts;
-            forward(&cfg, params, a, inputs, None, dropout);
+            forward(&cfg, params, a, inputs, None, dropout, None);
             self.dropped = dropout.is_some() && !a.drop_emb.is_empty();
             let loss = match grad_scale {
                 None => ops::softmax_ce_forward(&mut a.logits, &mut a.losses, targets, v),
@@ -593,7 +681,7 @@ impl<F: Float> GptTrainer<F> {
                 let r = sh.b0 * t..(sh.b0 + sh.acts.b) * t;
                 let a = &mut sh.acts;
                 in_shard(serial, || {
-                    forward(&cfg, params, a, &inputs[r.clone()], None, dropout);
+                    forward(&cfg, params, a, &inputs[r.clone()], None, dropout, None);
                     match grad_scale {
                         None => {
                             ops::softmax_ce_forward(&mut a.logits, &mut a.losses, &targets[r], v);
@@ -711,7 +799,7 @@ impl<F: Float> GptTrainer<F> {
                         transpose_layer(w, params, &cfg, l);
                     }
                     let a = &mut sh.acts;
-                    forward(&cfg, params, a, &inputs[r.clone()], None, dropout);
+                    forward(&cfg, params, a, &inputs[r.clone()], None, dropout, None);
                     ops::softmax_ce_forward_backward(
                         &mut a.logits,
                         &mut a.losses,

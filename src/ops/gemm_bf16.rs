@@ -1,0 +1,356 @@
+//! bf16 GEMM for the parallel inference paths (prefill, scoring) of a model whose weights
+//! are bf16: out(M, N) = a(M, K) @ w(N, K)^T (+ bias), with `w` the decode step's bf16
+//! (out, in) matrices as they are (no second copy), `a` rounded to bf16 once, and f32
+//! accumulation in AVX512_BF16's `vdpbf16ps` (two bf16 products per f32 lane per
+//! instruction: twice the multiply-adds of an f32 FMA).
+//!
+//! Hand-written because no maintained Rust crate has a bf16 x bf16 -> f32 GEMM (the
+//! `gemm` crate's f16 path widens to f32 first, which is what this replaces).
+//!
+//! # Layout
+//! `vdpbf16ps` multiplies pairs along K. The activations are packed once per call into
+//! `ap` (K/2 pairs, Mp tokens) u32 words, tokens contiguous: one 64-byte load then holds
+//! one K pair of 16 tokens. A weight row's pair (w[o][2p], w[o][2p+1]) is one u32 of the
+//! (out, in) row, broadcast to all lanes. A tile is `R` outputs x 32 tokens: 2R
+//! accumulators of 16 tokens each, which hold output columns, so the tile is written back
+//! transposed (a scatter with stride N, once per tile after K/2 steps).
+//!
+//! Threads split the outputs in blocks; each block runs over every 32-token panel of
+//! `ap`, so its weight rows (R x K x 2 bytes, at most 72 KB) stay in L2 while the panels
+//! stream from L2/L3.
+
+use super::par::SyncPtr;
+use rayon::prelude::*;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Output rows (weight rows) per tile: 2 x 12 accumulators + 2 activation vectors + 1
+/// broadcast fit the 32 vector registers.
+const R: usize = 12;
+/// Tokens per tile (two 16-lane vectors).
+const TOKENS: usize = 32;
+
+/// True where [`matmul`] can run: AVX-512F with AVX512_BF16, detected at run time.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Rounds `x` to bf16 (to nearest, ties to even; what `vcvtneps2bf16` does), as bits.
+fn bf16_bits(x: f32) -> u16 {
+    half::bf16::from_f32(x).to_bits()
+}
+
+/// The activations (M, K) as bf16 pairs, (K/2, mp) u32 words: word (p, t) holds
+/// a[t][2p] in its low half and a[t][2p + 1] in its high half; tokens m..mp are zero.
+fn pack_activations(a: &[f32], m: usize, k: usize, mp: usize) -> Vec<u32> {
+    let kp = k / 2;
+    let mut ap = vec![0u32; kp * mp];
+    // Token by token: convert the row, then spread its pairs down a column of `ap`.
+    // Parallel over blocks of pair rows so each thread writes its own part of `ap`.
+    const PAIRS: usize = 64;
+    ap.par_chunks_mut(PAIRS * mp)
+        .enumerate()
+        .for_each(|(blk, dst)| {
+            let p0 = blk * PAIRS;
+            let np = dst.len() / mp;
+            let mut words = [0u32; PAIRS];
+            for t in 0..m {
+                let row = &a[t * k + 2 * p0..t * k + 2 * (p0 + np)];
+                let words = &mut words[..np];
+                // SAFETY: `available` was asserted by the caller (matmul).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    pairs_avx512(words, row)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                pairs_scalar(words, row);
+                for (p, &wd) in words.iter().enumerate() {
+                    dst[p * mp + t] = wd;
+                }
+            }
+        });
+    ap
+}
+
+/// words[p] = the bf16 pair (row[2p], row[2p + 1]), low half first.
+fn pairs_scalar(words: &mut [u32], row: &[f32]) {
+    for (wd, pair) in words.iter_mut().zip(row.chunks_exact(2)) {
+        *wd = bf16_bits(pair[0]) as u32 | (bf16_bits(pair[1]) as u32) << 16;
+    }
+}
+
+/// [`pairs_scalar`] 16 words at a time (`vcvtne2ps2bf16`: the same rounding, except that
+/// it treats subnormal inputs as zero, a difference below bf16's own resolution).
+///
+/// # Safety
+/// AVX-512F and AVX512_BF16 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn pairs_avx512(words: &mut [u32], row: &[f32]) {
+    let full = words.len() / 16 * 16;
+    assert!(row.len() >= 2 * words.len());
+    let (rp, wp) = (row.as_ptr(), words.as_mut_ptr());
+    let mut p = 0;
+    while p < full {
+        // SAFETY: floats 2p..2p + 32 of row and words p..p + 16 are in bounds.
+        unsafe {
+            let lo = _mm512_loadu_ps(rp.add(2 * p));
+            let hi = _mm512_loadu_ps(rp.add(2 * p + 16));
+            let bh = _mm512_cvtne2ps_pbh(hi, lo);
+            _mm512_storeu_si512(
+                wp.add(p) as *mut _,
+                std::mem::transmute::<__m512bh, __m512i>(bh),
+            );
+        }
+        p += 16;
+    }
+    pairs_scalar(&mut words[full..], &row[2 * full..]);
+}
+
+/// out(M, N) = a(M, K) @ w(N, K)^T + bias, with `w` bf16 bits row-major and the products
+/// in bf16 (the activations round to bf16) summed in f32. K must be even (the pairs).
+///
+/// # Panics
+/// If the shapes do not match the slices, K is odd, or [`available`] is false.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    out: &mut [f32],
+    a: &[f32],
+    w: &[u16],
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    assert!(available(), "bf16 GEMM without AVX512_BF16");
+    assert!(k.is_multiple_of(2), "bf16 GEMM needs an even K, got {k}");
+    assert!(out.len() >= m * n && a.len() >= m * k && w.len() >= n * k);
+    assert!(bias.is_none_or(|b| b.len() >= n));
+    if m == 0 || n == 0 {
+        return;
+    }
+    let mp = m.next_multiple_of(16);
+    let ap = pack_activations(a, m, k, mp);
+    let op = SyncPtr(out.as_mut_ptr());
+    // Output blocks of R rows; a few per thread for balance.
+    let blocks = n.div_ceil(R);
+    (0..blocks).into_par_iter().for_each(|blk| {
+        let o0 = blk * R;
+        let rows = R.min(n - o0);
+        let mut t0 = 0;
+        while t0 < m {
+            let toks = TOKENS.min(m - t0);
+            // SAFETY: AVX-512F + AVX512_BF16 (asserted via `available`); the tile reads
+            // rows o0..o0 + rows of w (each k long), pairs 0..k/2 of ap at tokens
+            // t0..t0 + 32 (<= mp when toks > 16, else t0 + 16 <= mp), and writes
+            // out[t][o] for t in t0..t0 + toks, o in o0..o0 + rows: disjoint across
+            // blocks.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                tile_dispatch(op, &ap, w, bias, o0, rows, t0, toks, k, n, mp)
+            };
+            t0 += toks;
+        }
+    });
+}
+
+/// Calls the tile kernel monomorphized for `rows` (1..=R) and 1 or 2 token vectors.
+///
+/// # Safety
+/// As in [`matmul`]'s call.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_dispatch(
+    op: SyncPtr<f32>,
+    ap: &[u32],
+    w: &[u16],
+    bias: Option<&[f32]>,
+    o0: usize,
+    rows: usize,
+    t0: usize,
+    toks: usize,
+    k: usize,
+    n: usize,
+    mp: usize,
+) {
+    macro_rules! go {
+        ($($r:literal),*) => {
+            match (rows, toks > 16) {
+                $(($r, true) => tile::<$r, 2>(op, ap, w, bias, o0, t0, toks, k, n, mp),
+                  ($r, false) => tile::<$r, 1>(op, ap, w, bias, o0, t0, toks, k, n, mp),)*
+                _ => unreachable!("tiles have 1..=R rows"),
+            }
+        };
+    }
+    unsafe { go!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12) }
+}
+
+/// One tile: outputs o0..o0 + RR, tokens t0..t0 + toks (toks <= 16 * NV).
+///
+/// # Safety
+/// See [`matmul`]: AVX-512F + AVX512_BF16, and the ranges in bounds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const RR: usize, const NV: usize>(
+    op: SyncPtr<f32>,
+    ap: &[u32],
+    w: &[u16],
+    bias: Option<&[f32]>,
+    o0: usize,
+    t0: usize,
+    toks: usize,
+    k: usize,
+    n: usize,
+    mp: usize,
+) {
+    // SAFETY: the caller's contract (see above).
+    unsafe {
+        let kp = k / 2;
+        let mut acc = [[_mm512_setzero_ps(); NV]; RR];
+        let app = ap.as_ptr().add(t0);
+        // Row o's pairs as u32 words (the rows are 2k bytes, k even: 4-byte aligned pairs
+        // relative to the row start; unaligned loads anyway).
+        let wrow = |r: usize| w.as_ptr().add((o0 + r) * k) as *const u32;
+        for p in 0..kp {
+            let mut av = [_mm512_setzero_ps(); NV];
+            for (j, v) in av.iter_mut().enumerate() {
+                *v = _mm512_castsi512_ps(_mm512_loadu_si512(app.add(p * mp + 16 * j) as *const _));
+            }
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_epi32(wrow(r).add(p).read_unaligned() as i32);
+                let wb: __m512bh = std::mem::transmute(wv);
+                for (j, a) in accr.iter_mut().enumerate() {
+                    *a = _mm512_dpbf16_ps(*a, std::mem::transmute::<__m512, __m512bh>(av[j]), wb);
+                }
+            }
+        }
+        // Write back transposed: lane i of acc[r][j] is out[t0 + 16j + i][o0 + r].
+        let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(n as i32));
+        for (r, accr) in acc.iter().enumerate() {
+            let b = bias.map_or(0.0, |b| b[o0 + r]);
+            for (j, a) in accr.iter().enumerate() {
+                let valid = toks.saturating_sub(16 * j).min(16);
+                if valid == 0 {
+                    continue;
+                }
+                let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
+                let base = op.get().add((t0 + 16 * j) * n + o0 + r);
+                _mm512_mask_i32scatter_ps::<4>(
+                    base,
+                    mask,
+                    stride,
+                    _mm512_add_ps(*a, _mm512_set1_ps(b)),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let h = (i as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every shape class (tails of outputs and tokens, one token, 16 exactly) against the
+    /// same products in f64: bf16-rounded activations and weights are exact in f64, so
+    /// the only difference is f32 accumulation order.
+    #[test]
+    fn matches_f64_products_of_the_bf16_values() {
+        if !available() {
+            eprintln!("SKIPPED: no AVX512_BF16 on this CPU");
+            return;
+        }
+        for &(m, k, n) in &[
+            (1, 2, 1),
+            (5, 8, 13),
+            (16, 64, 12),
+            (18, 32, 3),
+            (27, 40, 14),
+            (33, 96, 25),
+            (70, 768, 40),
+        ] {
+            let a = data(m * k, 1);
+            let w: Vec<u16> = data(n * k, 2).iter().map(|&v| bf16_bits(v)).collect();
+            let bias = data(n, 3);
+            for with_bias in [false, true] {
+                let bias = with_bias.then_some(&bias[..]);
+                let mut out = vec![f32::NAN; m * n];
+                matmul(&mut out, &a, &w, bias, m, k, n);
+                for t in 0..m {
+                    for o in 0..n {
+                        let mut want = bias.map_or(0.0, |b| b[o] as f64);
+                        for i in 0..k {
+                            let av = half::bf16::from_bits(bf16_bits(a[t * k + i])).to_f64();
+                            want += av * half::bf16::from_bits(w[o * k + i]).to_f64();
+                        }
+                        let got = out[t * n + o] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * (k as f64).sqrt(),
+                            "{m}x{k}x{n} bias {with_bias}: out[{t}][{o}] = {got}, want {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Not a test: GFLOP/s of the bf16 GEMM beside the f32 gemm path (`matmul_forward`,
+    /// Conv1D weights) on GPT-2 124M's shapes, for the performance notes.
+    /// `cargo test --release --lib gemm_bf16_throughput -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn gemm_bf16_throughput() {
+        if !available() {
+            eprintln!("SKIPPED: no AVX512_BF16 on this CPU");
+            return;
+        }
+        for m in [64, 512, 1024] {
+            for &(k, n) in &[
+                (768, 2304),
+                (768, 768),
+                (768, 3072),
+                (3072, 768),
+                (768, 50257),
+            ] {
+                let a = data(m * k, 1);
+                let wf = data(k * n, 2);
+                let wb: Vec<u16> = wf.iter().map(|&v| bf16_bits(v)).collect();
+                let mut out = vec![0f32; m * n];
+                let time = |f: &mut dyn FnMut()| {
+                    let mut best = f64::MAX;
+                    for _ in 0..5 {
+                        let t = std::time::Instant::now();
+                        f();
+                        best = best.min(t.elapsed().as_secs_f64());
+                    }
+                    best
+                };
+                let tb = time(&mut || matmul(&mut out, &a, &wb, None, m, k, n));
+                let tf = time(&mut || crate::ops::matmul_forward(&mut out, &a, &wf, None, m, k, n));
+                let gf = 2.0 * (m * k * n) as f64 / 1e9;
+                println!(
+                    "m {m:>5} k {k:>5} n {n:>6}: bf16 {:>6.1} GFLOP/s, f32 {:>6.1} GFLOP/s, {:.2}x",
+                    gf / tb,
+                    gf / tf,
+                    tf / tb
+                );
+            }
+        }
+    }
+}

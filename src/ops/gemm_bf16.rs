@@ -9,8 +9,9 @@
 //!
 //! # Layout
 //! `vdpbf16ps` multiplies pairs along K. The activations are packed once per call into
-//! `ap` (K/2 pairs, Mp tokens) u32 words, tokens contiguous: one 64-byte load then holds
-//! one K pair of 16 tokens. A weight row's pair (w[o][2p], w[o][2p+1]) is one u32 of the
+//! `ap`: panels of 32 tokens, each (K/2 pairs, 32 tokens) u32 words, tokens contiguous:
+//! one 64-byte load then holds one K pair of 16 tokens, and a tile reads its panel as one
+//! sequential stream. A weight row's pair (w[o][2p], w[o][2p+1]) is one u32 of the
 //! (out, in) row, broadcast to all lanes. A tile is `R` outputs x 32 tokens: 2R
 //! accumulators of 16 tokens each, which hold output columns, so the tile is written back
 //! transposed (a scatter with stride N, once per tile after K/2 steps).
@@ -46,32 +47,29 @@ fn bf16_bits(x: f32) -> u16 {
     half::bf16::from_f32(x).to_bits()
 }
 
-/// The activations (M, K) as bf16 pairs, (K/2, mp) u32 words: word (p, t) holds
-/// a[t][2p] in its low half and a[t][2p + 1] in its high half; tokens m..mp are zero.
+/// The activations (M, K) as bf16 pairs in panels of [`TOKENS`] tokens, (M/32, K/2, 32)
+/// u32 words: word (t / 32, p, t % 32) holds a[t][2p] in its low half and a[t][2p + 1]
+/// in its high half; tokens m..mp (mp = m rounded up to 32) are zero. A tile walks one
+/// panel from start to end: one sequential stream (tokens-major rows of `mp` words put
+/// consecutive pairs 4 KB apart at M = 1024, all in the same L1 sets).
 fn pack_activations(a: &[f32], m: usize, k: usize, mp: usize) -> Vec<u32> {
     let kp = k / 2;
     let mut ap = vec![0u32; kp * mp];
-    // Token by token: convert the row, then spread its pairs down a column of `ap`.
-    // Parallel over blocks of pair rows so each thread writes its own part of `ap`.
-    const PAIRS: usize = 64;
-    ap.par_chunks_mut(PAIRS * mp)
+    ap.par_chunks_mut(kp * TOKENS)
         .enumerate()
-        .for_each(|(blk, dst)| {
-            let p0 = blk * PAIRS;
-            let np = dst.len() / mp;
-            let mut words = [0u32; PAIRS];
-            for t in 0..m {
-                let row = &a[t * k + 2 * p0..t * k + 2 * (p0 + np)];
-                let words = &mut words[..np];
+        .for_each(|(panel, dst)| {
+            let mut words = vec![0u32; kp];
+            for t in panel * TOKENS..((panel + 1) * TOKENS).min(m) {
+                let row = &a[t * k..(t + 1) * k];
                 // SAFETY: `available` was asserted by the caller (matmul).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    pairs_avx512(words, row)
+                    pairs_avx512(&mut words, row)
                 };
                 #[cfg(not(target_arch = "x86_64"))]
-                pairs_scalar(words, row);
+                pairs_scalar(&mut words, row);
                 for (p, &wd) in words.iter().enumerate() {
-                    dst[p * mp + t] = wd;
+                    dst[p * TOKENS + t % TOKENS] = wd;
                 }
             }
         });
@@ -135,7 +133,7 @@ pub fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    let mp = m.next_multiple_of(16);
+    let mp = m.next_multiple_of(TOKENS);
     let ap = pack_activations(a, m, k, mp);
     let op = SyncPtr(out.as_mut_ptr());
     // Output blocks of R rows; a few per thread for balance.
@@ -147,13 +145,12 @@ pub fn matmul(
         while t0 < m {
             let toks = TOKENS.min(m - t0);
             // SAFETY: AVX-512F + AVX512_BF16 (asserted via `available`); the tile reads
-            // rows o0..o0 + rows of w (each k long), pairs 0..k/2 of ap at tokens
-            // t0..t0 + 32 (<= mp when toks > 16, else t0 + 16 <= mp), and writes
-            // out[t][o] for t in t0..t0 + toks, o in o0..o0 + rows: disjoint across
-            // blocks.
+            // rows o0..o0 + rows of w (each k long) and the panel of tokens t0..t0 + 32
+            // of ap (t0 a multiple of 32, < mp), and writes out[t][o] for t in
+            // t0..t0 + toks, o in o0..o0 + rows: disjoint across blocks.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                tile_dispatch(op, &ap, w, bias, o0, rows, t0, toks, k, n, mp)
+                tile_dispatch(op, &ap, w, bias, o0, rows, t0, toks, k, n)
             };
             t0 += toks;
         }
@@ -177,13 +174,12 @@ unsafe fn tile_dispatch(
     toks: usize,
     k: usize,
     n: usize,
-    mp: usize,
 ) {
     macro_rules! go {
         ($($r:literal),*) => {
             match (rows, toks > 16) {
-                $(($r, true) => tile::<$r, 2>(op, ap, w, bias, o0, t0, toks, k, n, mp),
-                  ($r, false) => tile::<$r, 1>(op, ap, w, bias, o0, t0, toks, k, n, mp),)*
+                $(($r, true) => tile::<$r, 2>(op, ap, w, bias, o0, t0, toks, k, n),
+                  ($r, false) => tile::<$r, 1>(op, ap, w, bias, o0, t0, toks, k, n),)*
                 _ => unreachable!("tiles have 1..=R rows"),
             }
         };
@@ -208,20 +204,22 @@ unsafe fn tile<const RR: usize, const NV: usize>(
     toks: usize,
     k: usize,
     n: usize,
-    mp: usize,
 ) {
     // SAFETY: the caller's contract (see above).
     unsafe {
         let kp = k / 2;
         let mut acc = [[_mm512_setzero_ps(); NV]; RR];
-        let app = ap.as_ptr().add(t0);
+        // The panel of tokens t0..t0 + 32 (t0 is a multiple of 32).
+        let app = ap.as_ptr().add(t0 * kp);
         // Row o's pairs as u32 words (the rows are 2k bytes, k even: 4-byte aligned pairs
         // relative to the row start; unaligned loads anyway).
         let wrow = |r: usize| w.as_ptr().add((o0 + r) * k) as *const u32;
         for p in 0..kp {
             let mut av = [_mm512_setzero_ps(); NV];
             for (j, v) in av.iter_mut().enumerate() {
-                *v = _mm512_castsi512_ps(_mm512_loadu_si512(app.add(p * mp + 16 * j) as *const _));
+                *v = _mm512_castsi512_ps(_mm512_loadu_si512(
+                    app.add(p * TOKENS + 16 * j) as *const _
+                ));
             }
             for (r, accr) in acc.iter_mut().enumerate() {
                 let wv = _mm512_set1_epi32(wrow(r).add(p).read_unaligned() as i32);

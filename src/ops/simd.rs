@@ -184,6 +184,15 @@ pub fn logsumexp(row: &[f32]) -> f32 {
     )
 }
 
+/// row <- log_softmax(row), through [`logsumexp`]: the log-probabilities of a row of
+/// logits over a vocabulary (every decode step, every scored position).
+pub fn log_softmax(row: &mut [f32]) {
+    let lse = logsumexp(row);
+    for x in row.iter_mut() {
+        *x -= lse;
+    }
+}
+
 const GELU_S: f32 = 0.797_884_6;
 
 /// out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).

@@ -1,12 +1,17 @@
 //! `arlm bench eval`: GPT scoring throughput, side by side with Hugging Face
 //! transformers on the same checkpoint, the same token ids and the same sliding windows;
-//! both NLLs are printed and must agree. When llama.cpp is built, llama-perplexity's
-//! scoring speed on the same weights follows (a speed row: it scores the ids' text).
+//! both NLLs are printed and must agree (arlm's f32 against transformers' float32). Each
+//! `--weights` format scores too (bf16 runs the bf16 GEMM where the CPU has AVX512_BF16),
+//! with its NLL change against f32. When llama.cpp is built, llama-perplexity's scoring
+//! speed on the same weights in the matching GGUF type follows (a speed row: it scores the
+//! ids' text). `--runs` alternates the engines run by run; the table has the medians, and
+//! its ratios are medians of the per-run ratios.
 
+use super::util::median;
 use anyhow::{bail, Context, Result};
 use arlm::eval::evaluate::{score_documents, Document};
 use arlm::eval::{Corpus, DocMode, EvalOptions, WindowSpec};
-use arlm::model::gpt::{Gpt, GptConfig};
+use arlm::model::gpt::{Gpt, GptConfig, WeightFormat};
 use arlm::model::LanguageModel;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
@@ -65,6 +70,28 @@ pub struct Args {
     /// llama-perplexity's scoring speed on the same weights, when built there.
     #[arg(long)]
     llama: Option<PathBuf>,
+    /// arlm weight formats to score with, comma-separated (f32, f16, bf16, q8); f32 is
+    /// the one checked against transformers.
+    #[arg(long, value_delimiter = ',', default_value = "f32,bf16")]
+    weights: Vec<WeightFormat>,
+    /// Timed repetitions, alternating arlm, transformers and llama.cpp (medians reported).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+}
+
+/// One engine's scoring of the ids: tokens scored, their summed NLL (nats; NaN where
+/// not comparable) and seconds.
+#[derive(Clone, Copy)]
+struct Scored {
+    tokens: usize,
+    nll: f64,
+    secs: f64,
+}
+
+impl Scored {
+    fn tps(&self) -> f64 {
+        self.tokens as f64 / self.secs
+    }
 }
 
 /// Runs `arlm bench eval`.
@@ -128,99 +155,228 @@ fn run_in(args: &Args, tmp: &std::path::Path) -> Result<()> {
         args.tokens,
         spec.stride
     );
-    let t0 = std::time::Instant::now();
-    let lp = score_documents(&model, &corpus, &opts)?;
-    let secs = t0.elapsed().as_secs_f64();
-    let n = lp[0].len();
-    let nll: f64 = -lp[0].iter().map(|&x| x as f64).sum::<f64>();
-    println!(
-        "arlm         {:>8} tokens  NLL/token {:.6}  {:>9.1} tokens/s  ({:.2} s)",
-        n,
-        nll / n as f64,
-        n as f64 / secs,
-        secs
-    );
-    if args.no_reference {
-        return Ok(());
+    if args.runs == 0 || args.weights.is_empty() {
+        bail!("--runs and --weights need at least one each");
     }
+    let models: Vec<(WeightFormat, Gpt)> = args
+        .weights
+        .iter()
+        .map(|&f| (f, model.clone().with_weight_format(f)))
+        .collect();
     let ids_path = tmp.join("ids.u32");
     let bytes: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
     arlm::atomic::write_atomic(&ids_path, &bytes)?;
     let python = super::peers_python(args.python.as_deref());
+    let llama = if args.no_reference {
+        None
+    } else {
+        let dir = super::generate::llama_dir(args.llama.as_deref());
+        if dir.is_none() {
+            println!("llama.cpp: not built (tools/build_llama_cpp.sh, or --llama DIR)");
+        }
+        dir
+    };
+    // Per run: arlm per format, transformers, llama.cpp per format (None: skipped).
+    let mut ours: Vec<Vec<Scored>> = vec![Vec::new(); models.len()];
+    let mut hf: Vec<Scored> = Vec::new();
+    let mut lcpp: Vec<Vec<Option<Scored>>> = vec![Vec::new(); models.len()];
+    for run in 1..=args.runs {
+        for (i, (f, m)) in models.iter().enumerate() {
+            let t0 = std::time::Instant::now();
+            let lp = score_documents(m, &corpus, &opts)?;
+            let secs = t0.elapsed().as_secs_f64();
+            let s = Scored {
+                tokens: lp[0].len(),
+                nll: -lp[0].iter().map(|&x| x as f64).sum::<f64>(),
+                secs,
+            };
+            println!(
+                "run {run}/{}: arlm {f:<5} {:>8} tokens  NLL/token {:.6}  {:>9.1} tokens/s  ({:.2} s)",
+                args.runs,
+                s.tokens,
+                s.nll / s.tokens as f64,
+                s.tps(),
+                s.secs
+            );
+            ours[i].push(s);
+        }
+        if args.no_reference {
+            continue;
+        }
+        let h = transformers_run(args, &python, &dir, &ids_path, bos, window, spec.stride)?;
+        println!(
+            "run {run}/{}: transformers float32 {:>8} tokens  NLL/token {:.6}  {:>9.1} tokens/s  ({:.2} s)",
+            args.runs,
+            h.tokens,
+            h.nll / h.tokens as f64,
+            h.tps(),
+            h.secs
+        );
+        if let Some(i) = args.weights.iter().position(|&f| f == WeightFormat::F32) {
+            check_same_nll(ours[i].last().expect("scored above"), &h)?;
+        }
+        hf.push(h);
+        for (i, &(f, _)) in models.iter().enumerate() {
+            let l = llama.as_ref().and_then(|l| {
+                llama_run(
+                    &python,
+                    &dir,
+                    l,
+                    super::generate::llama_type(f),
+                    &ids_path,
+                    window,
+                )
+            });
+            if let Some(l) = l {
+                println!(
+                    "run {run}/{}: llama.cpp {:<5} {:>8} tokens  (llama-perplexity)  {:>9.1} tokens/s  ({:.2} s)",
+                    args.runs,
+                    super::generate::llama_type(f),
+                    l.tokens,
+                    l.tps(),
+                    l.secs
+                );
+            }
+            lcpp[i].push(l);
+        }
+    }
+    report(args, &ours, &hf, &lcpp);
+    Ok(())
+}
+
+/// Median of the per-run ratios a/b of tokens/s (runs where b is missing are left out).
+fn ratio(a: &[Scored], b: &[Option<Scored>]) -> Option<f64> {
+    let r: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter_map(|(a, b)| b.map(|b| a.tps() / b.tps()))
+        .collect();
+    (!r.is_empty()).then(|| median(&r))
+}
+
+/// The table: median tokens/s per engine and format, NLL change against arlm's f32, and
+/// the per-run ratios against transformers float32 and llama.cpp in the same format.
+fn report(args: &Args, ours: &[Vec<Scored>], hf: &[Scored], lcpp: &[Vec<Option<Scored>>]) {
+    let med = |v: &[Scored]| median(&v.iter().map(Scored::tps).collect::<Vec<_>>());
+    let f32_nll = args
+        .weights
+        .iter()
+        .position(|&f| f == WeightFormat::F32)
+        .map(|i| ours[i][0].nll / ours[i][0].tokens as f64);
+    let hf_opt: Vec<Option<Scored>> = hf.iter().copied().map(Some).collect();
+    let fmt = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}x"));
+    println!(
+        "medians over {} runs; engines alternate per run; ratios are medians of per-run ratios",
+        args.runs
+    );
+    println!("| engine | weights | tokens/s | NLL/token | vs arlm f32 (nats/token) | vs HF float32 | vs llama.cpp |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, f) in args.weights.iter().enumerate() {
+        let s = ours[i][0];
+        let nll = s.nll / s.tokens as f64;
+        let delta = f32_nll.map_or("-".to_string(), |b| format!("{:+.2e}", nll - b));
+        println!(
+            "| arlm | {f} | {:.1} | {nll:.6} | {delta} | {} | {} |",
+            med(&ours[i]),
+            fmt(ratio(&ours[i], &hf_opt)),
+            fmt(ratio(&ours[i], &lcpp[i]))
+        );
+    }
+    if !hf.is_empty() {
+        println!(
+            "| transformers | float32 | {:.1} | {:.6} | - | 1.00x | - |",
+            med(hf),
+            hf[0].nll / hf[0].tokens as f64
+        );
+    }
+    for (i, f) in args.weights.iter().enumerate() {
+        let got: Vec<Scored> = lcpp[i].iter().flatten().copied().collect();
+        if !got.is_empty() {
+            println!(
+                "| llama.cpp | {} | {:.1} | - | - | - | - |",
+                super::generate::llama_type(*f),
+                med(&got)
+            );
+        }
+    }
+}
+
+/// transformers (tools/bench_eval_hf.py) on the same checkpoint, ids and windows.
+fn transformers_run(
+    args: &Args,
+    python: &std::path::Path,
+    dir: &std::path::Path,
+    ids: &std::path::Path,
+    bos: u32,
+    window: usize,
+    stride: usize,
+) -> Result<Scored> {
     let script = args
         .script
         .clone()
         .unwrap_or_else(|| super::tool_script("bench_eval_hf.py"));
     let r: serde_json::Value = super::run_reference(
-        &python,
+        python,
         &script,
         &[
             "--model".into(),
             dir.display().to_string(),
             "--ids".into(),
-            ids_path.display().to_string(),
+            ids.display().to_string(),
             "--bos".into(),
             bos.to_string(),
             "--window".into(),
             window.to_string(),
             "--stride".into(),
-            spec.stride.to_string(),
+            stride.to_string(),
             "--batch".into(),
             args.hf_batch.to_string(),
             "--threads".into(),
-            threads.to_string(),
+            rayon::current_num_threads().to_string(),
         ],
     )
     .context("the transformers reference failed")?;
-    let hf_nll = r["nll"].as_f64().unwrap_or(f64::NAN);
-    let hf_n = r["tokens"].as_u64().unwrap_or(0) as usize;
-    let hf_secs = r["seconds"].as_f64().unwrap_or(f64::NAN);
-    println!(
-        "transformers {:>8} tokens  NLL/token {:.6}  {:>9.1} tokens/s  ({:.2} s, torch {}, {} threads)",
-        hf_n,
-        hf_nll / hf_n as f64,
-        hf_n as f64 / hf_secs,
-        hf_secs,
-        r["torch"].as_str().unwrap_or("?"),
-        r["threads"]
-    );
-    let diff = (nll / n as f64 - hf_nll / hf_n as f64).abs();
-    // f32 on both sides through 12 layers with different summation orders: agree to
-    // 1e-4 relative per token (measured: 6e-5 at NLL 37.8 with weight scale 4; a wrong
-    // mask, position or window shows up as 1e-2 or more).
-    let tol = 1e-4 * (nll / n as f64).abs() + 1e-5;
-    println!(
-        "same NLL: |diff| = {diff:.2e} nats/token (tolerance {tol:.1e}) | speed ratio arlm/transformers = {:.2}x",
-        hf_secs / secs
-    );
-    if hf_n != n || diff.is_nan() || diff > tol {
+    Ok(Scored {
+        tokens: r["tokens"].as_u64().unwrap_or(0) as usize,
+        nll: r["nll"].as_f64().unwrap_or(f64::NAN),
+        secs: r["seconds"].as_f64().unwrap_or(f64::NAN),
+    })
+}
+
+/// arlm's f32 and transformers' float32 NLL must agree: f32 on both sides through 12
+/// layers with different summation orders agree to 1e-4 relative per token (measured:
+/// 6e-5 at NLL 37.8 with weight scale 4; a wrong mask, position or window shows up as
+/// 1e-2 or more).
+fn check_same_nll(ours: &Scored, hf: &Scored) -> Result<()> {
+    let (a, b) = (ours.nll / ours.tokens as f64, hf.nll / hf.tokens as f64);
+    let diff = (a - b).abs();
+    let tol = 1e-4 * a.abs() + 1e-5;
+    println!("same NLL (arlm f32, transformers float32): |diff| = {diff:.2e} nats/token (tolerance {tol:.1e})");
+    if hf.tokens != ours.tokens || diff.is_nan() || diff > tol {
         bail!(
-            "arlm and transformers disagree: {n} vs {hf_n} tokens, NLL/token differs by {diff:e}"
+            "arlm and transformers disagree: {} vs {} tokens, NLL/token differs by {diff:e}",
+            ours.tokens,
+            hf.tokens
         );
     }
-    llama_row(args, &python, &dir, &ids_path, window, n as f64 / secs);
     Ok(())
 }
 
-/// llama.cpp's llama-perplexity on the same weights (GGUF f32) and the same ids as text
-/// (tools/bench_llama_cpp.py --score-ids), when llama.cpp is built: its scoring speed
-/// beside arlm's (`arlm_tps`). A speed row only: it re-tokenizes the text and scores the
-/// second half of each window, so its NLL is not comparable.
-fn llama_row(
-    args: &Args,
+/// llama.cpp's llama-perplexity on the same weights (GGUF of type `typ`) and the same ids
+/// as text (tools/bench_llama_cpp.py --score-ids). A speed row only: it re-tokenizes the
+/// text and scores the second half of each window, so its NLL is not comparable. None
+/// (with the reason printed) when it fails.
+fn llama_run(
     python: &std::path::Path,
     dir: &std::path::Path,
+    llama: &std::path::Path,
+    typ: &str,
     ids: &std::path::Path,
     window: usize,
-    arlm_tps: f64,
-) {
-    let Some(llama) = super::generate::llama_dir(args.llama.as_deref()) else {
-        println!("llama.cpp: not built (tools/build_llama_cpp.sh, or --llama DIR)");
-        return;
-    };
+) -> Option<Scored> {
     let r: Result<serde_json::Value> = super::generate::run_llama_script(
         python,
-        (dir, &llama, "f32"),
+        (dir, llama, typ),
         &[
             "--score-ids".into(),
             ids.display().to_string(),
@@ -229,15 +385,14 @@ fn llama_row(
         ],
     );
     match r {
-        Ok(r) => {
-            let tps = r["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
-            println!(
-                "llama.cpp    {:>8} tokens  (llama-perplexity, f32, window {window}) {tps:>9.1} tokens/s  ({:.2} s) | speed ratio arlm/llama.cpp = {:.2}x",
-                r["tokens"],
-                r["seconds"].as_f64().unwrap_or(f64::NAN),
-                arlm_tps / tps
-            );
+        Ok(r) => Some(Scored {
+            tokens: r["tokens"].as_u64().unwrap_or(0) as usize,
+            nll: f64::NAN,
+            secs: r["seconds"].as_f64().unwrap_or(f64::NAN),
+        }),
+        Err(e) => {
+            println!("llama.cpp {typ} reference skipped: {e:#}");
+            None
         }
-        Err(e) => println!("llama.cpp reference skipped: {e:#}"),
     }
 }

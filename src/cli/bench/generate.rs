@@ -178,7 +178,7 @@ fn reference(args: &Args, dir: &Path, prompt: &[u32]) -> Result<Vec<Measure>> {
 }
 
 /// llama.cpp's GGUF type for an arlm weight format (w8a8 runs on q8 weights).
-fn llama_type(f: WeightFormat) -> &'static str {
+pub(super) fn llama_type(f: WeightFormat) -> &'static str {
     match f {
         WeightFormat::F32 => "f32",
         WeightFormat::F16 => "f16",

@@ -6,6 +6,8 @@
 //! Every format's rows come from the KV-cache decode step (`feed`, what generation runs;
 //! w8a8 rounds activations only there), the f32 reference from the parallel pass
 //! (`distributions`), so the f32 row shows the two paths' summation-order difference.
+//! Where the CPU has AVX512_BF16 a last row measures a bf16 model's parallel pass (the
+//! bf16 GEMM of scoring and prefill, which rounds activations to bf16 too).
 //!
 //! `cargo run --release --example weight_formats -- MODEL_DIR TEXT_FILE [MAX_TOKENS]`
 
@@ -52,38 +54,61 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|");
     for format in WeightFormat::ALL {
         let m = f32m.clone().with_weight_format(format);
-        let (mut worst, mut sum_abs, mut n_abs) = (0f64, 0f64, 0usize);
-        let (mut nll, mut nll_ref, mut agree, mut n) = (0f64, 0f64, 0usize, 0usize);
-        for (w, r) in windows.iter().zip(&reference) {
+        let step_rows = |w: &[u32]| -> anyhow::Result<Vec<f32>> {
             let mut st = m.new_state();
             let mut d = vec![0f32; w.len() * v];
             for (&tok, row) in w.iter().zip(d.chunks_mut(v)) {
                 m.feed(&mut st, tok, row)?;
             }
-            for (pos, (row, rrow)) in d.chunks(v).zip(r.chunks(v)).enumerate() {
-                for (x, y) in row.iter().zip(rrow) {
-                    let e = (*x as f64 - *y as f64).abs();
-                    worst = worst.max(e);
-                    sum_abs += e;
-                    n_abs += 1;
-                }
-                let argmax = |r: &[f32]| (0..v).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap_or(0);
-                agree += (argmax(row) == argmax(rrow)) as usize;
-                if let Some(&next) = w.get(pos + 1) {
-                    nll -= row[next as usize] as f64;
-                    nll_ref -= rrow[next as usize] as f64;
-                    n += 1;
-                }
+            Ok(d)
+        };
+        compare(&format.to_string(), &windows, &reference, v, step_rows)?;
+    }
+    // A bf16 model's parallel paths (scoring, prefill) run the bf16 GEMM where the CPU
+    // has AVX512_BF16, which also rounds the activations to bf16: its own row.
+    if arlm::ops::gemm_bf16::available() {
+        let m = f32m.clone().with_weight_format(WeightFormat::Bf16);
+        let label = "bf16 GEMM (scoring)";
+        compare(label, &windows, &reference, v, |w| Ok(m.distributions(w)?))?;
+    }
+    Ok(())
+}
+
+/// One table row: `rows(window)` (window length x v log-probs) against the f32 reference.
+fn compare(
+    label: &str,
+    windows: &[Vec<u32>],
+    reference: &[Vec<f32>],
+    v: usize,
+    rows: impl Fn(&[u32]) -> anyhow::Result<Vec<f32>>,
+) -> anyhow::Result<()> {
+    let (mut worst, mut sum_abs, mut n_abs) = (0f64, 0f64, 0usize);
+    let (mut nll, mut nll_ref, mut agree, mut n) = (0f64, 0f64, 0usize, 0usize);
+    for (w, r) in windows.iter().zip(reference) {
+        let d = rows(w)?;
+        for (pos, (row, rrow)) in d.chunks(v).zip(r.chunks(v)).enumerate() {
+            for (x, y) in row.iter().zip(rrow) {
+                let e = (*x as f64 - *y as f64).abs();
+                worst = worst.max(e);
+                sum_abs += e;
+                n_abs += 1;
+            }
+            let argmax = |r: &[f32]| (0..v).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap_or(0);
+            agree += (argmax(row) == argmax(rrow)) as usize;
+            if let Some(&next) = w.get(pos + 1) {
+                nll -= row[next as usize] as f64;
+                nll_ref -= rrow[next as usize] as f64;
+                n += 1;
             }
         }
-        let bits = |x: f64| x / n as f64 / std::f64::consts::LN_2;
-        println!(
-            "| {format} | {worst:.2e} | {:.2e} | {:.5} | {:+.2e} | {:.2}% |",
-            sum_abs / n_abs as f64,
-            bits(nll),
-            bits(nll) - bits(nll_ref),
-            100.0 * agree as f64 / windows.iter().map(|w| w.len()).sum::<usize>() as f64
-        );
     }
+    let bits = |x: f64| x / n as f64 / std::f64::consts::LN_2;
+    println!(
+        "| {label} | {worst:.2e} | {:.2e} | {:.5} | {:+.2e} | {:.2}% |",
+        sum_abs / n_abs as f64,
+        bits(nll),
+        bits(nll) - bits(nll_ref),
+        100.0 * agree as f64 / windows.iter().map(|w| w.len()).sum::<usize>() as f64
+    );
     Ok(())
 }

@@ -39,18 +39,7 @@ fn check(cfg: SamplerConfig, prompt: &[u32], n: usize) {
 }
 
 fn check_with(cfg: SamplerConfig, prompt: &[u32], n: usize, format: WeightFormat) {
-    check_tol(cfg, prompt, n, format, 1e-3, true);
-}
-
-fn check_tol(
-    cfg: SamplerConfig,
-    prompt: &[u32],
-    n: usize,
-    format: WeightFormat,
-    tol: f32,
-    exact: bool,
-) {
-    check_model(&small_gpt(64), cfg, prompt, n, format, tol, exact);
+    check_model(&small_gpt(64), cfg, prompt, n, format, 1e-3, true);
 }
 
 /// Generates with the KV cache, then re-runs the full pass on every prefix: `tol` is how far

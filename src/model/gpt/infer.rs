@@ -20,7 +20,10 @@
 //!   ([`super::quant`], [`Gpt::with_weight_format`]) that only the step reads; the
 //!   parallel paths use the f32 buffer rounded to the same values, so both paths still
 //!   agree (tested for every format; w8a8 also rounds the step's matmul inputs to int8,
-//!   so there they agree only up to that rounding, also tested).
+//!   so there they agree only up to that rounding, also tested). bf16 is the other
+//!   exception: where the CPU has AVX512_BF16 its parallel paths run the bf16 GEMM
+//!   ([`crate::ops::gemm_bf16`]) over the step's bf16 matrices, which rounds their
+//!   activations to bf16 as well (tested with a tolerance).
 //!
 //! # Performance notes
 //! GPT-2 124M shape, batch 1, 2 threads, on a shared 2-core Sapphire Rapids (AVX-512) VM;
@@ -28,11 +31,11 @@
 //! docs/parts/gen.md (they move by +-50% between identical runs on this machine, so
 //! formats are compared within one run).
 //! - **Memory-bound step**: the step streams every weight once per token (494 MB in f32),
-//!   so the f32 `perf` profile was 56% gemv axpy and 28% LM-head dot products. Fixes: the
-//!   gemv partials live in the state (no allocation per call), the f32 axpy streams 4
-//!   input rows per pass over the accumulator, the LM head is a 4-rows-at-a-time dot
-//!   kernel, and every kernel prefetches 1 KiB ahead in each row stream (a 42 MB q8
-//!   matvec 12-13 -> 7-8 ms; without it q8 and f16 ran at f32's weights/s).
+//!   so what decides its speed is how fast the weights arrive. Every kernel reads one row
+//!   at a time with no software prefetch (one sequential stream per chunk, which the
+//!   hardware prefetcher follows; see `quant`'s module doc), chunks are ~512K weights, and
+//!   the weights sit on transparent huge pages (`crate::huge_pages`). The f32 gemv keeps its
+//!   partials in the state (no allocation per call).
 //! - **Compact formats** ([`super::quant`]): f16 247 MB and q8 139 MB of matmul + LM-head
 //!   weights per token instead of 494 MB. w8a8 also quantizes the step's inputs to int8 and
 //!   runs VNNI dot products (a 12288x768 matvec 249 vs q8's 566 us); once the kernel is

@@ -11,7 +11,7 @@
 //! `vdpbf16ps` multiplies pairs along K. The activations are packed once per call into
 //! `ap`: panels of 32 tokens, each (K/2 pairs, 32 tokens) u32 words, tokens contiguous:
 //! one 64-byte load then holds one K pair of 16 tokens, and a tile reads its panel as one
-//! sequential stream. A weight row's pair (w[o][2p], w[o][2p+1]) is one u32 of the
+//! sequential stream. A weight row's pair `(w[o][2p], w[o][2p + 1])` is one u32 of the
 //! (out, in) row, broadcast to all lanes. A tile is `R` outputs x 32 tokens: 2R
 //! accumulators of 16 tokens each, which hold output columns, so the tile is written back
 //! transposed (a scatter with stride N, once per tile after K/2 steps).
@@ -48,7 +48,7 @@ fn bf16_bits(x: f32) -> u16 {
 }
 
 /// The activations (M, K) as bf16 pairs in panels of [`TOKENS`] tokens, (M/32, K/2, 32)
-/// u32 words: word (t / 32, p, t % 32) holds a[t][2p] in its low half and a[t][2p + 1]
+/// u32 words: word (t / 32, p, t % 32) holds `a[t][2p]` in its low half and `a[t][2p + 1]`
 /// in its high half; tokens m..mp (mp = m rounded up to 32) are zero. A tile walks one
 /// panel from start to end: one sequential stream (tokens-major rows of `mp` words put
 /// consecutive pairs 4 KB apart at M = 1024, all in the same L1 sets).
@@ -76,7 +76,7 @@ fn pack_activations(a: &[f32], m: usize, k: usize, mp: usize) -> Vec<u32> {
     ap
 }
 
-/// words[p] = the bf16 pair (row[2p], row[2p + 1]), low half first.
+/// `words[p]` = the bf16 pair `(row[2p], row[2p + 1])`, low half first.
 fn pairs_scalar(words: &mut [u32], row: &[f32]) {
     for (wd, pair) in words.iter_mut().zip(row.chunks_exact(2)) {
         *wd = bf16_bits(pair[0]) as u32 | (bf16_bits(pair[1]) as u32) << 16;

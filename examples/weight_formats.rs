@@ -6,8 +6,9 @@
 //! Every format's rows come from the KV-cache decode step (`feed`, what generation runs;
 //! w8a8 rounds activations only there), the f32 reference from the parallel pass
 //! (`distributions`), so the f32 row shows the two paths' summation-order difference.
-//! Where the CPU has AVX512_BF16 a last row measures a bf16 model's parallel pass (the
-//! bf16 GEMM of scoring and prefill, which rounds activations to bf16 too).
+//! The last two rows measure bf16 and w8a8 models' parallel pass (`distributions`: their
+//! GEMMs of scoring and prefill, which round the activations too, where the CPU has the
+//! instructions).
 //!
 //! `cargo run --release --example weight_formats -- MODEL_DIR TEXT_FILE [MAX_TOKENS]`
 
@@ -64,12 +65,13 @@ fn main() -> anyhow::Result<()> {
         };
         compare(&format.to_string(), &windows, &reference, v, step_rows)?;
     }
-    // A bf16 model's parallel paths (scoring, prefill) run the bf16 GEMM where the CPU
-    // has AVX512_BF16, which also rounds the activations to bf16: its own row.
-    if arlm::ops::gemm_bf16::available() {
-        let m = f32m.clone().with_weight_format(WeightFormat::Bf16);
-        let label = "bf16 GEMM (scoring)";
-        compare(label, &windows, &reference, v, |w| Ok(m.distributions(w)?))?;
+    // bf16 and w8a8 models score and prefill with their own GEMM where the CPU has the
+    // instructions (AVX512_BF16; AVX-512 VNNI), which round the activations too (to bf16;
+    // to int8 blocks, as w8a8's step does): their parallel path gets its own row.
+    for format in [WeightFormat::Bf16, WeightFormat::W8A8] {
+        let m = f32m.clone().with_weight_format(format);
+        let label = format!("{format} (parallel path)");
+        compare(&label, &windows, &reference, v, |w| Ok(m.distributions(w)?))?;
     }
     Ok(())
 }

@@ -16,14 +16,14 @@
 //!   different lengths are right-padded, which causal attention makes harmless.
 //!   `prefill` skips the LM head in the parallel pass and computes logits for the last
 //!   position only (the head is ~20% of the FLOPs of a 64-token GPT-2 124M prefill).
-//! - weights: f32 from the parameter buffer, or a compact f16 / q8 / w8a8 copy
-//!   ([`super::quant`], [`Gpt::with_weight_format`]) that only the step reads; the
-//!   parallel paths use the f32 buffer rounded to the same values, so both paths still
-//!   agree (tested for every format; w8a8 also rounds the step's matmul inputs to int8,
-//!   so there they agree only up to that rounding, also tested). bf16 is the other
-//!   exception: where the CPU has AVX512_BF16 its parallel paths run the bf16 GEMM
-//!   ([`crate::ops::gemm_bf16`]) over the step's bf16 matrices, which rounds their
-//!   activations to bf16 as well (tested with a tolerance).
+//! - weights: f32 from the parameter buffer, or a compact f16 / bf16 / q8 / w8a8 copy
+//!   ([`super::quant`], [`Gpt::with_weight_format`]) that the step reads; the parallel
+//!   paths use the f32 buffer rounded to the same values, so both paths still agree
+//!   (tested for every format). Two exceptions, tested with a tolerance: w8a8's step
+//!   rounds its matmul inputs to int8, and bf16 and w8a8 models run their parallel paths
+//!   on their own GEMM where the CPU has it ([`crate::ops::gemm_bf16`] on AVX512_BF16,
+//!   rounding activations to bf16; `quant`'s w8a8 GEMM on AVX-512 VNNI, rounding them as
+//!   the step does).
 //!
 //! # Performance notes
 //! GPT-2 124M shape, batch 1, 2 threads, on a shared 2-core Sapphire Rapids (AVX-512) VM;
@@ -315,7 +315,7 @@ impl Gpt<f32> {
         logits: bool,
     ) -> Acts<f32> {
         let cfg = &self.config;
-        let bf16 = self.bf16_gemm_weights();
+        let compact = self.gemm_weights();
         let mut acts = Acts::new(cfg, b, t, 1);
         if !logits {
             acts.logits = Vec::new();
@@ -339,20 +339,21 @@ impl Gpt<f32> {
                     tokens,
                     Some(&mut hook),
                     None,
-                    bf16,
+                    compact,
                 );
             }
-            None => forward(cfg, &self.params, &mut acts, tokens, None, None, bf16),
+            None => forward(cfg, &self.params, &mut acts, tokens, None, None, compact),
         }
         acts
     }
 
-    /// The bf16 matrices the parallel paths multiply with: with bf16 weights on a CPU with
-    /// AVX512_BF16 (elsewhere they use the parameter buffer, which holds the same values).
-    fn bf16_gemm_weights(&self) -> Option<&quant::InferWeights> {
+    /// The compact matrices the parallel paths multiply with (bf16 and w8a8 have their own
+    /// GEMM, [`QMat::gemm`]; each matrix falls back to the rounded f32 copy where the CPU
+    /// lacks the instructions).
+    fn gemm_weights(&self) -> Option<&quant::InferWeights> {
         self.infer_weights
             .as_deref()
-            .filter(|q| q.format == WeightFormat::Bf16 && ops::gemm_bf16::available())
+            .filter(|q| matches!(q.format, WeightFormat::Bf16 | WeightFormat::W8A8))
     }
 
     fn check_seq(&self, input: &[u32]) -> Result<(), ModelError> {
@@ -788,8 +789,9 @@ mod tests {
             eprintln!("{format}: max |logprob diff| vs f32 {d:.2e}");
             assert!(d < tol && d > 0.0, "{format}: {d}");
         }
-        // w8a8: the step also rounds its matmul inputs to int8, the parallel paths do not,
-        // so the two agree only up to that rounding; it must cost something over q8.
+        // w8a8: the step also rounds its matmul inputs to int8; the parallel paths do too
+        // on AVX-512 VNNI (the int8 GEMM), else they keep f32, so the two agree up to that
+        // rounding (and the GEMM's f32 block sums). It must cost something over q8.
         let q8 = wide_model().with_weight_format(WeightFormat::Q8);
         let m = wide_model().with_weight_format(WeightFormat::W8A8);
         assert_eq!(m.weight_format(), WeightFormat::W8A8);

@@ -41,6 +41,7 @@ use std::str::FromStr;
 
 mod f32_batch;
 mod w8a8;
+mod w8a8_gemm;
 pub(crate) use f32_batch::{axpy_rows_batch, dot_rows_range_batch};
 use w8a8::w8a8_scalar;
 use w8a8::w8a8_vnni;
@@ -65,8 +66,10 @@ pub enum WeightFormat {
     /// [`WeightFormat::Q8`] weights, and the decode step also rounds each matmul's input
     /// vector to int8 blocks of 32 with an f32 scale (llama.cpp's q8_0 x q8_0 dot), so the
     /// products are integer dot products (AVX-512 VNNI `vpdpbusd`): the kernel becomes
-    /// compute-light and memory-bound. Changes the step's numerics (the parallel paths
-    /// keep f32 activations): see docs/parts/gen.md for the measured cost.
+    /// compute-light and memory-bound. On AVX-512 VNNI the parallel paths (prefill,
+    /// scoring) round their matmul inputs the same way and run an int8 GEMM
+    /// (`w8a8_gemm`); elsewhere they keep f32 activations. See docs/parts/gen.md for the
+    /// measured cost.
     W8A8,
 }
 
@@ -235,12 +238,27 @@ impl QMat {
         (QMat { rows, cols, data }, rounded)
     }
 
-    /// The weights as bf16 bits, (rows, cols) row-major, when stored as bf16 (the
-    /// parallel paths' bf16 GEMM reads them as they are).
-    pub(crate) fn bf16_bits(&self) -> Option<&[u16]> {
+    /// out(M, rows) = a(M, cols) @ self^T + bias through this format's own GEMM, for the
+    /// parallel paths: bf16 on AVX512_BF16 ([`crate::ops::gemm_bf16`], activations
+    /// rounded to bf16), w8a8 on AVX-512 VNNI (`w8a8_gemm`, activations rounded to int8
+    /// blocks as the step rounds them). False (nothing written) for the other formats and
+    /// CPUs: the caller then multiplies with the rounded f32 copy.
+    pub(crate) fn gemm(&self, out: &mut [f32], a: &[f32], bias: Option<&[f32]>, m: usize) -> bool {
+        let (n, k) = (self.rows, self.cols);
         match &self.data {
-            Data::Bf16(d) => Some(d),
-            _ => None,
+            Data::Bf16(d) if k.is_multiple_of(2) && crate::ops::gemm_bf16::available() => {
+                crate::ops::gemm_bf16::matmul(out, a, d, bias, m, k, n);
+                true
+            }
+            Data::Q8 {
+                q,
+                scales,
+                act8: true,
+            } if k.is_multiple_of(Q8_BLOCK) && w8a8_gemm::available() => {
+                w8a8_gemm::matmul(out, a, q, scales, bias, m, k, n);
+                true
+            }
+            _ => false,
         }
     }
 

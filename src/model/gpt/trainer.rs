@@ -144,9 +144,9 @@ fn masked_copy<F: Float>(out: &mut [F], x: &[F], mask: &[F]) {
 /// A hook the inference forward calls with each layer's qkv (B=1), to fill a KV cache.
 pub(crate) type QkvHook<'a, F> = &'a mut dyn FnMut(usize, &[F]);
 
-/// out(N, OC) = inp(N, IC) @ W (+ bias): with the bf16 (out, in) matrix `q`, through the
-/// bf16 GEMM (f32 only; the activations round to bf16), else through gemm on the Conv1D
-/// (in, out) weights `w` of the parameter buffer.
+/// out(N, OC) = inp(N, IC) @ W (+ bias): with the compact (out, in) matrix `q`, through its
+/// format's GEMM where it has one ([`QMat::gemm`]: bf16, w8a8; f32 activations only), else
+/// through gemm on the Conv1D (in, out) weights `w` of the parameter buffer.
 #[allow(clippy::too_many_arguments)]
 fn block_matmul<F: Float>(
     out: &mut [F],
@@ -158,19 +158,21 @@ fn block_matmul<F: Float>(
     ic: usize,
     oc: usize,
 ) {
-    if let Some(wq) = q.and_then(QMat::bf16_bits).filter(|_| ic.is_multiple_of(2)) {
+    if let Some(q) = q {
         if let (Some(o), Some(i)) = (as_f32_mut(out), as_f32(inp)) {
             let b = bias.map(|b| as_f32(b).expect("f32 activations have f32 biases"));
-            ops::gemm_bf16::matmul(o, i, wq, b, n, ic, oc);
-            return;
+            if q.gemm(o, i, b, n) {
+                return;
+            }
         }
     }
     ops::matmul_forward(out, inp, w, bias, n, ic, oc);
 }
 
-/// Forward pass up to the logits (acts.logits, (B,T,V)). With `bf16` (inference only: the
-/// decode step's bf16 matrices, where the CPU has AVX512_BF16), the block matmuls and the
-/// LM head run as bf16 GEMMs over those instead of the parameter buffer.
+/// Forward pass up to the logits (acts.logits, (B,T,V)). With `compact` (inference only:
+/// the decode step's bf16 or w8a8 matrices, where the CPU has the instructions for their
+/// GEMM), the block matmuls and the LM head run as that format's GEMM over those instead
+/// of the parameter buffer.
 pub(crate) fn forward<F: Float>(
     cfg: &GptConfig,
     params: &[F],
@@ -178,7 +180,7 @@ pub(crate) fn forward<F: Float>(
     tokens: &[u32],
     mut hook: Option<QkvHook<'_, F>>,
     dropout: Option<(f32, u64)>,
-    bf16: Option<&InferWeights>,
+    compact: Option<&InferWeights>,
 ) {
     let (b, t) = (acts.b, acts.t);
     let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
@@ -198,7 +200,7 @@ pub(crate) fn forward<F: Float>(
     for l in 0..cfg.n_layer {
         let s = if training { l } else { 0 };
         let w = layer(p.layers, cfg, l);
-        let mats = bf16.map(|q| &q.layers[l]);
+        let mats = compact.map(|q| &q.layers[l]);
         let a = &mut *acts;
         let input: &[F] = if l == 0 || !training {
             &a.encoded
@@ -339,7 +341,7 @@ pub(crate) fn forward<F: Float>(
         return;
     }
     // logits(N,V) = lnf(N,C) @ wte^T(C,V)
-    match bf16 {
+    match compact {
         Some(q) => block_matmul(
             &mut acts.logits,
             &acts.lnf,

@@ -230,24 +230,10 @@ unsafe fn tile<const RR: usize, const NV: usize>(
             }
         }
         // Write back transposed: lane i of acc[r][j] is out[t0 + 16j + i][o0 + r].
-        let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(n as i32));
-        for (r, accr) in acc.iter().enumerate() {
-            let b = bias.map_or(0.0, |b| b[o0 + r]);
-            for (j, a) in accr.iter().enumerate() {
-                let valid = toks.saturating_sub(16 * j).min(16);
-                if valid == 0 {
-                    continue;
-                }
-                let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
-                let base = op.get().add((t0 + 16 * j) * n + o0 + r);
-                _mm512_mask_i32scatter_ps::<4>(
-                    base,
-                    mask,
-                    stride,
-                    _mm512_add_ps(*a, _mm512_set1_ps(b)),
-                );
-            }
+        for (r, ar) in acc.iter().enumerate() {
+            let bv = bias.map_or(0.0, |bb| bb[o0 + r]);
+            let col = op.get().add(t0 * n + o0 + r);
+            crate::ops::simd512::scatter_column(col, n, ar, bv, toks);
         }
     }
 }
@@ -256,14 +242,7 @@ unsafe fn tile<const RR: usize, const NV: usize>(
 mod tests {
     use super::*;
 
-    fn data(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let h = (i as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::ops::testutil::rnd_f32 as data;
 
     /// Every shape class (tails of outputs and tokens, one token, 16 exactly) against the
     /// same products in f64: bf16-rounded activations and weights are exact in f64, so

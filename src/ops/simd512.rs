@@ -1,5 +1,6 @@
 //! AVX-512 primitives shared by the layers' explicit AVX-512 bodies: lane masks for row
-//! tails and a 16-lane `exp` (the polynomial of [`crate::ops::simd::exp`]).
+//! tails, a 16-lane `exp` (the polynomial of [`crate::ops::simd::exp`]), and the
+//! write-back of a GEMM tile that holds tokens in its lanes.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -12,6 +13,41 @@ pub(crate) fn lanes(rem: usize) -> __mmask16 {
         0xFFFF
     } else {
         ((1u32 << rem) - 1) as __mmask16
+    }
+}
+
+/// Writes one output column of a tokens-in-lanes GEMM tile into a row-major (tokens, n)
+/// matrix: lane i of `acc[j]`, plus `bias`, goes to `out[(16 j + i) * n]`, for the first
+/// `valid` lanes in all (a masked scatter with stride n). The bf16 and w8a8 GEMMs end
+/// their tiles with it.
+///
+/// # Safety
+/// AVX-512F must be available, and `out[(t) * n]` writable for every t < valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn scatter_column<const NV: usize>(
+    out: *mut f32,
+    n: usize,
+    acc: &[__m512; NV],
+    bias: f32,
+    valid: usize,
+) {
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(n as i32));
+    for (j, a) in acc.iter().enumerate() {
+        let rem = valid.saturating_sub(16 * j);
+        if rem == 0 {
+            break;
+        }
+        // SAFETY: the caller vouches for rows 16j..16j + min(rem, 16) of the column.
+        unsafe {
+            _mm512_mask_i32scatter_ps::<4>(
+                out.add(16 * j * n),
+                lanes(rem),
+                stride,
+                _mm512_add_ps(*a, _mm512_set1_ps(bias)),
+            )
+        };
     }
 }
 

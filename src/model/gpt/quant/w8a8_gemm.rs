@@ -211,24 +211,11 @@ unsafe fn tile<const RR: usize, const NV: usize>(
                 }
             }
         }
-        let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(n as i32));
+        // Write back transposed: lane i of acc[r][j] is out[t0 + 16j + i][o0 + r].
         for (r, ar) in acc.iter().enumerate() {
             let bv = bias.map_or(0.0, |bb| bb[o0 + r]);
-            for (j, a) in ar.iter().enumerate() {
-                let valid = toks.saturating_sub(16 * j).min(16);
-                if valid == 0 {
-                    continue;
-                }
-                let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
-                let base = op.get().add((t0 + 16 * j) * n + o0 + r);
-                _mm512_mask_i32scatter_ps::<4>(
-                    base,
-                    mask,
-                    stride,
-                    _mm512_add_ps(*a, _mm512_set1_ps(bv)),
-                );
-            }
+            let col = op.get().add(t0 * n + o0 + r);
+            crate::ops::simd512::scatter_column(col, n, ar, bv, toks);
         }
     }
 }

@@ -16,9 +16,9 @@
 //! accumulators of 16 tokens each, which hold output columns, so the tile is written back
 //! transposed (a scatter with stride N, once per tile after K/2 steps).
 //!
-//! Threads split the outputs in blocks; each block runs over every 32-token panel of
-//! `ap`, so its weight rows (R x K x 2 bytes, at most 72 KB) stay in L2 while the panels
-//! stream from L2/L3.
+//! Threads split the outputs in blocks (`par::for_each_tile`); each block runs
+//! over every 32-token panel of `ap`, so its weight rows (R x K x 2 bytes, at most 72 KB)
+//! stay in L2 while the panels stream from L2/L3.
 
 use super::par::SyncPtr;
 use rayon::prelude::*;
@@ -136,24 +136,15 @@ pub fn matmul(
     let mp = m.next_multiple_of(TOKENS);
     let ap = pack_activations(a, m, k, mp);
     let op = SyncPtr(out.as_mut_ptr());
-    // Output blocks of R rows; a few per thread for balance.
-    let blocks = n.div_ceil(R);
-    (0..blocks).into_par_iter().for_each(|blk| {
-        let o0 = blk * R;
-        let rows = R.min(n - o0);
-        let mut t0 = 0;
-        while t0 < m {
-            let toks = TOKENS.min(m - t0);
-            // SAFETY: AVX-512F + AVX512_BF16 (asserted via `available`); the tile reads
-            // rows o0..o0 + rows of w (each k long) and the panel of tokens t0..t0 + 32
-            // of ap (t0 a multiple of 32, < mp), and writes out[t][o] for t in
-            // t0..t0 + toks, o in o0..o0 + rows: disjoint across blocks.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                tile_dispatch(op, &ap, w, bias, o0, rows, t0, toks, k, n)
-            };
-            t0 += toks;
-        }
+    super::par::for_each_tile(n, R, m, TOKENS, |o0, rows, t0, toks| {
+        // SAFETY: AVX-512F + AVX512_BF16 (asserted via `available`); the tile reads rows
+        // o0..o0 + rows of w (each k long) and the panel of tokens t0..t0 + 32 of ap (t0 a
+        // multiple of 32, < mp), and writes out[t][o] for t in t0..t0 + toks, o in
+        // o0..o0 + rows: disjoint across blocks.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            tile_dispatch(op, &ap, w, bias, o0, rows, t0, toks, k, n)
+        };
     });
 }
 

@@ -40,6 +40,31 @@ pub(crate) fn rows_per_task(n: usize, c: usize) -> usize {
     ((1 << 14) / c.max(1)).clamp(1, n.max(1))
 }
 
+/// The tile walk of the register-tiled GEMMs that hold tokens in their lanes
+/// (`gemm_bf16`, the w8a8 GEMM): blocks of `rows` outputs (of `n`) in parallel, each
+/// walking the panels of `tokens` tokens (of `m`) in order, so a block's weight rows stay
+/// in cache while the panels stream; `tile(o0, nrows, t0, ntoks)` for every pair. Blocks
+/// own disjoint output columns.
+pub(crate) fn for_each_tile(
+    n: usize,
+    rows: usize,
+    m: usize,
+    tokens: usize,
+    tile: impl Fn(usize, usize, usize, usize) + Sync,
+) {
+    use rayon::prelude::*;
+    (0..n.div_ceil(rows)).into_par_iter().for_each(|blk| {
+        let o0 = blk * rows;
+        let nrows = rows.min(n - o0);
+        let mut t0 = 0;
+        while t0 < m {
+            let ntoks = tokens.min(m - t0);
+            tile(o0, nrows, t0, ntoks);
+            t0 += ntoks;
+        }
+    });
+}
+
 thread_local! {
     /// Set while this thread runs one shard of a batch-split training step: GEMMs and the
     /// rayon loops of the kernels stay on this thread (the shards themselves are the

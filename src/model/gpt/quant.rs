@@ -581,8 +581,9 @@ half_kernel_avx2!(
 
 // bf16 widens to f32 exactly by moving its 16 bits to the top of a 32-bit lane
 // (zero-extend, shift left 16): two integer ops instead of the f16 kernels' conversion.
-// The products are then f32 FMAs against the f32 input, as for f16 (AVX512_BF16's
-// `vdpbf16ps` would round the input to bf16 too, changing the numerics).
+// The products are then f32 FMAs against the f32 input, as for f16: the step keeps its
+// inputs f32 (AVX512_BF16's `vdpbf16ps` would round them to bf16 too; the parallel paths'
+// GEMM, `ops::gemm_bf16`, is where it runs).
 half_kernel_avx512!(
     bf16_avx512,
     |p: *const u16| {

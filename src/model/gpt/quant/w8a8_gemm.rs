@@ -102,21 +102,14 @@ pub(crate) fn matmul(
     }
     let p = pack(a, m, k);
     let op = SyncPtr(out.as_mut_ptr());
-    (0..n.div_ceil(R)).into_par_iter().for_each(|blk| {
-        let o0 = blk * R;
-        let rows = R.min(n - o0);
-        let mut t0 = 0;
-        while t0 < m {
-            let toks = TOKENS.min(m - t0);
-            // SAFETY: AVX-512 VNNI (asserted); the tile reads weight rows o0..o0 + rows
-            // and their scales, the activation panel of tokens t0..t0 + 32, and writes
-            // out[t][o] for its tokens and rows: disjoint across blocks.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                dispatch(op, &p, w, scales, bias, o0, rows, t0, toks, k, n)
-            };
-            t0 += toks;
-        }
+    crate::ops::par::for_each_tile(n, R, m, TOKENS, |o0, rows, t0, toks| {
+        // SAFETY: AVX-512 VNNI (asserted); the tile reads weight rows o0..o0 + rows and
+        // their scales, the activation panel of tokens t0..t0 + 32, and writes out[t][o]
+        // for its tokens and rows: disjoint across blocks.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            dispatch(op, &p, w, scales, bias, o0, rows, t0, toks, k, n)
+        };
     });
 }
 

@@ -6,9 +6,10 @@
 //! Every format's rows come from the KV-cache decode step (`feed`, what generation runs;
 //! w8a8 rounds activations only there), the f32 reference from the parallel pass
 //! (`distributions`), so the f32 row shows the two paths' summation-order difference.
-//! The last two rows measure bf16 and w8a8 models' parallel pass (`distributions`: their
-//! GEMMs of scoring and prefill, which round the activations too, where the CPU has the
-//! instructions).
+//! Two rows measure bf16 and w8a8 models' parallel pass (`distributions`: their GEMMs
+//! of scoring and prefill, which round the activations too, where the CPU has the
+//! instructions), the last an f16 model's generation prefill (the bf16 GEMM with the f16
+//! weights rounded to bf16), each position's row from a prefill of the window up to it.
 //!
 //! `cargo run --release --example weight_formats -- MODEL_DIR TEXT_FILE [MAX_TOKENS]`
 
@@ -73,6 +74,17 @@ fn main() -> anyhow::Result<()> {
         let label = format!("{format} (parallel path)");
         compare(&label, &windows, &reference, v, |w| Ok(m.distributions(w)?))?;
     }
+    // An f16 model's generation prefill runs the bf16 GEMM too (its f16 weights rounded
+    // to bf16): each position's row is the distribution a prefill of the window up to
+    // it ends with (what the first sampled token of a prompt that long is drawn from).
+    let m = f32m.clone().with_weight_format(WeightFormat::F16);
+    compare("f16 (prefill path)", &windows, &reference, v, |w| {
+        let mut d = vec![0f32; w.len() * v];
+        for (p, row) in d.chunks_mut(v).enumerate() {
+            m.prefill(&mut m.new_state(), &w[..=p], row)?;
+        }
+        Ok(d)
+    })?;
     Ok(())
 }
 

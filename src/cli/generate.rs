@@ -46,8 +46,10 @@ pub struct Args {
     /// How a GPT stores its matmul weights for inference: f32 (exact), f16, bf16, q8
     /// (int8 with a scale per 32 weights), or w8a8 (q8, and the decode step also rounds
     /// each matmul input to int8: integer dot products, fastest). The compact formats
-    /// decode faster at a small quality cost (docs/parts/gen.md); bf16 also prefills the
-    /// prompt with a bf16 GEMM where the CPU has AVX512_BF16 (~2x f32's speed).
+    /// decode faster at a small quality cost (docs/parts/gen.md); bf16 and f16 also
+    /// prefill the prompt with a bf16 GEMM where the CPU has AVX512_BF16 (~2x f32's
+    /// speed; f16 weights and the activations round to bf16 there), w8a8 with an int8
+    /// GEMM on AVX-512 VNNI.
     #[arg(long, default_value = "f32")]
     pub weights: arlm::model::gpt::WeightFormat,
     /// Print one JSON object per sample instead of streaming text.

@@ -1,8 +1,9 @@
 //! bf16 GEMM for the parallel inference paths (prefill, scoring) of a model whose weights
-//! are bf16: out(M, N) = a(M, K) @ w(N, K)^T (+ bias), with `w` the decode step's bf16
+//! are 16-bit: out(M, N) = a(M, K) @ w(N, K)^T (+ bias), with `w` the decode step's bf16
 //! (out, in) matrices as they are (no second copy), `a` rounded to bf16 once, and f32
 //! accumulation in AVX512_BF16's `vdpbf16ps` (two bf16 products per f32 lane per
-//! instruction: twice the multiply-adds of an f32 FMA).
+//! instruction: twice the multiply-adds of an f32 FMA). f16 matrices ([`Weights::F16`])
+//! are rounded to bf16 a block of rows at a time as the GEMM reaches them.
 //!
 //! Hand-written because no maintained Rust crate has a bf16 x bf16 -> f32 GEMM (the
 //! `gemm` crate's f16 path widens to f32 first, which is what this replaces).
@@ -18,7 +19,9 @@
 //!
 //! Threads split the outputs in blocks (`par::for_each_tile`); each block runs
 //! over every 32-token panel of `ap`, so its weight rows (R x K x 2 bytes, at most 72 KB)
-//! stay in L2 while the panels stream from L2/L3.
+//! stay in L2 while the panels stream from L2/L3. An f16 block is widened to bf16 into the
+//! task's scratch buffer at its first panel: 12 x K conversions against 12 x K x 32
+//! multiply-adds per panel, a few percent of the block's time at M = 64.
 
 use super::par::SyncPtr;
 use rayon::prelude::*;
@@ -40,6 +43,24 @@ pub fn available() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// The weight matrix of [`matmul`]: (N, K) row-major 16-bit floats, as bits.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// bf16: multiplied as they are.
+    Bf16(&'a [u16]),
+    /// IEEE half: each value rounded to bf16 (to nearest, ties to even) before the
+    /// multiply, so the products are those of [`Weights::Bf16`] with the rounded values.
+    F16(&'a [u16]),
+}
+
+impl Weights<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Weights::Bf16(w) | Weights::F16(w) => w.len(),
+        }
+    }
 }
 
 /// Rounds `x` to bf16 (to nearest, ties to even; what `vcvtneps2bf16` does), as bits.
@@ -111,8 +132,56 @@ unsafe fn pairs_avx512(words: &mut [u32], row: &[f32]) {
     pairs_scalar(&mut words[full..], &row[2 * full..]);
 }
 
-/// out(M, N) = a(M, K) @ w(N, K)^T + bias, with `w` bf16 bits row-major and the products
-/// in bf16 (the activations round to bf16) summed in f32. K must be even (the pairs).
+/// `dst` = the f16 values `src` rounded to bf16 (f16's 11-bit significands to 8 bits; its
+/// range lies inside bf16's, so nothing overflows or flushes).
+fn f16_to_bf16(dst: &mut Vec<u16>, src: &[u16]) {
+    dst.clear();
+    dst.resize(src.len(), 0);
+    // SAFETY: `available` was asserted by the caller (matmul).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        f16_to_bf16_avx512(dst, src)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    f16_to_bf16_scalar(dst, src);
+}
+
+fn f16_to_bf16_scalar(dst: &mut [u16], src: &[u16]) {
+    for (d, &h) in dst.iter_mut().zip(src) {
+        *d = bf16_bits(half::f16::from_bits(h).to_f32());
+    }
+}
+
+/// [`f16_to_bf16_scalar`] 32 values at a time (`vcvtph2ps`, then `vcvtne2ps2bf16`, whose
+/// flushing of f32 subnormals never applies: the smallest f16 is 2^-24).
+///
+/// # Safety
+/// AVX-512F and AVX512_BF16 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn f16_to_bf16_avx512(dst: &mut [u16], src: &[u16]) {
+    assert_eq!(dst.len(), src.len());
+    let full = src.len() / 32 * 32;
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    let mut i = 0;
+    while i < full {
+        // SAFETY: values i..i + 32 of src and dst are in bounds.
+        unsafe {
+            let lo = _mm512_cvtph_ps(_mm256_loadu_si256(sp.add(i) as *const _));
+            let hi = _mm512_cvtph_ps(_mm256_loadu_si256(sp.add(i + 16) as *const _));
+            let bh = _mm512_cvtne2ps_pbh(hi, lo);
+            _mm512_storeu_si512(
+                dp.add(i) as *mut _,
+                std::mem::transmute::<__m512bh, __m512i>(bh),
+            );
+        }
+        i += 32;
+    }
+    f16_to_bf16_scalar(&mut dst[full..], &src[full..]);
+}
+
+/// out(M, N) = a(M, K) @ w(N, K)^T + bias, with the products in bf16 (the activations
+/// round to bf16, f16 weights too) summed in f32. K must be even (the pairs).
 ///
 /// # Panics
 /// If the shapes do not match the slices, K is odd, or [`available`] is false.
@@ -120,7 +189,7 @@ unsafe fn pairs_avx512(words: &mut [u32], row: &[f32]) {
 pub fn matmul(
     out: &mut [f32],
     a: &[f32],
-    w: &[u16],
+    w: Weights<'_>,
     bias: Option<&[f32]>,
     m: usize,
     k: usize,
@@ -136,14 +205,24 @@ pub fn matmul(
     let mp = m.next_multiple_of(TOKENS);
     let ap = pack_activations(a, m, k, mp);
     let op = SyncPtr(out.as_mut_ptr());
-    super::par::for_each_tile(n, R, m, TOKENS, |o0, rows, t0, toks| {
-        // SAFETY: AVX-512F + AVX512_BF16 (asserted via `available`); the tile reads rows
-        // o0..o0 + rows of w (each k long) and the panel of tokens t0..t0 + 32 of ap (t0 a
+    super::par::for_each_tile(n, R, m, TOKENS, Vec::new, |scratch, o0, rows, t0, toks| {
+        // The block's rows as bf16: (rows, k).
+        let block: &[u16] = match w {
+            Weights::Bf16(w) => &w[o0 * k..(o0 + rows) * k],
+            Weights::F16(w) => {
+                if t0 == 0 {
+                    f16_to_bf16(scratch, &w[o0 * k..(o0 + rows) * k]);
+                }
+                scratch
+            }
+        };
+        // SAFETY: AVX-512F + AVX512_BF16 (asserted via `available`); the tile reads the
+        // block's rows (rows x k) and the panel of tokens t0..t0 + 32 of ap (t0 a
         // multiple of 32, < mp), and writes out[t][o] for t in t0..t0 + toks, o in
         // o0..o0 + rows: disjoint across blocks.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            tile_dispatch(op, &ap, w, bias, o0, rows, t0, toks, k, n)
+            tile_dispatch(op, &ap, block, bias, o0, rows, t0, toks, k, n)
         };
     });
 }
@@ -178,7 +257,8 @@ unsafe fn tile_dispatch(
     unsafe { go!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12) }
 }
 
-/// One tile: outputs o0..o0 + RR, tokens t0..t0 + toks (toks <= 16 * NV).
+/// One tile: outputs o0..o0 + RR (rows 0..RR of `w`, the block's bf16 rows), tokens
+/// t0..t0 + toks (toks <= 16 * NV).
 ///
 /// # Safety
 /// See [`matmul`]: AVX-512F + AVX512_BF16, and the ranges in bounds.
@@ -204,7 +284,7 @@ unsafe fn tile<const RR: usize, const NV: usize>(
         let app = ap.as_ptr().add(t0 * kp);
         // Row o's pairs as u32 words (the rows are 2k bytes, k even: 4-byte aligned pairs
         // relative to the row start; unaligned loads anyway).
-        let wrow = |r: usize| w.as_ptr().add((o0 + r) * k) as *const u32;
+        let wrow = |r: usize| w.as_ptr().add(r * k) as *const u32;
         for p in 0..kp {
             let mut av = [_mm512_setzero_ps(); NV];
             for (j, v) in av.iter_mut().enumerate() {
@@ -236,14 +316,16 @@ mod tests {
     use crate::ops::testutil::rnd_f32 as data;
 
     /// Every shape class (tails of outputs and tokens, one token, 16 exactly) against the
-    /// same products in f64: bf16-rounded activations and weights are exact in f64, so
-    /// the only difference is f32 accumulation order.
+    /// same products in f64, for bf16 weights and for f16 weights (rounded to bf16 by the
+    /// GEMM): bf16-rounded activations and weights are exact in f64, so the only
+    /// difference is f32 accumulation order.
     #[test]
     fn matches_f64_products_of_the_bf16_values() {
         if !available() {
             eprintln!("SKIPPED: no AVX512_BF16 on this CPU");
             return;
         }
+        let bf16 = |x: f32| half::bf16::from_bits(bf16_bits(x)).to_f64();
         for &(m, k, n) in &[
             (1, 2, 1),
             (5, 8, 13),
@@ -254,28 +336,62 @@ mod tests {
             (70, 768, 40),
         ] {
             let a = data(m * k, 1);
-            let w: Vec<u16> = data(n * k, 2).iter().map(|&v| bf16_bits(v)).collect();
+            let wf = data(n * k, 2);
+            let wb: Vec<u16> = wf.iter().map(|&v| bf16_bits(v)).collect();
+            let wh: Vec<u16> = wf
+                .iter()
+                .map(|&v| half::f16::from_f32(v).to_bits())
+                .collect();
+            // The weights each variant multiplies with, in f64.
+            let wb64: Vec<f64> = wb
+                .iter()
+                .map(|&b| half::bf16::from_bits(b).to_f64())
+                .collect();
+            let wh64: Vec<f64> = wh
+                .iter()
+                .map(|&h| bf16(half::f16::from_bits(h).to_f32()))
+                .collect();
             let bias = data(n, 3);
-            for with_bias in [false, true] {
-                let bias = with_bias.then_some(&bias[..]);
-                let mut out = vec![f32::NAN; m * n];
-                matmul(&mut out, &a, &w, bias, m, k, n);
-                for t in 0..m {
-                    for o in 0..n {
-                        let mut want = bias.map_or(0.0, |b| b[o] as f64);
-                        for i in 0..k {
-                            let av = half::bf16::from_bits(bf16_bits(a[t * k + i])).to_f64();
-                            want += av * half::bf16::from_bits(w[o * k + i]).to_f64();
+            for (w, w64) in [(Weights::Bf16(&wb), &wb64), (Weights::F16(&wh), &wh64)] {
+                for with_bias in [false, true] {
+                    let bias = with_bias.then_some(&bias[..]);
+                    let mut out = vec![f32::NAN; m * n];
+                    matmul(&mut out, &a, w, bias, m, k, n);
+                    for t in 0..m {
+                        for o in 0..n {
+                            let mut want = bias.map_or(0.0, |b| b[o] as f64);
+                            for i in 0..k {
+                                want += bf16(a[t * k + i]) * w64[o * k + i];
+                            }
+                            let got = out[t * n + o] as f64;
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * (k as f64).sqrt(),
+                                "{w:?} {m}x{k}x{n} bias {with_bias}: out[{t}][{o}] = {got}, want {want}"
+                            );
                         }
-                        let got = out[t * n + o] as f64;
-                        assert!(
-                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * (k as f64).sqrt(),
-                            "{m}x{k}x{n} bias {with_bias}: out[{t}][{o}] = {got}, want {want}"
-                        );
                     }
                 }
             }
         }
+    }
+
+    /// The vector f16 -> bf16 rounding is the scalar one (round to nearest even) on every
+    /// finite f16 and the infinities, with a tail shorter than a vector.
+    #[test]
+    fn f16_to_bf16_rounds_every_half_like_the_scalar_path() {
+        if !available() {
+            eprintln!("SKIPPED: no AVX512_BF16 on this CPU");
+            return;
+        }
+        let src: Vec<u16> = (0..=u16::MAX)
+            .filter(|&h| !half::f16::from_bits(h).is_nan())
+            .collect();
+        assert_ne!(src.len() % 32, 0, "the test wants a scalar tail");
+        let mut vector = Vec::new();
+        f16_to_bf16(&mut vector, &src);
+        let mut scalar = vec![0u16; src.len()];
+        f16_to_bf16_scalar(&mut scalar, &src);
+        assert_eq!(vector, scalar);
     }
 
     /// Not a test: GFLOP/s of the bf16 GEMM beside the f32 gemm path (`matmul_forward`,
@@ -321,7 +437,7 @@ mod tests {
                     }
                     best
                 };
-                let tb = time(&mut || matmul(&mut out, &a, &wb, None, m, k, n));
+                let tb = time(&mut || matmul(&mut out, &a, Weights::Bf16(&wb), None, m, k, n));
                 let tf = time(&mut || crate::ops::matmul_forward(&mut out, &a, &wf, None, m, k, n));
                 let gf = 2.0 * (m * k * n) as f64 / 1e9;
                 println!(

@@ -42,27 +42,31 @@ pub(crate) fn rows_per_task(n: usize, c: usize) -> usize {
 
 /// The tile walk of the register-tiled GEMMs that hold tokens in their lanes
 /// (`gemm_bf16`, the w8a8 GEMM): blocks of `rows` outputs (of `n`) in parallel, each
-/// walking the panels of `tokens` tokens (of `m`) in order, so a block's weight rows stay
-/// in cache while the panels stream; `tile(o0, nrows, t0, ntoks)` for every pair. Blocks
-/// own disjoint output columns.
-pub(crate) fn for_each_tile(
+/// walking the panels of `tokens` tokens (of `m`) in order from `t0 = 0`, so a block's
+/// weight rows stay in cache while the panels stream; `tile(scratch, o0, nrows, t0, ntoks)`
+/// for every pair. `scratch` is a per-task buffer made by `new_scratch`, for a block's
+/// weights prepared once at its first panel. Blocks own disjoint output columns.
+pub(crate) fn for_each_tile<S>(
     n: usize,
     rows: usize,
     m: usize,
     tokens: usize,
-    tile: impl Fn(usize, usize, usize, usize) + Sync,
+    new_scratch: impl Fn() -> S + Sync + Send,
+    tile: impl Fn(&mut S, usize, usize, usize, usize) + Sync + Send,
 ) {
     use rayon::prelude::*;
-    (0..n.div_ceil(rows)).into_par_iter().for_each(|blk| {
-        let o0 = blk * rows;
-        let nrows = rows.min(n - o0);
-        let mut t0 = 0;
-        while t0 < m {
-            let ntoks = tokens.min(m - t0);
-            tile(o0, nrows, t0, ntoks);
-            t0 += ntoks;
-        }
-    });
+    (0..n.div_ceil(rows))
+        .into_par_iter()
+        .for_each_init(new_scratch, |scratch, blk| {
+            let o0 = blk * rows;
+            let nrows = rows.min(n - o0);
+            let mut t0 = 0;
+            while t0 < m {
+                let ntoks = tokens.min(m - t0);
+                tile(scratch, o0, nrows, t0, ntoks);
+                t0 += ntoks;
+            }
+        });
 }
 
 thread_local! {

@@ -101,9 +101,10 @@ fn kv_cache_sampling_equals_full_recompute() {
 #[test]
 fn kv_cache_equals_full_recompute_with_reduced_precision_weights() {
     // The step runs the f16 / q8 kernels, the full pass runs gemm on the f32 copy rounded
-    // to the same values: same weights, so the same tokens.
+    // to the same values: same weights, so the same tokens. (With AVX512_BF16, 16-bit
+    // models prefill through the bf16 GEMM: the next test.)
     for format in [WeightFormat::F16, WeightFormat::Bf16, WeightFormat::Q8] {
-        if format == WeightFormat::Bf16 && arlm::ops::gemm_bf16::available() {
+        if format != WeightFormat::Q8 && arlm::ops::gemm_bf16::available() {
             continue;
         }
         check_with(SamplerConfig::greedy(), &[3, 14, 15, 9, 26], 40, format);
@@ -112,20 +113,23 @@ fn kv_cache_equals_full_recompute_with_reduced_precision_weights() {
 }
 
 #[test]
-fn kv_cache_follows_full_recompute_with_the_bf16_gemm() {
-    // With AVX512_BF16 the full pass (and the prefill) of a bf16 model runs the bf16 GEMM,
-    // which rounds its activations to bf16 too; the step keeps them f32. Near-ties may then
-    // pick different tokens, so this follows the cached tokens and bounds the difference
-    // of their log-probabilities.
+fn kv_cache_follows_full_recompute_after_a_bf16_gemm_prefill() {
+    // With AVX512_BF16 the full pass and the prefill of a bf16 model run the bf16 GEMM,
+    // which rounds its activations to bf16 too; so does an f16 model's prefill (its
+    // weights rounded to bf16 as well; its full pass keeps f16). The step keeps f32
+    // activations. Near-ties may then pick different tokens, so this follows the cached
+    // tokens and bounds the difference of their log-probabilities.
     if !arlm::ops::gemm_bf16::available() {
         eprintln!("SKIPPED: no AVX512_BF16 on this CPU");
         return;
     }
     // At 8x, attention is near-argmax and a rounding can flip which position wins (one
     // token's log-probability moved 2.9 nats); at 3x the distributions are still peaked.
-    let (m, bf16) = (small_gpt_scaled(64, 3.0), WeightFormat::Bf16);
-    for cfg in [SamplerConfig::greedy(), SamplerConfig::pure(5)] {
-        check_model(&m, cfg, &[3, 14, 15, 9, 26], 40, bf16, 0.05, false);
+    let m = small_gpt_scaled(64, 3.0);
+    for format in [WeightFormat::Bf16, WeightFormat::F16] {
+        for cfg in [SamplerConfig::greedy(), SamplerConfig::pure(5)] {
+            check_model(&m, cfg, &[3, 14, 15, 9, 26], 40, format, 0.05, false);
+        }
     }
 }
 

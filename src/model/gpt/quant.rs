@@ -239,15 +239,23 @@ impl QMat {
     }
 
     /// out(M, rows) = a(M, cols) @ self^T + bias through this format's own GEMM, for the
-    /// parallel paths: bf16 on AVX512_BF16 ([`crate::ops::gemm_bf16`], activations
-    /// rounded to bf16), w8a8 on AVX-512 VNNI (`w8a8_gemm`, activations rounded to int8
-    /// blocks as the step rounds them). False (nothing written) for the other formats and
-    /// CPUs: the caller then multiplies with the rounded f32 copy.
+    /// parallel paths: bf16 and f16 on AVX512_BF16 ([`crate::ops::gemm_bf16`], activations
+    /// rounded to bf16, f16 weights too), w8a8 on AVX-512 VNNI (`w8a8_gemm`, activations
+    /// rounded to int8 blocks as the step rounds them). False (nothing written) for the
+    /// other formats and CPUs: the caller then multiplies with the rounded f32 copy. Which
+    /// passes may round f16 weights to bf16 is the caller's choice (the generation prefill
+    /// does, scoring does not).
     pub(crate) fn gemm(&self, out: &mut [f32], a: &[f32], bias: Option<&[f32]>, m: usize) -> bool {
+        use crate::ops::gemm_bf16::{self, Weights};
         let (n, k) = (self.rows, self.cols);
+        let bf16_gemm = k.is_multiple_of(2) && gemm_bf16::available();
         match &self.data {
-            Data::Bf16(d) if k.is_multiple_of(2) && crate::ops::gemm_bf16::available() => {
-                crate::ops::gemm_bf16::matmul(out, a, d, bias, m, k, n);
+            Data::Bf16(d) if bf16_gemm => {
+                gemm_bf16::matmul(out, a, Weights::Bf16(d), bias, m, k, n);
+                true
+            }
+            Data::F16(d) if bf16_gemm => {
+                gemm_bf16::matmul(out, a, Weights::F16(d), bias, m, k, n);
                 true
             }
             Data::Q8 {

@@ -170,7 +170,7 @@ fn block_matmul<F: Float>(
 }
 
 /// Forward pass up to the logits (acts.logits, (B,T,V)). With `compact` (inference only:
-/// the decode step's bf16 or w8a8 matrices, where the CPU has the instructions for their
+/// the decode step's 16-bit or w8a8 matrices, where the CPU has the instructions for their
 /// GEMM), the block matmuls and the LM head run as that format's GEMM over those instead
 /// of the parameter buffer.
 pub(crate) fn forward<F: Float>(

@@ -102,15 +102,22 @@ pub(crate) fn matmul(
     }
     let p = pack(a, m, k);
     let op = SyncPtr(out.as_mut_ptr());
-    crate::ops::par::for_each_tile(n, R, m, TOKENS, |o0, rows, t0, toks| {
-        // SAFETY: AVX-512 VNNI (asserted); the tile reads weight rows o0..o0 + rows and
-        // their scales, the activation panel of tokens t0..t0 + 32, and writes out[t][o]
-        // for its tokens and rows: disjoint across blocks.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            dispatch(op, &p, w, scales, bias, o0, rows, t0, toks, k, n)
-        };
-    });
+    crate::ops::par::for_each_tile(
+        n,
+        R,
+        m,
+        TOKENS,
+        || (),
+        |_, o0, rows, t0, toks| {
+            // SAFETY: AVX-512 VNNI (asserted); the tile reads weight rows o0..o0 + rows and
+            // their scales, the activation panel of tokens t0..t0 + 32, and writes out[t][o]
+            // for its tokens and rows: disjoint across blocks.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                dispatch(op, &p, w, scales, bias, o0, rows, t0, toks, k, n)
+            };
+        },
+    );
 }
 
 /// [`tile`] monomorphized for `rows` (1..=R) and 1 or 2 token vectors.

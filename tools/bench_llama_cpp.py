@@ -10,9 +10,10 @@ checkpoint, converted to GGUF by llama.cpp's own convert_hf_to_gguf.py.
 converter and gguf-py). The GGUFs are written once under MODEL/gguf/ (the converter wants
 `n_ctx` in config.json and a GPT-2 tokenizer beside the weights, so it reads a staging
 copy: the weights linked, config.json completed, the tokenizer from the shared GPT-2
-files). For each type, one llama-bench run: prefill of --prompt-len tokens (pp) and
---new-tokens decode steps after a context of --prompt-len tokens (tg at that depth),
---threads threads. The last line of stdout is a JSON list of
+files). For each type, two llama-bench runs on --threads threads: prefill of --prompt-len
+tokens (pp), 5 repetitions (one short pass is at the mercy of a noisy neighbour: the
+median of the repetitions is reported, as arlm's side does), and --new-tokens decode
+steps after a context of --prompt-len tokens (tg at that depth), once. The last line of stdout is a JSON list of
 {"weights", "setting", "prefill_tokens_per_s", "decode_tokens_per_s"} with setting
 "no-sampler" (llama-bench times the model only; it does not sample).
 
@@ -28,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -74,15 +76,21 @@ def ensure_gguf(model: Path, llama: Path, typ: str) -> Path:
     return out
 
 
+PREFILL_REPS = 5
+
+
 def bench(llama: Path, gguf: Path, prompt: int, new: int, threads: int) -> tuple[float, float]:
-    cmd = [str(llama / "bin" / "llama-bench"), "-m", str(gguf), "-p", str(prompt), "-n", str(new),
-           "-d", f"0,{prompt}", "-t", str(threads), "-r", "1", "-o", "json"]
-    r = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    rows = json.loads(r.stdout)
-    pp = [x["avg_ts"] for x in rows if x["n_prompt"] == prompt and x["n_gen"] == 0 and x.get("n_depth", 0) == 0]
-    tg = [x["avg_ts"] for x in rows if x["n_gen"] == new and x["n_prompt"] == 0 and x.get("n_depth", 0) == prompt]
+    def rows(*args: str) -> list[dict]:
+        cmd = [str(llama / "bin" / "llama-bench"), "-m", str(gguf), "-t", str(threads), "-o", "json", *args]
+        r = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        return json.loads(r.stdout)
+
+    pp_rows = rows("-p", str(prompt), "-n", "0", "-r", str(PREFILL_REPS))
+    tg_rows = rows("-p", "0", "-n", str(new), "-d", str(prompt), "-r", "1")
+    pp = [statistics.median(x["samples_ts"]) for x in pp_rows if x["n_prompt"] == prompt and x["n_gen"] == 0]
+    tg = [x["avg_ts"] for x in tg_rows if x["n_gen"] == new and x.get("n_depth", 0) == prompt]
     if not pp or not tg:
-        sys.exit(f"unexpected llama-bench output: {r.stdout[:500]}")
+        sys.exit(f"unexpected llama-bench output: {pp_rows} {tg_rows}"[:1000])
     return pp[0], tg[0]
 
 

@@ -6,7 +6,8 @@
 //! very same weights. Both sides get the same 64 prompt tokens (BOS + 63 seeded random
 //! ids), generate 256 new tokens at batch 1 with end-of-text ignored, greedy and top-p
 //! (0.95 at temperature 1, no top-k), and report decode tokens/s (new tokens / time after
-//! the prompt) and prefill tokens/s (prompt tokens / time of the prompt pass).
+//! the prompt) and prefill tokens/s (prompt tokens / time of the prompt pass, the median
+//! of 5 passes).
 //!
 //! One row per (engine, weight format, setting): arlm with each `--weights` format (f32,
 //! f16, q8, w8a8 by default; see [`arlm::model::gpt::quant`]) and transformers in float32
@@ -118,7 +119,15 @@ fn setting_config(setting: &str, seed: u64) -> SamplerConfig {
     }
 }
 
-/// One timed generation (prefill + `new_tokens`), top-p seeded with `seed`.
+/// Prompt passes timed per measurement: a 64-token prefill takes ~0.1 s, short enough
+/// for one neighbour's burst to halve it, so the median of a few is reported (llama-bench's
+/// side repeats its pp test as often).
+const PREFILL_REPS: usize = 5;
+
+/// One timed generation: an untimed prompt pass (the first passes of a process run 20-25%
+/// slower while the allocator maps its arenas; llama-bench and the transformers script
+/// warm up too), the prompt pass [`PREFILL_REPS`] times (median), then `new_tokens`
+/// decoded after the last, top-p seeded with `seed`.
 pub(super) fn measure<M: LanguageModel>(
     model: &M,
     prompt: &[u32],
@@ -126,30 +135,28 @@ pub(super) fn measure<M: LanguageModel>(
     setting: &str,
     seed: u64,
 ) -> Result<Measure> {
+    // The prompt given to Session excludes BOS, which it prepends.
+    let mut session = Session::new(model, &prompt[1..])?;
     let mut prefills = Vec::new();
-    let mut decodes = Vec::new();
-    {
-        let mut sampler = Sampler::new(setting_config(setting, seed), model.vocab_size())?;
+    for _ in 0..PREFILL_REPS {
         let t0 = Instant::now();
-        // The prompt given to Session excludes BOS, which it prepends.
-        let mut session = Session::new(model, &prompt[1..])?;
-        let prefill = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        for i in 0..new_tokens {
-            let choice = sampler.sample(session.logprobs(), session.tokens())?;
-            if i + 1 < new_tokens {
-                session.push(choice.token)?;
-            }
-        }
-        let decode = t1.elapsed().as_secs_f64();
-        prefills.push(prefill);
-        decodes.push(decode);
+        session = Session::new(model, &prompt[1..])?;
+        prefills.push(t0.elapsed().as_secs_f64());
     }
+    let mut sampler = Sampler::new(setting_config(setting, seed), model.vocab_size())?;
+    let t1 = Instant::now();
+    for i in 0..new_tokens {
+        let choice = sampler.sample(session.logprobs(), session.tokens())?;
+        if i + 1 < new_tokens {
+            session.push(choice.token)?;
+        }
+    }
+    let decode = t1.elapsed().as_secs_f64();
     Ok(Measure {
         weights: String::new(),
         setting: setting.to_string(),
         prefill_tokens_per_s: prompt.len() as f64 / super::util::median(&prefills),
-        decode_tokens_per_s: new_tokens as f64 / super::util::median(&decodes),
+        decode_tokens_per_s: new_tokens as f64 / decode,
     })
 }
 

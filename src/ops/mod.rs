@@ -49,7 +49,7 @@ mod tests;
 mod testutil;
 
 pub use adamw::AdamW;
-pub use attention::{attention_backward, attention_forward};
+pub use attention::{attention_backward, attention_forward, attention_forward_no_probs};
 pub use embedding::{encoder_backward, encoder_forward, lm_head_backward_dwte, lm_head_forward};
 pub use float::Float;
 pub use gelu::{

@@ -54,7 +54,9 @@ impl<F: Float> Acts<F> {
     pub fn new(cfg: &GptConfig, b: usize, t: usize, slots: usize) -> Acts<F> {
         let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
         let n = b * t;
-        let z = |len: usize| vec![F::ZERO; len];
+        // Huge pages: the logits alone are 206 MB at (1, 1024) for GPT-2, written once per
+        // call; 4 KiB pages cost a fault each.
+        let z = |len: usize| crate::huge_pages::zeroed_vec::<F>(len);
         Acts {
             b,
             t,
@@ -67,7 +69,12 @@ impl<F: Float> Acts<F> {
             ln1_rstd: z(slots * n),
             qkv: z(slots * n * 3 * c),
             atty: z(slots * n * c),
-            att: z(slots * b * nh * t * t),
+            // Only the backward reads the probabilities (inference keeps one slot).
+            att: if slots == cfg.n_layer {
+                z(slots * b * nh * t * t)
+            } else {
+                Vec::new()
+            },
             res2: z(slots * n * c),
             ln2: z(slots * n * c),
             ln2_mean: z(slots * n),
@@ -232,8 +239,12 @@ pub(crate) fn forward<F: Float>(
             h(l, qkv);
         }
         let atty = &mut a.atty[s * n * c..(s + 1) * n * c];
-        let att = &mut a.att[s * b * nh * t * t..(s + 1) * b * nh * t * t];
-        ops::attention_forward(atty, att, qkv, b, t, c, nh);
+        if training {
+            let att = &mut a.att[s * b * nh * t * t..(s + 1) * b * nh * t * t];
+            ops::attention_forward(atty, att, qkv, b, t, c, nh);
+        } else {
+            ops::attention_forward_no_probs(atty, qkv, b, t, c, nh);
+        }
         let res2 = &mut a.res2[s * n * c..(s + 1) * n * c];
         // Without dropout the projection biases are added in the residual pass.
         if dropout.is_some() {

@@ -33,25 +33,44 @@ use std::arch::x86_64::*;
 /// scale times row[..=t], row[t+1..] = 0 (the plain version: kernels' `softmax_causal_row`).
 /// Requires AVX-512 ([`crate::ops::cpu::has_avx512`]); r1 <= t_len and s.len() >= r1 * t_len.
 pub fn softmax_causal_rows(s: &mut [f32], t_len: usize, r0: usize, r1: usize, scale: f32) {
-    assert!(r1 <= t_len && s.len() >= r1 * t_len);
+    assert!(r0 <= r1 && r1 <= t_len && s.len() >= r1 * t_len);
     #[cfg(target_arch = "x86_64")]
-    {
-        let mut t = r0;
-        while t < r1 {
-            // SAFETY: rows t.. lie inside s (asserted); callers checked avx512().
-            unsafe {
-                if t + GROUP <= r1.min(GROUP_MAX_LEN) {
-                    softmax_group(s.as_mut_ptr(), t_len, t, scale);
-                    t += GROUP;
-                } else {
-                    softmax_row(s.as_mut_ptr().add(t * t_len), t + 1, t_len, scale);
-                    t += 1;
-                }
+    // SAFETY: rows r0..r1 lie inside s (asserted); callers checked avx512().
+    unsafe {
+        softmax_block(s.as_mut_ptr().add(r0 * t_len), t_len, r0..r1, t_len, scale)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, t_len, r0, r1, scale);
+}
+
+/// The causal softmax of rows `ts` (query positions) stored from `rows`, `stride` apart:
+/// row t (at `rows + (t - ts.start) * stride`) <- softmax of scale times its first t + 1
+/// entries, entries t + 1..len <- 0.
+///
+/// # Safety
+/// avx512f; `len` >= ts.end and every row's `len` entries valid.
+#[cfg(target_arch = "x86_64")]
+unsafe fn softmax_block(
+    rows: *mut f32,
+    stride: usize,
+    ts: std::ops::Range<usize>,
+    len: usize,
+    scale: f32,
+) {
+    let mut t = ts.start;
+    while t < ts.end {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let row = rows.add((t - ts.start) * stride);
+            if t + GROUP <= ts.end.min(GROUP_MAX_LEN) {
+                softmax_group(row, stride, t, len, scale);
+                t += GROUP;
+            } else {
+                softmax_row(row, t + 1, len, scale);
+                t += 1;
             }
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (s, t_len, r0, r1, scale);
 }
 
 /// Rows per group of [`softmax_group`] (the same grouping of the softmax backward, with
@@ -61,21 +80,22 @@ const GROUP: usize = 4;
 /// Longest row a group handles (in registers: GROUP rows x 4 vectors).
 const GROUP_MAX_LEN: usize = 64;
 
-/// [`softmax_row`] for the GROUP causal rows t.. of s (rows of t_len; row t + g has
-/// t + g + 1 <= 64 valid entries), interleaved: a single row is one long dependency chain
-/// (max, reduce, exp, sum, reduce, divide) of ~150 cycles for at most 4 vectors; four
-/// rows side by side in registers overlap their chains.
+/// [`softmax_row`] for the GROUP causal rows of query positions t.. (row g at
+/// `rows + g * stride`, with t + g + 1 <= 64 valid entries, zeroed up to `len`),
+/// interleaved: a single row is one long dependency chain (max, reduce, exp, sum, reduce,
+/// divide) of ~150 cycles for at most 4 vectors; four rows side by side in registers
+/// overlap their chains.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::needless_range_loop)] // g and v index several arrays and offsets
-unsafe fn softmax_group(s: *mut f32, t_len: usize, t: usize, scale: f32) {
+unsafe fn softmax_group(rows: *mut f32, stride: usize, t: usize, len: usize, scale: f32) {
     let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
     let zero = _mm512_setzero_ps();
     let nv = (t + GROUP).div_ceil(16);
     let mut x = [[ninf; 4]; GROUP];
     let mut mx = [ninf; GROUP];
     for g in 0..GROUP {
-        let row = s.add((t + g) * t_len);
+        let row = rows.add(g * stride);
         let n = t + g + 1;
         for v in 0..4 {
             if v < nv {
@@ -101,16 +121,16 @@ unsafe fn softmax_group(s: *mut f32, t_len: usize, t: usize, scale: f32) {
     }
     for g in 0..GROUP {
         let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum[g]));
-        let row = s.add((t + g) * t_len);
+        let row = rows.add(g * stride);
         for v in 0..4 {
             if v < nv {
-                let k = lanes(t_len.saturating_sub(16 * v));
+                let k = lanes(len.saturating_sub(16 * v));
                 _mm512_mask_storeu_ps(row.add(16 * v), k, _mm512_mul_ps(x[g][v], inv));
             }
         }
         let mut j = nv * 16;
-        while j < t_len {
-            _mm512_mask_storeu_ps(row.add(j), lanes(t_len - j), zero);
+        while j < len {
+            _mm512_mask_storeu_ps(row.add(j), lanes(len - j), zero);
             j += 16;
         }
     }
@@ -343,11 +363,12 @@ unsafe fn transpose_head(dst: *mut f32, src: *const f32, src_rs: usize, t_len: u
 const ROWS: usize = 8;
 
 thread_local! {
-    /// A head's K^T or V^T (hs x T), reused across calls (grows once).
+    /// A head's K^T or V^T (hs x T), and for [`attention_forward_no_probs`] a block's
+    /// scores (ROWS x T) after it, reused across calls (grows once).
     static HEAD_T: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's (hs x T) scratch.
+/// Runs `f` with this thread's scratch of `len` floats.
 fn with_head_t<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     HEAD_T.with(|s| {
         let mut s = s.borrow_mut();
@@ -358,72 +379,143 @@ fn with_head_t<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
+/// Where [`head_forward`] puts the probabilities.
+#[derive(Clone, Copy)]
+enum Probs {
+    /// All of them: the head's (T, T) matrix at this pointer, zeros above the diagonal
+    /// (the backward reads it).
+    Keep(*mut f32),
+    /// One block's rows at a time in a (ROWS, T) scratch at this pointer, zeroed only up
+    /// to the block's last visible key: inference, where nothing reads them later.
+    Block(*mut f32),
+}
+
+/// One (b, h) of the forward: K^T into `kt`, then per block of `ROWS` queries S = Q K^T
+/// over the visible keys, the softmax rows, and O = P V over the visible keys, all with
+/// `mm`'s register tiles. `q`, `k`, `v` point at the head's first row of qkv (rows 3C
+/// apart), `o` at its first output (rows C apart).
+///
+/// # Safety
+/// avx512f; the rows of q, k, v, o valid for `t_len` positions and `hs` columns; `kt` holds
+/// hs x t_len floats; `probs` as its variant says; o and probs not aliased.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn head_forward(
+    (q, k, v): (*const f32, *const f32, *const f32),
+    o: *mut f32,
+    kt: *mut f32,
+    probs: Probs,
+    (t_len, c, hs): (usize, usize, usize),
+    scale: f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        transpose_head(kt, k, 3 * c, t_len, hs);
+        for t0 in (0..t_len).step_by(ROWS) {
+            let rows = ROWS.min(t_len - t0);
+            let kc = t0 + rows; // keys visible to the block
+            let (sp, len) = match probs {
+                Probs::Keep(s) => (s.add(t0 * t_len), t_len),
+                Probs::Block(s) => (s, kc),
+            };
+            mm(
+                rows,
+                kc,
+                (0, hs),
+                q.add(t0 * 3 * c),
+                (3 * c, 1),
+                kt,
+                t_len,
+                sp,
+                t_len,
+            );
+            softmax_block(sp, t_len, t0..kc, len, scale);
+            mm(
+                rows,
+                hs,
+                (0, kc),
+                sp,
+                (t_len, 1),
+                v,
+                3 * c,
+                o.add(t0 * c),
+                c,
+            );
+        }
+    }
+}
+
 /// Causal self-attention forward, f32, AVX-512, with the same contract as kernels'
 /// `attention_forward` (qkv (B,T,3C) in, out (B,T,C) and att (B,NH,T,T) = P with zeros
-/// above the diagonal): per (b, h), K^T once, then per block of `ROWS` queries S = Q K^T
-/// over the visible keys, the softmax rows, and O = P V over the visible keys, all with
-/// `mm`'s register tiles. Parallel over (b, h) as the `gemm` version. Requires
-/// AVX-512 ([`crate::ops::cpu::has_avx512`]).
+/// above the diagonal): [`head_forward`] per (b, h), parallel over (b, h) as the `gemm`
+/// version. Requires AVX-512 ([`crate::ops::cpu::has_avx512`]).
 pub fn attention_forward(
     out: &mut [f32],
     att: &mut [f32],
     qkv: &[f32],
     (b, t_len, c, nh): (usize, usize, usize, usize),
 ) {
+    assert!(att.len() >= b * nh * t_len * t_len);
+    heads_forward(out, Some(att), qkv, (b, t_len, c, nh));
+}
+
+/// [`attention_forward`] without the probabilities, for inference: each block's scores
+/// live in a per-thread (ROWS, T) scratch instead of a (B, NH, T, T) buffer, which at
+/// T = 1024 is 50 MB per layer for GPT-2 written and read back, half of it zeros. The
+/// same arithmetic, so `out` is bit-identical to [`attention_forward`]'s.
+pub fn attention_forward_no_probs(
+    out: &mut [f32],
+    qkv: &[f32],
+    (b, t_len, c, nh): (usize, usize, usize, usize),
+) {
+    heads_forward(out, None, qkv, (b, t_len, c, nh));
+}
+
+fn heads_forward(
+    out: &mut [f32],
+    att: Option<&mut [f32]>,
+    qkv: &[f32],
+    (b, t_len, c, nh): (usize, usize, usize, usize),
+) {
     use rayon::prelude::*;
     let hs = c / nh;
-    assert!(out.len() >= b * t_len * c && att.len() >= b * nh * t_len * t_len);
+    assert!(out.len() >= b * t_len * c);
     assert!(qkv.len() >= b * t_len * 3 * c && hs * nh == c);
     let scale = 1.0 / (hs as f32).sqrt();
     let out_p = SyncPtr(out.as_mut_ptr());
-    att[..b * nh * t_len * t_len]
-        .par_chunks_mut(t_len * t_len)
-        .enumerate()
+    let att_p = att.map(|a| SyncPtr(a.as_mut_ptr()));
+    (0..b * nh)
+        .into_par_iter()
         .with_min_len(par::min_len())
-        .for_each(|(bh, s)| {
+        .for_each(|bh| {
             let (bi, h) = (bh / nh, bh % nh);
+            let scratch = hs * t_len + if att_p.is_some() { 0 } else { ROWS * t_len };
             #[cfg(target_arch = "x86_64")]
-            with_head_t(hs * t_len, |kt| {
+            with_head_t(scratch, |sc| {
+                let (kt, block) = sc.split_at_mut(hs * t_len);
                 // SAFETY: avx512 checked by the caller; the views of qkv stay inside it
-                // (asserted); out rows (bi, .., h) and s belong to this task alone.
+                // (asserted); out rows (bi, .., h), the head's (T, T) of att (its length
+                // asserted by attention_forward) and the scratch belong to this task.
                 unsafe {
+                    let probs = match att_p {
+                        Some(a) => Probs::Keep(a.get().add(bh * t_len * t_len)),
+                        None => Probs::Block(block.as_mut_ptr()),
+                    };
                     let q = qkv.as_ptr().add(bi * t_len * 3 * c + h * hs);
-                    let (k, v) = (q.add(c), q.add(2 * c));
                     let o = out_p.get().add(bi * t_len * c + h * hs);
-                    transpose_head(kt.as_mut_ptr(), k, 3 * c, t_len, hs);
-                    for t0 in (0..t_len).step_by(ROWS) {
-                        let rows = ROWS.min(t_len - t0);
-                        let kc = t0 + rows; // keys visible to the block
-                        let sp = s.as_mut_ptr().add(t0 * t_len);
-                        mm(
-                            rows,
-                            kc,
-                            (0, hs),
-                            q.add(t0 * 3 * c),
-                            (3 * c, 1),
-                            kt.as_ptr(),
-                            t_len,
-                            sp,
-                            t_len,
-                        );
-                        softmax_causal_rows(s, t_len, t0, kc, scale);
-                        let sp = s.as_ptr().add(t0 * t_len);
-                        mm(
-                            rows,
-                            hs,
-                            (0, kc),
-                            sp,
-                            (t_len, 1),
-                            v,
-                            3 * c,
-                            o.add(t0 * c),
-                            c,
-                        );
-                    }
+                    let kt = kt.as_mut_ptr();
+                    head_forward(
+                        (q, q.add(c), q.add(2 * c)),
+                        o,
+                        kt,
+                        probs,
+                        (t_len, c, hs),
+                        scale,
+                    );
                 }
             });
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (bi, h, s, scale, &out_p);
+            let _ = (bi, h, scale, &out_p, &att_p);
         });
 }
 
@@ -608,6 +700,7 @@ mod tests {
             (1, 64, 128, 4),
             (2, 70, 96, 2),
             (1, 3, 40, 1),
+            (1, 150, 64, 1),
         ] {
             let qkv = rnd_f32(b * t * 3 * c, 5);
             let g = rnd_f32(b * t * c, 6);
@@ -620,6 +713,10 @@ mod tests {
             // garbage in the outputs and scratch: everything must be overwritten
             let (mut o, mut a) = (vec![7f32; b * t * c], vec![7f32; b * nh * t * t]);
             attention_forward(&mut o, &mut a, &qkv, (b, t, c, nh));
+            // Inference's version: the same arithmetic without the probabilities.
+            let mut o_np = vec![7f32; b * t * c];
+            attention_forward_no_probs(&mut o_np, &qkv, (b, t, c, nh));
+            assert_eq!(o_np, o, "no_probs (b {b} t {t} c {c} nh {nh})");
             let (mut d, mut ds) = (vec![7f32; b * t * 3 * c], vec![7f32; b * nh * t * t]);
             attention_backward(&mut d, &mut ds, &g, &qkv, &a, (b, t, c, nh));
             for (what, got, want, tol) in [

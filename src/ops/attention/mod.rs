@@ -185,6 +185,27 @@ pub fn attention_forward<F: Float>(
     attention_forward_blocked(out, att, qkv, b, t_len, c, nh, ATT_BLOCK)
 }
 
+/// [`attention_forward`] for inference: the same `out`, without keeping the
+/// probabilities (on AVX-512 f32 each block's scores live in a per-thread scratch:
+/// [`avx512::attention_forward_no_probs`]; elsewhere a temporary (B, NH, T, T) buffer).
+pub fn attention_forward_no_probs<F: Float>(
+    out: &mut [F],
+    qkv: &[F],
+    b: usize,
+    t_len: usize,
+    c: usize,
+    nh: usize,
+) {
+    if cpu::has_avx512() {
+        if let (Some(o), Some(x)) = (as_f32_mut(out), as_f32(qkv)) {
+            avx512::attention_forward_no_probs(o, x, (b, t_len, c, nh));
+            return;
+        }
+    }
+    let mut att = vec![F::ZERO; b * nh * t_len * t_len];
+    attention_forward(out, &mut att, qkv, b, t_len, c, nh)
+}
+
 /// [`attention_forward`] with query blocks of `bs` rows (bs >= T: one full block).
 #[allow(clippy::too_many_arguments)]
 fn attention_forward_blocked<F: Float>(

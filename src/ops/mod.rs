@@ -46,7 +46,7 @@ pub mod team;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use adamw::AdamW;
 pub use attention::{attention_backward, attention_forward, attention_forward_no_probs};

@@ -63,6 +63,7 @@ use std::arch::x86_64::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod batch;
+mod target_logprobs;
 
 /// The KV cache of one sequence: keys and values of every block for every fed position.
 #[derive(Debug, Clone)]
@@ -656,10 +657,9 @@ impl LanguageModel for Gpt<f32> {
 
     fn score_next(&self, input: &[u32]) -> Result<Vec<f32>, ModelError> {
         self.check_seq(input)?;
-        let v = self.config.vocab_size;
         let t = input.len();
-        let acts = self.forward_parallel(input, 1, t, None);
-        Ok(pick_logprobs(&acts.logits, &input[1..], v))
+        let acts = self.forward_parallel_opt(input, 1, t, None, false);
+        Ok(self.target_logprobs(&acts.lnf, &input[1..]))
     }
 
     fn distributions(&self, input: &[u32]) -> Result<Vec<f32>, ModelError> {
@@ -674,54 +674,48 @@ impl LanguageModel for Gpt<f32> {
         for s in inputs {
             self.check_seq(s)?;
         }
-        let v = self.config.vocab_size;
         let c = self.config.n_embd;
         // Sort by length so padding is small; batch up to a memory budget.
         let mut order: Vec<usize> = (0..inputs.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].len()));
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
-        let budget = 1usize << 25; // floats of logits + activations per batch
+        // Floats of activations and the LM head's logit block per batch.
+        let budget = 1usize << 25;
         let mut i = 0;
         while i < order.len() {
             let t = inputs[order[i]].len();
-            let per_seq = t * (v + 16 * c) + self.config.n_head * t * t;
+            let per_seq = t * (target_logprobs::VOCAB_CHUNK + 16 * c);
             let bmax = (budget / per_seq.max(1)).max(1);
             let group: Vec<usize> = order[i..(i + bmax).min(order.len())].to_vec();
             i += group.len();
             let b = group.len();
+            // Padding positions score token 0; their rows are dropped.
             let mut tokens = vec![0u32; b * t];
+            let mut targets = vec![0u32; b * t];
             for (bi, &si) in group.iter().enumerate() {
                 let s = inputs[si];
                 tokens[bi * t..bi * t + s.len()].copy_from_slice(s);
+                targets[bi * t..bi * t + s.len() - 1].copy_from_slice(&s[1..]);
             }
-            let acts = self.forward_parallel(&tokens, b, t, None);
-            let rows: Vec<Vec<f32>> = group
-                .par_iter()
-                .enumerate()
-                .map(|(bi, &si)| {
-                    let s = inputs[si];
-                    pick_logprobs(&acts.logits[bi * t * v..], &s[1..], v)
-                })
-                .collect();
-            for (&si, r) in group.iter().zip(rows) {
-                out[si] = r;
+            let acts = self.forward_parallel_opt(&tokens, b, t, None, false);
+            let scored = self.target_logprobs(&acts.lnf, &targets);
+            for (bi, &si) in group.iter().enumerate() {
+                out[si] = scored[bi * t..bi * t + inputs[si].len() - 1].to_vec();
             }
         }
         Ok(out)
     }
 }
 
-/// out[i] = log_softmax(logits row i)[targets[i]], rows in parallel. The vectorized
-/// logsumexp: libm's f64 exp over 50,257 logits per scored position was ~10% of scoring.
-fn pick_logprobs(logits: &[f32], targets: &[u32], v: usize) -> Vec<f32> {
-    targets
-        .par_iter()
-        .enumerate()
-        .map(|(i, &tgt)| {
-            let row = &logits[i * v..(i + 1) * v];
-            (row[tgt as usize] as f64 - simd::logsumexp(row) as f64) as f32
-        })
-        .collect()
+impl Gpt<f32> {
+    /// log p(targets[i] | position i) from the final hidden states `lnf` (rows of C):
+    /// scoring's LM head, through the same weights as the rest of the scoring pass.
+    fn target_logprobs(&self, lnf: &[f32], targets: &[u32]) -> Vec<f32> {
+        let (v, c) = (self.config.vocab_size, self.config.n_embd);
+        let wte = &parts(&self.params, &self.config).wte[..v * c];
+        let compact = self.gemm_weights(false).map(|q| &q.wte);
+        target_logprobs::target_logprobs(lnf, targets, wte, compact, (v, c))
+    }
 }
 
 #[cfg(test)]

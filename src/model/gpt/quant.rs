@@ -246,16 +246,37 @@ impl QMat {
     /// passes may round f16 weights to bf16 is the caller's choice (the generation prefill
     /// does, scoring does not).
     pub(crate) fn gemm(&self, out: &mut [f32], a: &[f32], bias: Option<&[f32]>, m: usize) -> bool {
+        self.gemm_rows(out, a, bias, m, 0..self.rows)
+    }
+
+    /// [`QMat::gemm`] with the output rows `rows` of this matrix only: out(M, rows.len())
+    /// (the LM head a block of vocabulary at a time; `bias` is this matrix's whole bias).
+    pub(crate) fn gemm_rows(
+        &self,
+        out: &mut [f32],
+        a: &[f32],
+        bias: Option<&[f32]>,
+        m: usize,
+        rows: std::ops::Range<usize>,
+    ) -> bool {
         use crate::ops::gemm_bf16::{self, Weights};
-        let (n, k) = (self.rows, self.cols);
+        assert!(
+            rows.end <= self.rows,
+            "rows {rows:?} of a {}-row matrix",
+            self.rows
+        );
+        let k = self.cols;
+        let n = rows.len();
+        let bias = bias.map(|b| &b[rows.clone()]);
         let bf16_gemm = k.is_multiple_of(2) && gemm_bf16::available();
+        let (w0, w1) = (rows.start * k, rows.end * k);
         match &self.data {
             Data::Bf16(d) if bf16_gemm => {
-                gemm_bf16::matmul(out, a, Weights::Bf16(d), bias, m, k, n);
+                gemm_bf16::matmul(out, a, Weights::Bf16(&d[w0..w1]), bias, m, k, n);
                 true
             }
             Data::F16(d) if bf16_gemm => {
-                gemm_bf16::matmul(out, a, Weights::F16(d), bias, m, k, n);
+                gemm_bf16::matmul(out, a, Weights::F16(&d[w0..w1]), bias, m, k, n);
                 true
             }
             Data::Q8 {
@@ -263,6 +284,9 @@ impl QMat {
                 scales,
                 act8: true,
             } if k.is_multiple_of(Q8_BLOCK) && w8a8_gemm::available() => {
+                let q = &q[w0..w1];
+                let kb = k / Q8_BLOCK;
+                let scales = &scales[rows.start * kb..rows.end * kb];
                 w8a8_gemm::matmul(out, a, q, scales, bias, m, k, n);
                 true
             }

@@ -8,7 +8,8 @@
 //! written by the GEMM and read back by the logsumexp. Here one (N, VOCAB_CHUNK) buffer
 //! is reused: each block's product lands in it, and each row folds the block into a
 //! running logsumexp (f64) and picks its target's logit if the block holds it.
-//! Measured in docs/parts/gen.md (scoring throughput).
+//! Measured (docs/parts/decode-speed.md, "Scoring's LM head"): f32 scoring of 1024-token
+//! windows of GPT-2 124M ~10% faster on a 2-core Zen 4 VM, and 206 MB less memory.
 
 use super::quant::QMat;
 use crate::ops::{self, simd};

@@ -452,7 +452,7 @@ unsafe fn head_forward(
 
 /// Causal self-attention forward, f32, AVX-512, with the same contract as kernels'
 /// `attention_forward` (qkv (B,T,3C) in, out (B,T,C) and att (B,NH,T,T) = P with zeros
-/// above the diagonal): [`head_forward`] per (b, h), parallel over (b, h) as the `gemm`
+/// above the diagonal): `head_forward` per (b, h), parallel over (b, h) as the `gemm`
 /// version. Requires AVX-512 ([`crate::ops::cpu::has_avx512`]).
 pub fn attention_forward(
     out: &mut [f32],

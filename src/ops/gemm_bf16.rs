@@ -222,39 +222,15 @@ pub fn matmul(
         // o0..o0 + rows: disjoint across blocks.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            tile_dispatch(op, &ap, block, bias, o0, rows, t0, toks, k, n)
+            super::par::tile_by_shape!(
+                tile,
+                rows,
+                toks,
+                [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+                (op, &ap, block, bias, o0, t0, toks, k, n)
+            )
         };
     });
-}
-
-/// Calls the tile kernel monomorphized for `rows` (1..=R) and 1 or 2 token vectors.
-///
-/// # Safety
-/// As in [`matmul`]'s call.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_dispatch(
-    op: SyncPtr<f32>,
-    ap: &[u32],
-    w: &[u16],
-    bias: Option<&[f32]>,
-    o0: usize,
-    rows: usize,
-    t0: usize,
-    toks: usize,
-    k: usize,
-    n: usize,
-) {
-    macro_rules! go {
-        ($($r:literal),*) => {
-            match (rows, toks > 16) {
-                $(($r, true) => tile::<$r, 2>(op, ap, w, bias, o0, t0, toks, k, n),
-                  ($r, false) => tile::<$r, 1>(op, ap, w, bias, o0, t0, toks, k, n),)*
-                _ => unreachable!("tiles have 1..=R rows"),
-            }
-        };
-    }
-    unsafe { go!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12) }
 }
 
 /// One tile: outputs o0..o0 + RR (rows 0..RR of `w`, the block's bf16 rows), tokens

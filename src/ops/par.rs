@@ -69,6 +69,20 @@ pub(crate) fn for_each_tile<S>(
         });
 }
 
+/// Calls `$tile::<RR, NV>(args)` for a tile of `$rows` outputs (one of the listed
+/// literals) and `$toks` tokens (NV = 2 vectors of 16 above 16 tokens, else 1): the
+/// monomorphized register tiles of the GEMMs that walk [`for_each_tile`].
+macro_rules! tile_by_shape {
+    ($tile:ident, $rows:expr, $toks:expr, [$($r:literal),*], $args:tt) => {
+        match ($rows, $toks > 16) {
+            $(($r, true) => $tile::<$r, 2> $args,
+              ($r, false) => $tile::<$r, 1> $args,)*
+            _ => unreachable!("tiles have 1..=R rows"),
+        }
+    };
+}
+pub(crate) use tile_by_shape;
+
 thread_local! {
     /// Set while this thread runs one shard of a batch-split training step: GEMMs and the
     /// rayon loops of the kernels stay on this thread (the shards themselves are the

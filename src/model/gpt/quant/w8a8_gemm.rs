@@ -114,41 +114,16 @@ pub(crate) fn matmul(
             // for its tokens and rows: disjoint across blocks.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                dispatch(op, &p, w, scales, bias, o0, rows, t0, toks, k, n)
+                crate::ops::par::tile_by_shape!(
+                    tile,
+                    rows,
+                    toks,
+                    [1, 2, 3, 4, 5, 6],
+                    (op, &p, w, scales, bias, o0, t0, toks, k, n)
+                )
             };
         },
     );
-}
-
-/// [`tile`] monomorphized for `rows` (1..=R) and 1 or 2 token vectors.
-///
-/// # Safety
-/// As in [`matmul`]'s call.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dispatch(
-    op: SyncPtr<f32>,
-    p: &Packed,
-    w: &[i8],
-    scales: &[f32],
-    bias: Option<&[f32]>,
-    o0: usize,
-    rows: usize,
-    t0: usize,
-    toks: usize,
-    k: usize,
-    n: usize,
-) {
-    macro_rules! go {
-        ($($r:literal),*) => {
-            match (rows, toks > 16) {
-                $(($r, true) => tile::<$r, 2>(op, p, w, scales, bias, o0, t0, toks, k, n),
-                  ($r, false) => tile::<$r, 1>(op, p, w, scales, bias, o0, t0, toks, k, n),)*
-                _ => unreachable!("tiles have 1..=R rows"),
-            }
-        };
-    }
-    unsafe { go!(1, 2, 3, 4, 5, 6) }
 }
 
 /// One tile: outputs o0..o0 + RR, tokens t0..t0 + toks (toks <= 16 * NV).
